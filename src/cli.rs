@@ -1,0 +1,325 @@
+//! The command line: argument parsing and the commands. Errors become one line on stderr and
+//! exit code 2; a failed check exits with 1.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use intone::ir::{Array, Model};
+use intone::pass::{CompileOptions, DumpAfter, Manager, PassReport, Pipeline};
+use intone::passes::{PASSES, PRESETS};
+
+#[derive(Parser)]
+#[command(name = "intone", version, about = "Compile float ONNX models into integer-only ONNX models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a model through a pipeline of passes and write the result.
+    Compile(CompileArgs),
+    /// Print the readable text form of a model (the form every snapshot test uses).
+    Dump {
+        /// The model to print.
+        model: PathBuf,
+    },
+    /// List the passes and the named pipelines.
+    Passes,
+    /// Run a model in tract and print (and optionally save) its outputs.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct CompileArgs {
+    /// The float ONNX model to compile.
+    input: PathBuf,
+    /// Where to write the compiled model (written atomically; must differ from the input).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// A named pipeline (see `intone passes`); `none` is an exact round trip. Default: cleanup.
+    #[arg(long, conflicts_with = "passes")]
+    pipeline: Option<String>,
+    /// An explicit pass list, e.g. `eliminate-identity,fold-constants(max-elements=4096)`.
+    #[arg(long)]
+    passes: Option<String>,
+    /// Pin a graph input's shape, e.g. `pixels=1x3x224x224`, so shape arithmetic can fold.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    input_shapes: Vec<String>,
+    /// Write a machine-readable JSON report of the compilation to this file.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// Skip the IR verifier between passes (it runs after every pass by default).
+    #[arg(long)]
+    no_verify: bool,
+    /// Print the text form after this pass (repeatable), or after every pass with `all`.
+    #[arg(long = "dump-after", value_name = "PASS|all")]
+    dump_after: Vec<String>,
+    /// Write dumps as numbered files into this directory instead of stderr.
+    #[arg(long = "dump-dir", value_name = "DIR")]
+    dump_dir: Option<PathBuf>,
+    /// Run the pipeline up to and including this pass, then write the result (for bisecting).
+    #[arg(long = "stop-after", value_name = "PASS")]
+    stop_after: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The model to run.
+    model: PathBuf,
+    /// A model input as NAME=FILE.npy (repeat for each input).
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Write each output to DIR/<output name>.npy.
+    #[arg(long = "output-dir", value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Compile(args) => compile(args),
+        Command::Dump { model } => {
+            let model = intone::onnx::load(&model)?;
+            print!("{}", intone::ir::text::model_to_text(&model)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Passes => {
+            list_passes();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => run_model(args),
+    }
+}
+
+fn list_passes() {
+    println!("passes:");
+    for p in PASSES {
+        let exact = if p.exact { "exact" } else { "approximate" };
+        println!("  {:<28} {} ({exact})", p.name, p.summary);
+        for o in p.options {
+            println!("  {:<28}   {}={}: {}", "", o.name, o.default, o.help);
+        }
+    }
+    println!("pipelines (--pipeline NAME):");
+    for p in PRESETS {
+        println!("  {:<28} {}", p.name, p.summary);
+        if !p.passes.is_empty() {
+            println!("  {:<28}   = {}", "", p.passes);
+        }
+    }
+}
+
+/// `name=1x3x224x224` → (name, dims).
+fn parse_input_shape(text: &str) -> Result<(String, Vec<i64>)> {
+    let (name, dims) = text
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--input-shape {text}: expected NAME=DIMS such as pixels=1x3x224x224"))?;
+    let dims = dims
+        .split(['x', ','])
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            d.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|&v| v >= 0)
+                .ok_or_else(|| anyhow!("--input-shape {text}: '{d}' is not a dimension"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((name.to_string(), dims))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| -> Option<PathBuf> {
+        if p.exists() {
+            return p.canonicalize().ok();
+        }
+        let parent = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.canonicalize().ok()?,
+            _ => std::env::current_dir().ok()?,
+        };
+        Some(parent.join(p.file_name()?))
+    };
+    matches!((canon(a), canon(b)), (Some(x), Some(y)) if x == y)
+}
+
+#[derive(Serialize)]
+struct CompileReport {
+    input: String,
+    output: String,
+    pipeline: String,
+    ops_before: BTreeMap<String, usize>,
+    ops_after: BTreeMap<String, usize>,
+    passes: Vec<PassReport>,
+}
+
+fn op_counts(model: &Model) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for id in model.graph.node_ids() {
+        if let Some(op) = model.graph.op(id) {
+            let key = match op.domain() {
+                "" => op.op_type().to_string(),
+                d => format!("{d}.{}", op.op_type()),
+            };
+            *counts.entry(key).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn compile(args: CompileArgs) -> Result<ExitCode> {
+    if same_file(&args.input, &args.output) {
+        bail!("the output path {} is the input; choose another file", args.output.display());
+    }
+    let start = Instant::now();
+    let pipeline = match (&args.pipeline, &args.passes) {
+        (_, Some(spec)) => Pipeline::parse(spec, PASSES)?,
+        (Some(name), None) => Pipeline::preset(name, PRESETS, PASSES)?,
+        (None, None) => Pipeline::preset("cleanup", PRESETS, PASSES)?,
+    };
+    let mut manager = Manager::new(&pipeline, PASSES)?;
+    manager.verify_each = !args.no_verify;
+    manager.dump_dir = args.dump_dir.clone();
+    manager.stop_after = args.stop_after.clone();
+    manager.dump_after = match args.dump_after.as_slice() {
+        [] => DumpAfter::Nothing,
+        names if names.iter().any(|n| n == "all") => DumpAfter::All,
+        names => DumpAfter::Passes(names.to_vec()),
+    };
+    let mut options = CompileOptions::default();
+    for text in &args.input_shapes {
+        let (name, dims) = parse_input_shape(text)?;
+        options.input_shapes.insert(name, dims);
+    }
+
+    let mut model = intone::onnx::load(&args.input)?;
+    let ops_before = op_counts(&model);
+    let reports = manager.run(&mut model, &options)?;
+    intone::onnx::save(&model, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    let ops_after = op_counts(&model);
+
+    let nodes = |c: &BTreeMap<String, usize>| c.values().sum::<usize>();
+    eprintln!(
+        "intone: {} -> {} ({} passes, {} -> {} ops, {:.2} s)",
+        args.input.display(),
+        args.output.display(),
+        reports.len(),
+        nodes(&ops_before),
+        nodes(&ops_after),
+        start.elapsed().as_secs_f64()
+    );
+    for r in &reports {
+        if r.matched + r.skipped > 0 {
+            eprintln!("  {:<24} rewrote {}, skipped {}", r.pass, r.rewritten, r.skipped);
+        }
+    }
+    if let Some(path) = &args.report {
+        let report = CompileReport {
+            input: args.input.display().to_string(),
+            output: args.output.display().to_string(),
+            pipeline: pipeline.to_text(),
+            ops_before,
+            ops_after,
+            passes: reports,
+        };
+        let json = serde_json::to_string_pretty(&report)?;
+        write_atomically(path, json.as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = intone::onnx::temp_file_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads `NAME=FILE.npy` arguments into arrays ordered as the model's inputs.
+pub fn read_inputs(specs: &[String], names: &[String]) -> Result<Vec<Array>> {
+    let mut given: BTreeMap<String, Array> = BTreeMap::new();
+    for spec in specs {
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--input {spec}: expected NAME=FILE.npy"))?;
+        if !names.iter().any(|n| n == name) {
+            let known: Vec<&str> = names.iter().map(String::as_str).collect();
+            bail!(
+                "--input {name}: the model has no input of that name{}",
+                intone::pass::pipeline::suggestion(name, &known)
+            );
+        }
+        given.insert(name.to_string(), intone::npy::read(Path::new(file))?);
+    }
+    names
+        .iter()
+        .map(|n| given.remove(n).ok_or_else(|| anyhow!("missing --input {n}=FILE.npy")))
+        .collect()
+}
+
+fn run_model(args: RunArgs) -> Result<ExitCode> {
+    let model = intone::onnx::load(&args.model)?;
+    let runner = intone::runner::Runner::new(&model)?;
+    let inputs = read_inputs(&args.inputs, runner.input_names())?;
+    let outputs = runner.run(&inputs, None)?;
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for (name, array) in &outputs {
+        let values = array.to_f64_vec();
+        let (min, max) = values
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+        println!(
+            "{name}: {}{:?} min {min:.6} max {max:.6} mean {mean:.6}",
+            intone::ir::DataTypeInfo::short_name(array.dtype()),
+            array.shape()
+        );
+        if let Some(dir) = &args.output_dir {
+            let file = dir.join(format!("{}.npy", file_safe(name)));
+            intone::npy::write(&file, array)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A value name usable as a file name.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect()
+}

@@ -1,0 +1,33 @@
+//! Quantization facts that passes hand to each other on values.
+
+/// How a real value maps to the integers that represent it: `real = scale * q` (zero point 0).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scale {
+    PerTensor(f64),
+    /// One scale per index of `axis`.
+    PerAxis { axis: usize, scales: Vec<f64> },
+}
+
+/// What is known about an integer value that stands for a real one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantFacts {
+    pub scale: Scale,
+    /// Width of the integer range the value is clamped to (8 for int8 activations).
+    pub bits: u32,
+    pub signed: bool,
+    /// Proven inclusive interval of the integer values, from range analysis.
+    pub range: Option<(i64, i64)>,
+}
+
+/// One-line summary for the text form: `i8 scale=0.0123`, `i32 scale=[3 per axis 0]`.
+pub fn describe(q: &QuantFacts) -> String {
+    let ty = format!("{}{}", if q.signed { "i" } else { "u" }, q.bits);
+    let scale = match &q.scale {
+        Scale::PerTensor(s) => format!("scale={s:e}"),
+        Scale::PerAxis { axis, scales } => format!("scale=[{} on axis {axis}]", scales.len()),
+    };
+    match q.range {
+        Some((lo, hi)) => format!("{ty} {scale} range=[{lo},{hi}]"),
+        None => format!("{ty} {scale}"),
+    }
+}

@@ -1,0 +1,299 @@
+//! Static facts about every value: element type, shape (with symbolic dimensions), and the
+//! value itself when it is known at compile time — fully (constants) or element by element
+//! (shape vectors whose entries are dimensions).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use super::{eval, infer};
+use crate::ir::{Array, DataType, DataTypeInfo, Model, NodeKind, ValueId, dtype::data_type};
+use crate::onnx::proto::{TypeProto, tensor_shape_proto::dimension::Value as ProtoDim, type_proto::Value as TypeValue};
+use crate::{Error, Result};
+
+/// One dimension, or one element of an integer vector that holds dimensions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    Known(i64),
+    /// A named dimension (`batch`, `sequence`): equal names are equal sizes.
+    Symbol(String),
+    Unknown,
+}
+
+impl Dim {
+    pub fn known(&self) -> Option<i64> {
+        match self {
+            Dim::Known(v) => Some(*v),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Known(v) => write!(f, "{v}"),
+            Dim::Symbol(s) => f.write_str(s),
+            Dim::Unknown => f.write_str("?"),
+        }
+    }
+}
+
+/// What is known about one value.
+#[derive(Clone, Debug, Default)]
+pub struct Facts {
+    pub dtype: Option<DataType>,
+    pub shape: Option<Vec<Dim>>,
+    /// The value, when known at compile time.
+    pub value: Option<Arc<Array>>,
+    /// For small integer tensors (shape vectors and their pieces): each element, row-major,
+    /// as far as it is known.
+    pub elements: Option<Vec<Dim>>,
+}
+
+impl Facts {
+    pub fn of_array(array: Arc<Array>) -> Facts {
+        let elements = small_int_elements(&array);
+        Facts {
+            dtype: Some(array.dtype()),
+            shape: Some(array.shape().iter().map(|&d| Dim::Known(d as i64)).collect()),
+            elements,
+            value: Some(array),
+        }
+    }
+
+    pub fn rank(&self) -> Option<usize> {
+        self.shape.as_ref().map(Vec::len)
+    }
+
+    /// The shape when every dimension is known.
+    pub fn concrete_shape(&self) -> Option<Vec<usize>> {
+        self.shape
+            .as_ref()?
+            .iter()
+            .map(|d| d.known().and_then(|v| usize::try_from(v).ok()))
+            .collect()
+    }
+
+    /// The number of elements when the shape is concrete.
+    pub fn element_count(&self) -> Option<usize> {
+        self.concrete_shape()?
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+    }
+
+    /// Element values as i64, when all are known.
+    pub fn known_ints(&self) -> Option<Vec<i64>> {
+        self.elements.as_ref()?.iter().map(Dim::known).collect()
+    }
+}
+
+/// Integer tensors of up to this many elements are tracked element by element.
+const ELEMENT_TRACKING_LIMIT: usize = 64;
+
+fn small_int_elements(array: &Array) -> Option<Vec<Dim>> {
+    if array.dtype().is_integer() && array.len() <= ELEMENT_TRACKING_LIMIT {
+        array
+            .to_i64_vec()
+            .ok()
+            .map(|v| v.into_iter().map(Dim::Known).collect())
+    } else {
+        None
+    }
+}
+
+/// Facts for every value of a graph, plus notes on what could not be evaluated.
+#[derive(Debug, Default)]
+pub struct GraphFacts {
+    pub values: HashMap<ValueId, Facts>,
+    /// Per op: why constant inputs did not give a constant output.
+    pub notes: BTreeMap<ValueId, String>,
+}
+
+impl GraphFacts {
+    pub fn get(&self, v: ValueId) -> Option<&Facts> {
+        self.values.get(&v)
+    }
+}
+
+/// Facts from a graph input's declaration, with `--input-shape` applied.
+fn input_facts(name: &str, ty: Option<&TypeProto>, pinned: Option<&Vec<i64>>) -> Result<Facts> {
+    let mut facts = Facts::default();
+    if let Some(TypeValue::TensorType(t)) = ty.and_then(|t| t.value.as_ref()) {
+        facts.dtype = data_type(t.elem_type(), &format!("graph input '{name}'")).ok();
+        facts.shape = t.shape.as_ref().map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match &d.value {
+                    Some(ProtoDim::DimValue(v)) => Dim::Known(*v),
+                    Some(ProtoDim::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
+                    _ => Dim::Unknown,
+                })
+                .collect()
+        });
+    }
+    if let Some(pinned) = pinned {
+        if let Some(declared) = &facts.shape {
+            if declared.len() != pinned.len() {
+                return Err(Error::Usage(format!(
+                    "--input-shape {name}: {} dimensions given, the model declares {}",
+                    pinned.len(),
+                    declared.len()
+                )));
+            }
+            for (i, (d, &p)) in declared.iter().zip(pinned).enumerate() {
+                if let Dim::Known(v) = d {
+                    if *v != p {
+                        return Err(Error::Usage(format!(
+                            "--input-shape {name}: dimension {i} is {p}, the model fixes it to {v}"
+                        )));
+                    }
+                }
+            }
+        }
+        facts.shape = Some(pinned.iter().map(|&d| Dim::Known(d)).collect());
+    }
+    Ok(facts)
+}
+
+/// Runs type/shape inference and constant propagation over the whole graph.
+/// `max_elements` bounds the size of values it computes.
+pub fn analyze(
+    model: &Model,
+    input_shapes: &BTreeMap<String, Vec<i64>>,
+    max_elements: usize,
+) -> Result<GraphFacts> {
+    let graph = &model.graph;
+    let opset = model.opset("").unwrap_or(1);
+    for name in input_shapes.keys() {
+        let is_input = graph
+            .inputs()
+            .iter()
+            .any(|&id| graph.node(id).outputs[0].name == *name);
+        if !is_input {
+            let names: Vec<&str> = graph
+                .inputs()
+                .iter()
+                .map(|&id| graph.node(id).outputs[0].name.as_str())
+                .collect();
+            return Err(Error::Usage(format!(
+                "--input-shape names '{name}', which is not a graph input{}",
+                crate::pass::pipeline::suggestion(name, &names)
+            )));
+        }
+    }
+    let mut out = GraphFacts::default();
+    for id in graph.node_ids() {
+        let v = ValueId { node: id, slot: 0 };
+        match &graph.node(id).kind {
+            NodeKind::Input(info) => {
+                out.values.insert(v, input_facts(info.name(), info.r#type.as_ref(), input_shapes.get(info.name()))?);
+            }
+            NodeKind::Initializer(init) => {
+                let name = graph.value_name(v);
+                let facts = match &init.input_info {
+                    Some(info) => input_facts(name, info.r#type.as_ref(), input_shapes.get(name))?,
+                    None => {
+                        let t = &init.tensor;
+                        let mut f = Facts {
+                            dtype: t.dtype().ok(),
+                            shape: t.shape().ok().map(|s| s.iter().map(|&d| Dim::Known(d as i64)).collect()),
+                            ..Default::default()
+                        };
+                        // Small integer constants (axes, shapes) are decoded eagerly; weights
+                        // stay encoded until an evaluation needs them.
+                        if f.dtype.is_some_and(|d| d.is_integer()) && t.element_count().is_ok_and(|n| n <= ELEMENT_TRACKING_LIMIT) {
+                            if let Ok(a) = t.decode() {
+                                f = Facts::of_array(Arc::new(a));
+                            }
+                        }
+                        f
+                    }
+                };
+                out.values.insert(v, facts);
+            }
+            _ => {}
+        }
+    }
+    for id in graph.topological_order()? {
+        let op = graph.op(id).expect("op");
+        let inputs = graph.inputs_of(id);
+        let input_facts: Vec<Option<Facts>> = inputs
+            .iter()
+            .map(|v| v.map(|v| lazily_valued(model, &out, v)))
+            .collect();
+        let refs: Vec<Option<&Facts>> = input_facts.iter().map(Option::as_ref).collect();
+        let n_out = graph.node(id).outputs.len();
+        let mut results = infer::infer(op, opset, &refs, n_out);
+        results.resize(n_out, Facts::default());
+
+        let all_known = !op.has_subgraphs()
+            && inputs.iter().zip(&input_facts).all(|(v, f)| v.is_none() || f.as_ref().is_some_and(|f| f.value.is_some()));
+        let first = ValueId { node: id, slot: 0 };
+        if all_known && op.op_type() != "Constant" || (op.is("Constant")) {
+            let too_big = results.iter().any(|f| f.element_count().is_some_and(|n| n > max_elements));
+            if too_big {
+                out.notes.insert(first, format!("result has more than {max_elements} elements"));
+            } else {
+                let arrays: Vec<Option<Array>> = input_facts
+                    .iter()
+                    .map(|f| f.as_ref().and_then(|f| f.value.as_deref().cloned()))
+                    .collect();
+                match eval::evaluate(op, opset, &arrays) {
+                    Ok(Some(values)) => {
+                        if values.iter().all(|a| a.len() <= max_elements) {
+                            for (slot, a) in values.into_iter().enumerate().take(n_out) {
+                                results[slot] = Facts::of_array(Arc::new(a));
+                            }
+                        } else {
+                            out.notes.insert(first, format!("result has more than {max_elements} elements"));
+                        }
+                    }
+                    Ok(None) => {
+                        if op.op_type() != "Constant" {
+                            out.notes.insert(first, format!("no constant evaluator for {}", op.op_type()));
+                        }
+                    }
+                    Err(e) => {
+                        out.notes.insert(first, format!("evaluation failed: {e}"));
+                    }
+                }
+            }
+        }
+        for (slot, mut facts) in results.into_iter().enumerate() {
+            promote_known_elements(&mut facts);
+            out.values.insert(ValueId { node: id, slot }, facts);
+        }
+    }
+    Ok(out)
+}
+
+/// A small integer tensor whose every element is known is a constant.
+fn promote_known_elements(facts: &mut Facts) {
+    if facts.value.is_some() {
+        return;
+    }
+    let (Some(values), Some(shape), Some(dtype)) = (facts.known_ints(), facts.concrete_shape(), facts.dtype) else {
+        return;
+    };
+    if shape.iter().product::<usize>() != values.len() || !dtype.is_integer() {
+        return;
+    }
+    if let Ok(a) = Array::from_vec(&shape, values).and_then(|a| a.cast(dtype)) {
+        facts.value = Some(Arc::new(a));
+    }
+}
+
+/// The facts of `v`, with the value decoded if it is a stored constant (initializer or
+/// Constant op) that the analysis left encoded.
+fn lazily_valued(model: &Model, facts: &GraphFacts, v: ValueId) -> Facts {
+    let mut f = facts.values.get(&v).cloned().unwrap_or_default();
+    if f.value.is_none() {
+        if let Some(t) = model.graph.constant(v) {
+            if let Ok(a) = t.decode() {
+                f = Facts::of_array(Arc::new(a));
+            }
+        }
+    }
+    f
+}

@@ -1,0 +1,30 @@
+//! What intone knows about individual ONNX ops.
+//!
+//! - [`eval`]: constant evaluation with the spec's exact semantics.
+//! - [`infer`]: element type and shape of each output from those of the inputs, including
+//!   symbolic dimensions and partially known shape vectors (the `Shape → Gather → Concat`
+//!   arithmetic of dynamic exports).
+//! - [`facts`]: the analysis that runs both over a whole graph.
+
+pub mod eval;
+pub mod facts;
+pub mod infer;
+
+pub use facts::{Dim, Facts, GraphFacts, analyze};
+
+/// Numpy-style broadcast of two concrete shapes.
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| {
+        let pad = rank - s.len();
+        if i < pad { 1 } else { s[i - pad] }
+    };
+    (0..rank)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,102 @@
+//! Pass infrastructure.
+//!
+//! - [`Pass`]: one transformation of a [`Model`], declared once in `passes/mod.rs`.
+//! - [`pattern`]: pure matching on `&Model`, rewriting through one [`Rewriter`], applied greedily
+//!   to a fixpoint with a round cap.
+//! - [`pipeline`]: the `a,b(k=v),c` pipeline language, with spans and "did you mean".
+//! - [`manager`]: runs a pipeline, verifying, dumping and stopping where asked.
+//!
+//! Passes explain themselves through [`Remark`]s: why a candidate did not fire, or what a pass
+//! decided. The manager collects them, with counts, into a [`PassReport`] per pass.
+
+pub mod manager;
+pub mod pattern;
+pub mod pipeline;
+pub(crate) mod rewriter;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use manager::{DumpAfter, Manager};
+pub use pattern::{Match, Pattern, apply_greedily};
+pub use pipeline::{OptionInfo, PassInfo, PassOptions, PassSpec, Pipeline, Preset};
+pub use rewriter::Rewriter;
+
+use crate::Result;
+use crate::ir::Model;
+
+/// A transformation of a model.
+pub trait Pass {
+    /// Runs the pass. Counts and remarks go into `cx`.
+    fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()>;
+}
+
+/// Settings that apply to the whole compilation, read by the passes that need them.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    /// Static shapes for graph inputs (`--input-shape name=1x3x224x224`), used to fold shape
+    /// arithmetic.
+    pub input_shapes: BTreeMap<String, Vec<i64>>,
+}
+
+/// What a running pass can read and where it reports.
+#[derive(Debug)]
+pub struct PassContext<'a> {
+    pub options: &'a CompileOptions,
+    pub report: PassReport,
+}
+
+impl<'a> PassContext<'a> {
+    pub fn new(pass: &str, options: &'a CompileOptions) -> PassContext<'a> {
+        PassContext {
+            options,
+            report: PassReport {
+                pass: pass.to_string(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Records why a candidate did not fire, or another decision worth explaining.
+    pub fn remark(&mut self, node: impl Into<String>, message: impl Into<String>) {
+        let remark = Remark {
+            node: node.into(),
+            message: message.into(),
+        };
+        if !self.report.remarks.contains(&remark) {
+            self.report.remarks.push(remark);
+        }
+    }
+}
+
+/// A note from a pass about one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Remark {
+    /// The node concerned, as `node 'name' (Op)`.
+    pub node: String,
+    pub message: String,
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PassReport {
+    pub pass: String,
+    /// Candidates the pattern matched.
+    pub matched: usize,
+    /// Rewrites applied.
+    pub rewritten: usize,
+    /// Candidates looked at and left alone (each with a remark).
+    pub skipped: usize,
+    pub remarks: Vec<Remark>,
+    /// Node count before and after.
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}

@@ -1,0 +1,210 @@
+//! The one way passes mutate a model. It names new nodes after the node they replace
+//! (`<anchor>/<suffix>`), keeps graph output names stable when an output value is replaced,
+//! and removes what a rewrite leaves dead.
+
+use std::collections::BTreeSet;
+
+use crate::ir::{
+    Array, Graph, Initializer, Model, NodeId, NodeKind, Op, Tensor, Value, ValueId,
+};
+use crate::onnx::proto::AttributeProto;
+use crate::{Error, Result};
+
+pub struct Rewriter<'m> {
+    model: &'m mut Model,
+    anchor: Option<NodeId>,
+    /// Nodes that may have become dead; checked in `finish`.
+    maybe_dead: BTreeSet<NodeId>,
+}
+
+impl<'m> Rewriter<'m> {
+    /// A rewriter whose new nodes are named and ordered after `anchor`.
+    pub fn new(model: &'m mut Model, anchor: NodeId) -> Rewriter<'m> {
+        Rewriter {
+            model,
+            anchor: Some(anchor),
+            maybe_dead: BTreeSet::new(),
+        }
+    }
+
+    /// A rewriter not tied to a node (new nodes go last).
+    pub fn unanchored(model: &'m mut Model) -> Rewriter<'m> {
+        Rewriter {
+            model,
+            anchor: None,
+            maybe_dead: BTreeSet::new(),
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.model.graph
+    }
+
+    /// Direct access for edits the rewriter has no verb for (attributes, quant facts).
+    pub fn graph_mut(&mut self) -> &mut Graph {
+        &mut self.model.graph
+    }
+
+    pub fn model_mut(&mut self) -> &mut Model {
+        self.model
+    }
+
+    /// The name new things are derived from: the anchor's node name, else its first output.
+    fn base_name(&self) -> String {
+        let Some(anchor) = self.anchor.filter(|&a| self.model.graph.contains(a)) else {
+            return "intone".into();
+        };
+        let g = &self.model.graph;
+        match g.op(anchor) {
+            Some(op) if !op.name().is_empty() => op.name().to_string(),
+            _ => g
+                .outputs_of(anchor)
+                .next()
+                .map(|v| g.value_name(v).to_string())
+                .unwrap_or_else(|| "intone".into()),
+        }
+    }
+
+    /// Adds an op with one output; returns that output.
+    pub fn op(
+        &mut self,
+        op_type: &str,
+        suffix: &str,
+        inputs: &[ValueId],
+        attrs: Vec<AttributeProto>,
+    ) -> Result<ValueId> {
+        let id = self.op_node(Op::new(op_type, ""), suffix, &inputs.iter().map(|&v| Some(v)).collect::<Vec<_>>(), attrs, 1)?;
+        Ok(ValueId { node: id, slot: 0 })
+    }
+
+    /// Adds an op (any domain, optional inputs, several outputs); returns its node.
+    pub fn op_node(
+        &mut self,
+        mut op: Op,
+        suffix: &str,
+        inputs: &[Option<ValueId>],
+        attrs: Vec<AttributeProto>,
+        outputs: usize,
+    ) -> Result<NodeId> {
+        let base = format!("{}/{suffix}", self.base_name());
+        let g = &mut self.model.graph;
+        let name = g.fresh_name(&base);
+        g.reserve_node_name(&name);
+        op.proto.name = Some(name.clone());
+        op.proto.attribute = attrs;
+        op.num_inputs = inputs.len();
+        let values = (0..outputs)
+            .map(|i| {
+                let base = if outputs == 1 { name.clone() } else { format!("{name}:{i}") };
+                Value::named(g.fresh_name(&base))
+            })
+            .collect::<Vec<_>>();
+        let order = g.next_order(self.anchor);
+        let id = g.add_node(NodeKind::Op(op), values, order)?;
+        for (slot, input) in inputs.iter().enumerate() {
+            g.set_input(id, slot, *input);
+        }
+        Ok(id)
+    }
+
+    /// Adds a constant initializer holding `array`.
+    pub fn constant(&mut self, suffix: &str, array: &Array) -> Result<ValueId> {
+        let base = format!("{}/{suffix}", self.base_name());
+        let g = &mut self.model.graph;
+        let name = g.fresh_name(&base);
+        let order = g.next_order(None);
+        let id = g.add_node(
+            NodeKind::Initializer(Initializer {
+                tensor: Tensor::from_array(name.clone(), array),
+                input_info: None,
+            }),
+            vec![Value::named(name)],
+            order,
+        )?;
+        Ok(ValueId { node: id, slot: 0 })
+    }
+
+    /// Replaces every use of `old` by `new`. If `old` is a graph output, the output keeps its
+    /// name: `new` takes the name over, or (when `new` is itself an input or output) an
+    /// `Identity` carries it.
+    pub fn replace(&mut self, old: ValueId, new: ValueId) -> Result<()> {
+        if old == new {
+            return Ok(());
+        }
+        self.model.graph.replace_uses(old, new);
+        self.maybe_dead.insert(old.node);
+        let outputs: Vec<usize> = self
+            .model
+            .graph
+            .outputs()
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.value == old)
+            .map(|(i, _)| i)
+            .collect();
+        for index in outputs {
+            let g = &mut self.model.graph;
+            let name = g.value_name(old).to_string();
+            let retired = g.fresh_name(&format!("{name}/replaced"));
+            g.rename_value(old, &retired)?;
+            let can_take_name = !g.is_graph_output(new)
+                && !g.is_graph_input(new.node)
+                && !matches!(g.node(new.node).kind, NodeKind::Input(_));
+            if can_take_name {
+                g.rename_value(new, &name)?;
+                g.set_output_value(index, new);
+            } else {
+                let id = self.op_node(Op::new("Identity", ""), "keep_output_name", &[Some(new)], vec![], 1)?;
+                let carrier = ValueId { node: id, slot: 0 };
+                let g = &mut self.model.graph;
+                g.rename_value(carrier, &name)?;
+                g.set_output_value(index, carrier);
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a node for removal once nothing reads it.
+    pub fn erase_if_dead(&mut self, node: NodeId) {
+        self.maybe_dead.insert(node);
+    }
+
+    /// Removes the marked nodes that nothing reads, and then their producers in turn.
+    pub fn finish(mut self) -> Result<()> {
+        for id in std::mem::take(&mut self.maybe_dead) {
+            remove_if_dead(&mut self.model.graph, id)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes `id` when it is dead, then walks up to its producers. Returns whether it was removed.
+pub(crate) fn remove_if_dead(graph: &mut Graph, id: NodeId) -> Result<bool> {
+    let mut stack = vec![id];
+    let mut removed_any = false;
+    while let Some(id) = stack.pop() {
+        if !graph.contains(id) || !is_removable(graph, id) {
+            continue;
+        }
+        let producers: Vec<NodeId> = graph.incoming(id).into_iter().map(|(_, v)| v.node).collect();
+        graph.remove_node(id).map_err(|e| Error::Pass {
+            pass: "rewriter".into(),
+            message: e.to_string(),
+        })?;
+        removed_any = true;
+        stack.extend(producers);
+    }
+    Ok(removed_any)
+}
+
+/// A node can go when nothing reads any of its values and it is not a graph input.
+pub(crate) fn is_removable(graph: &Graph, id: NodeId) -> bool {
+    if graph.is_graph_input(id) || matches!(graph.node(id).kind, NodeKind::Input(_)) {
+        return false;
+    }
+    graph.outputs_of(id).all(|v| graph.is_unused(v))
+}
