@@ -25,7 +25,10 @@ impl Pass for EliminateDeadNodes {
             if graph.is_graph_input(id) {
                 if graph.outputs_of(id).all(|v| graph.is_unused(v)) {
                     let who = graph.describe(id);
-                    cx.remark(who, "unused, kept: graph inputs are part of the model's API");
+                    cx.remark(
+                        who,
+                        "unused, kept: graph inputs are part of the model's API",
+                    );
                 }
                 continue;
             }

@@ -29,7 +29,10 @@ impl Pattern for IdentityPattern {
         let Some(input) = g.input(root, 0) else {
             return Ok(Match::Skip("its input is omitted".into()));
         };
-        let output = ValueId { node: root, slot: 0 };
+        let output = ValueId {
+            node: root,
+            slot: 0,
+        };
         if g.is_graph_output(output) && (g.is_graph_input(input.node) || g.is_graph_output(input)) {
             return Ok(Match::Skip(format!(
                 "kept: it gives graph output '{}' a name distinct from '{}'",

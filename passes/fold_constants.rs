@@ -25,7 +25,12 @@ impl FoldConstants {
 }
 
 /// Ops never folded: expanding a quantized weight back to float would undo quantization.
-const KEEP: &[&str] = &["Constant", "DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear"];
+const KEEP: &[&str] = &[
+    "Constant",
+    "DequantizeLinear",
+    "QuantizeLinear",
+    "DynamicQuantizeLinear",
+];
 
 impl Pass for FoldConstants {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
@@ -51,7 +56,12 @@ impl Pass for FoldConstants {
                     let symbols = facts
                         .get(first)
                         .and_then(|f| f.elements.as_ref())
-                        .map(|el| el.iter().filter(|d| d.known().is_none()).map(|d| d.to_string()).collect::<Vec<_>>())
+                        .map(|el| {
+                            el.iter()
+                                .filter(|d| d.known().is_none())
+                                .map(|d| d.to_string())
+                                .collect::<Vec<_>>()
+                        })
                         .unwrap_or_default();
                     let who = g.describe(id);
                     if !symbols.is_empty() {

@@ -16,7 +16,9 @@ mod prelude {
     pub use crate::ir::{Model, NodeId, ValueId};
     pub use crate::pass::pattern::MAX_ROUNDS;
     pub(crate) use crate::pass::rewriter::is_removable;
-    pub use crate::pass::{Match, Pass, PassContext, PassOptions, Pattern, Rewriter, apply_greedily};
+    pub use crate::pass::{
+        Match, Pass, PassContext, PassOptions, Pattern, Rewriter, apply_greedily,
+    };
 }
 
 /// Every pass intone has.

@@ -15,7 +15,11 @@ use intone::pass::{CompileOptions, DumpAfter, Manager, PassReport, Pipeline};
 use intone::passes::{PASSES, PRESETS};
 
 #[derive(Parser)]
-#[command(name = "intone", version, about = "Compile float ONNX models into integer-only ONNX models")]
+#[command(
+    name = "intone",
+    version,
+    about = "Compile float ONNX models into integer-only ONNX models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,6 +59,10 @@ struct CompileArgs {
     /// Write a machine-readable JSON report of the compilation to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
+    /// Add wall-clock timings per stage to the report (they differ between runs, so the
+    /// report is reproducible only without them).
+    #[arg(long)]
+    timings: bool,
     /// Skip the IR verifier between passes (it runs after every pass by default).
     #[arg(long)]
     no_verify: bool,
@@ -140,9 +148,9 @@ fn list_passes() {
 
 /// `name=1x3x224x224` → (name, dims).
 fn parse_input_shape(text: &str) -> Result<(String, Vec<i64>)> {
-    let (name, dims) = text
-        .split_once('=')
-        .ok_or_else(|| anyhow!("--input-shape {text}: expected NAME=DIMS such as pixels=1x3x224x224"))?;
+    let (name, dims) = text.split_once('=').ok_or_else(|| {
+        anyhow!("--input-shape {text}: expected NAME=DIMS such as pixels=1x3x224x224")
+    })?;
     let dims = dims
         .split(['x', ','])
         .filter(|d| !d.is_empty())
@@ -179,6 +187,18 @@ struct CompileReport {
     ops_before: BTreeMap<String, usize>,
     ops_after: BTreeMap<String, usize>,
     passes: Vec<PassReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timings: Option<Timings>,
+}
+
+/// Seconds spent per stage.
+#[derive(Serialize)]
+struct Timings {
+    load: f64,
+    passes: f64,
+    per_pass: Vec<(String, f64)>,
+    save: f64,
+    total: f64,
 }
 
 fn op_counts(model: &Model) -> BTreeMap<String, usize> {
@@ -197,7 +217,10 @@ fn op_counts(model: &Model) -> BTreeMap<String, usize> {
 
 fn compile(args: CompileArgs) -> Result<ExitCode> {
     if same_file(&args.input, &args.output) {
-        bail!("the output path {} is the input; choose another file", args.output.display());
+        bail!(
+            "the output path {} is the input; choose another file",
+            args.output.display()
+        );
     }
     let start = Instant::now();
     let pipeline = match (&args.pipeline, &args.passes) {
@@ -221,10 +244,13 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
     }
 
     let mut model = intone::onnx::load(&args.input)?;
+    let loaded = Instant::now();
     let ops_before = op_counts(&model);
     let reports = manager.run(&mut model, &options)?;
+    let transformed = Instant::now();
     intone::onnx::save(&model, &args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
+    let saved = Instant::now();
     let ops_after = op_counts(&model);
 
     let nodes = |c: &BTreeMap<String, usize>| c.values().sum::<usize>();
@@ -239,7 +265,10 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
     );
     for r in &reports {
         if r.matched + r.skipped > 0 {
-            eprintln!("  {:<24} rewrote {}, skipped {}", r.pass, r.rewritten, r.skipped);
+            eprintln!(
+                "  {:<24} rewrote {}, skipped {}",
+                r.pass, r.rewritten, r.skipped
+            );
         }
     }
     if let Some(path) = &args.report {
@@ -249,6 +278,16 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             pipeline: pipeline.to_text(),
             ops_before,
             ops_after,
+            timings: args.timings.then(|| Timings {
+                load: (loaded - start).as_secs_f64(),
+                passes: (transformed - loaded).as_secs_f64(),
+                per_pass: reports
+                    .iter()
+                    .map(|r| (r.pass.clone(), r.duration.as_secs_f64()))
+                    .collect(),
+                save: (saved - transformed).as_secs_f64(),
+                total: (saved - start).as_secs_f64(),
+            }),
             passes: reports,
         };
         let json = serde_json::to_string_pretty(&report)?;
@@ -264,7 +303,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let mut tmp = intone::onnx::temp_file_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -286,7 +326,11 @@ pub fn read_inputs(specs: &[String], names: &[String]) -> Result<Vec<Array>> {
     }
     names
         .iter()
-        .map(|n| given.remove(n).ok_or_else(|| anyhow!("missing --input {n}=FILE.npy")))
+        .map(|n| {
+            given
+                .remove(n)
+                .ok_or_else(|| anyhow!("missing --input {n}=FILE.npy"))
+        })
         .collect()
 }
 
@@ -302,7 +346,9 @@ fn run_model(args: RunArgs) -> Result<ExitCode> {
         let values = array.to_f64_vec();
         let (min, max) = values
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
         let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
         println!(
             "{name}: {}{:?} min {min:.6} max {max:.6} mean {mean:.6}",
@@ -320,6 +366,12 @@ fn run_model(args: RunArgs) -> Result<ExitCode> {
 /// A value name usable as a file name.
 fn file_safe(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

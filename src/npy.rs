@@ -12,7 +12,12 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// Reads an array from a `.npy` file.
 pub fn read(path: &Path) -> Result<Array> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse(&bytes).map_err(|reason| Error::Usage(format!("{}: not a usable .npy file: {reason}", path.display())))
+    parse(&bytes).map_err(|reason| {
+        Error::Usage(format!(
+            "{}: not a usable .npy file: {reason}",
+            path.display()
+        ))
+    })
 }
 
 /// Decodes `.npy` bytes.
@@ -27,7 +32,10 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
             if bytes.len() < 12 {
                 return Err("truncated header".into());
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(format!("unsupported format version {v}")),
     };
@@ -37,14 +45,18 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
     let header = std::str::from_utf8(header).map_err(|_| "header is not text")?;
     let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
-    let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")? == "True";
+    let fortran =
+        dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")? == "True";
     let shape_text = dict_value(header, "shape").ok_or("header has no 'shape'")?;
     let shape: Vec<usize> = shape_text
         .trim_matches(|c| c == '(' || c == ')')
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| format!("bad dimension '{s}'")))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| format!("bad dimension '{s}'"))
+        })
         .collect::<std::result::Result<_, _>>()?;
     let count = shape
         .iter()
@@ -55,11 +67,19 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
     if endian == ">" && !code.ends_with('1') {
         return Err(format!("big-endian data ('{descr}') is not supported"));
     }
-    fn load<T: Element>(data: &[u8], count: usize, shape: &[usize], fortran: bool) -> std::result::Result<Array, String> {
+    fn load<T: Element>(
+        data: &[u8],
+        count: usize,
+        shape: &[usize],
+        fortran: bool,
+    ) -> std::result::Result<Array, String> {
         let width = std::mem::size_of::<T>();
         let needed = count.checked_mul(width).ok_or("size overflows")?;
         if data.len() < needed {
-            return Err(format!("data has {} bytes, shape {shape:?} needs {needed}", data.len()));
+            return Err(format!(
+                "data has {} bytes, shape {shape:?} needs {needed}",
+                data.len()
+            ));
         }
         let values: Vec<T> = data[..needed].chunks_exact(width).map(T::from_le).collect();
         let array = if fortran {
@@ -93,8 +113,13 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Array, String> {
 
 /// The value of `key` in the header's Python dict literal.
 fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
-    let at = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\"")))?;
-    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+    let at = header
+        .find(&format!("'{key}'"))
+        .or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = header[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
     let end = if rest.starts_with('(') {
         rest.find(')')? + 1
     } else {

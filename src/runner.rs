@@ -29,12 +29,45 @@ fn tract_err(context: &str) -> impl Fn(TractError) -> Error + '_ {
     move |e| Error::Runtime(format!("{context}: {e:#}"))
 }
 
+thread_local! {
+    static IN_TRACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a tract call, turning a panic inside tract into an error. (A debug build of tract
+/// panics on integer overflow, for one.) The panic hook stays quiet for these panics only.
+fn guarded<T>(context: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_TRACT.with(|flag| flag.get()) {
+                previous(info);
+            }
+        }));
+    });
+    IN_TRACT.with(|flag| flag.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_TRACT.with(|flag| flag.set(false));
+    outcome.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(Error::Runtime(format!(
+            "{context}: tract panicked: {message}"
+        )))
+    })
+}
+
 impl Runner {
     /// Parses a model. External data is inlined first, so tract never reads other files.
     pub fn new(model: &Model) -> Result<Runner> {
         let mut proto = crate::onnx::export(model)?;
         crate::onnx::external::for_each_tensor(&mut proto, &mut |t| {
-            if t.data_location == Some(crate::onnx::proto::tensor_proto::DataLocation::External as i32) {
+            if t.data_location
+                == Some(crate::onnx::proto::tensor_proto::DataLocation::External as i32)
+            {
                 t.data_location = None;
                 t.external_data.clear();
             }
@@ -46,7 +79,10 @@ impl Runner {
         let tract_proto: pb::ModelProto = onnx
             .proto_model_for_read(&mut &bytes[..])
             .map_err(tract_err("decoding"))?;
-        let parsed = onnx.parse(&tract_proto, None).map_err(tract_err("loading the model"))?;
+        let parsed = guarded("loading the model", || {
+            onnx.parse(&tract_proto, None)
+                .map_err(tract_err("loading the model"))
+        })?;
         if !parsed.unresolved_inputs.is_empty() {
             return Err(Error::Runtime(format!(
                 "unresolved inputs {:?}",
@@ -60,7 +96,11 @@ impl Runner {
             .filter(|&&id| matches!(g.node(id).kind, NodeKind::Input(_)))
             .map(|&id| g.node(id).outputs[0].name.clone())
             .collect();
-        let outputs = g.outputs().iter().map(|o| g.value_name(o.value).to_string()).collect();
+        let outputs = g
+            .outputs()
+            .iter()
+            .map(|o| g.value_name(o.value).to_string())
+            .collect();
         Ok(Runner {
             model: parsed.model,
             outlets: parsed.outlets_by_name,
@@ -111,14 +151,22 @@ impl Runner {
                     .ok_or_else(|| Error::Usage(format!("the model has no value named '{name}'")))
             })
             .collect::<Result<Vec<_>>>()?;
-        model.select_output_outlets(&outlets).map_err(tract_err("selecting outputs"))?;
-        let typed = model.into_optimized().map_err(tract_err("optimising"))?;
-        let plan = typed.into_runnable().map_err(tract_err("planning"))?;
+        model
+            .select_output_outlets(&outlets)
+            .map_err(tract_err("selecting outputs"))?;
+        let plan = guarded("optimising", || {
+            let typed = model.into_optimized().map_err(tract_err("optimising"))?;
+            typed.into_runnable().map_err(tract_err("planning"))
+        })?;
         Ok(Plan { plan, outputs })
     }
 
     /// Runs the model once on `inputs` (in [`Runner::input_names`] order).
-    pub fn run(&self, inputs: &[Array], outputs: Option<&[String]>) -> Result<Vec<(String, Array)>> {
+    pub fn run(
+        &self,
+        inputs: &[Array],
+        outputs: Option<&[String]>,
+    ) -> Result<Vec<(String, Array)>> {
         let refs: Vec<&Array> = inputs.iter().collect();
         self.plan(&refs, outputs)?.run(inputs)
     }
@@ -132,7 +180,9 @@ impl Plan {
     /// Runs on inputs of the shapes the plan was made for.
     pub fn run(&self, inputs: &[Array]) -> Result<Vec<(String, Array)>> {
         let tensors: TVec<TValue> = inputs.iter().map(|a| to_tensor(a).into()).collect();
-        let results = self.plan.run(tensors).map_err(tract_err("running"))?;
+        let results = guarded("running", || {
+            self.plan.run(tensors).map_err(tract_err("running"))
+        })?;
         results
             .into_iter()
             .zip(&self.outputs)
@@ -181,7 +231,9 @@ pub fn to_tensor(a: &Array) -> Tensor {
 /// A tract tensor as an [`Array`].
 pub fn from_tensor(t: &Tensor) -> Result<Array> {
     fn view<T: Datum + crate::ir::Element>(t: &Tensor) -> Result<Array> {
-        let v: tnd::ArrayViewD<T> = t.to_plain_array_view::<T>().map_err(|e| Error::Runtime(format!("{e:#}")))?;
+        let v: tnd::ArrayViewD<T> = t
+            .to_plain_array_view::<T>()
+            .map_err(|e| Error::Runtime(format!("{e:#}")))?;
         Ok(T::wrap(v.to_owned()))
     }
     match t.datum_type() {
@@ -198,9 +250,13 @@ pub fn from_tensor(t: &Tensor) -> Result<Array> {
         DatumType::U64 => view::<u64>(t),
         DatumType::Bool => view::<bool>(t),
         DatumType::TDim => {
-            let v = t.cast_to::<i64>().map_err(|e| Error::Runtime(format!("{e:#}")))?;
+            let v = t
+                .cast_to::<i64>()
+                .map_err(|e| Error::Runtime(format!("{e:#}")))?;
             view::<i64>(&v)
         }
-        other => Err(Error::unsupported(format!("tract output of type {other:?}"))),
+        other => Err(Error::unsupported(format!(
+            "tract output of type {other:?}"
+        ))),
     }
 }

@@ -278,10 +278,11 @@ impl Array {
         fn convert<S: Element, D: Element>(a: &ArrayD<S>) -> Array {
             D::wrap(a.mapv(|x| match (x.to_i128(), D::DTYPE) {
                 // Integer to integer (or bool): wrap like C casts, exactly.
-                (Some(i), d) if d != DataType::Float
-                    && d != DataType::Double
-                    && d != DataType::Float16
-                    && d != DataType::Bfloat16 =>
+                (Some(i), d)
+                    if d != DataType::Float
+                        && d != DataType::Double
+                        && d != DataType::Float16
+                        && d != DataType::Bfloat16 =>
                 {
                     D::from_i128_wrapping(i)
                 }
@@ -332,7 +333,9 @@ impl Array {
             if n == shape.iter().product::<usize>() {
                 Ok(())
             } else {
-                Err(Error::invalid(format!("cannot reshape {from:?} into {shape:?}")))
+                Err(Error::invalid(format!(
+                    "cannot reshape {from:?} into {shape:?}"
+                )))
             }
         };
         reshape(self.len())?;

@@ -345,7 +345,12 @@ impl Graph {
     // ----- building and mutating -----
 
     /// Adds a node; registers its output names. Fails on a duplicate value name.
-    pub fn add_node(&mut self, kind: NodeKind, outputs: Vec<Value>, order: Order) -> Result<NodeId> {
+    pub fn add_node(
+        &mut self,
+        kind: NodeKind,
+        outputs: Vec<Value>,
+        order: Order,
+    ) -> Result<NodeId> {
         for v in &outputs {
             if !v.name.is_empty() && self.names.contains_key(&v.name) {
                 return Err(Error::invalid(format!(
@@ -368,7 +373,8 @@ impl Graph {
         }));
         for (slot, v) in self.dag[id.0].outputs.iter().enumerate() {
             if !v.name.is_empty() {
-                self.names.insert(v.name.clone(), ValueId { node: id, slot });
+                self.names
+                    .insert(v.name.clone(), ValueId { node: id, slot });
             }
         }
         Ok(id)
@@ -471,7 +477,9 @@ impl Graph {
             return Ok(());
         }
         if self.names.contains_key(name) {
-            return Err(Error::invalid(format!("value name '{name}' already exists")));
+            return Err(Error::invalid(format!(
+                "value name '{name}' already exists"
+            )));
         }
         for u in self.uses(v) {
             if u.port == Port::Capture {

@@ -13,8 +13,8 @@ pub mod verify;
 
 pub use array::{Array, Element};
 pub use dtype::{DataType, DataTypeInfo};
-pub use graph::{Graph, GraphOutput, NodeId, Port, Use, ValueId};
 pub(crate) use graph::ValueInfoEntry;
+pub use graph::{Graph, GraphOutput, NodeId, Port, Use, ValueId};
 pub use node::{Initializer, Node, NodeKind, Op, Order, Value, attr, attr_type};
 pub use tensor::Tensor;
 

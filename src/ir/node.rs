@@ -37,6 +37,7 @@ pub struct Node {
 }
 
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per node; boxing would only add indirection
 pub enum NodeKind {
     /// A graph input that is not an initializer; carries its declaration.
     Input(ValueInfoProto),

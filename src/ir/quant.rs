@@ -5,7 +5,10 @@
 pub enum Scale {
     PerTensor(f64),
     /// One scale per index of `axis`.
-    PerAxis { axis: usize, scales: Vec<f64> },
+    PerAxis {
+        axis: usize,
+        scales: Vec<f64>,
+    },
 }
 
 /// What is known about an integer value that stands for a real one.

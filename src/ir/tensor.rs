@@ -35,7 +35,11 @@ impl Tensor {
     }
 
     /// A 0-d or 1-d tensor from a slice (handy for axes, shapes and scalars).
-    pub fn from_slice<T: Element>(name: impl Into<String>, shape: &[usize], values: &[T]) -> Tensor {
+    pub fn from_slice<T: Element>(
+        name: impl Into<String>,
+        shape: &[usize],
+        values: &[T],
+    ) -> Tensor {
         let array = Array::from_vec(shape, values.to_vec()).expect("shape matches values");
         Tensor::from_array(name, &array)
     }
@@ -171,10 +175,9 @@ impl Tensor {
             DataType::Uint16 => Array::from_vec::<u16>(&shape, narrow(ints())),
             DataType::Uint8 => Array::from_vec::<u8>(&shape, narrow(ints())),
             DataType::Bool => Array::from_vec::<bool>(&shape, narrow(ints())),
-            DataType::Uint32 => Array::from_vec::<u32>(
-                &shape,
-                narrow(p.uint64_data.iter().map(|&v| v as i128)),
-            ),
+            DataType::Uint32 => {
+                Array::from_vec::<u32>(&shape, narrow(p.uint64_data.iter().map(|&v| v as i128)))
+            }
             DataType::Uint64 => Array::from_vec(&shape, p.uint64_data.clone()),
             DataType::Float16 => Array::from_vec(
                 &shape,

@@ -10,12 +10,12 @@ use super::dtype::{DataTypeInfo, data_type};
 use super::node::attr_type;
 use super::tensor::Tensor;
 use super::{Model, ValueId};
+use crate::Result;
 use crate::onnx::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
     attribute_proto::AttributeType, tensor_shape_proto::dimension::Value as Dim,
     type_proto::Value as TypeValue,
 };
-use crate::Result;
 
 /// Tensors with at most this many elements are printed element by element.
 pub const FULL_TENSOR_LIMIT: usize = 16;
@@ -48,13 +48,29 @@ pub fn proto_to_text(
         .opset_import
         .iter()
         .map(|o| {
-            let d = if o.domain().is_empty() { "ai.onnx" } else { o.domain() };
+            let d = if o.domain().is_empty() {
+                "ai.onnx"
+            } else {
+                o.domain()
+            };
             format!("{d} {}", o.version())
         })
         .collect();
-    let _ = writeln!(out, "ir_version {}, opsets {}", model.ir_version(), opsets.join(", "));
+    let _ = writeln!(
+        out,
+        "ir_version {}, opsets {}",
+        model.ir_version(),
+        opsets.join(", ")
+    );
     for f in &model.functions {
-        let _ = writeln!(out, "function {}.{}({}) -> ({})", f.domain(), f.name(), f.input.join(", "), f.output.join(", "));
+        let _ = writeln!(
+            out,
+            "function {}.{}({}) -> ({})",
+            f.domain(),
+            f.name(),
+            f.input.join(", "),
+            f.output.join(", ")
+        );
     }
     if let Some(g) = &model.graph {
         graph_text(&mut out, g, 0, annotations);
@@ -69,10 +85,23 @@ fn graph_text(
     notes: &std::collections::HashMap<String, String>,
 ) {
     let pad = "  ".repeat(depth);
-    let _ = writeln!(out, "{pad}graph {}", if g.name().is_empty() { "<unnamed>" } else { g.name() });
-    let init_names: std::collections::HashSet<&str> = g.initializer.iter().map(|t| t.name()).collect();
+    let _ = writeln!(
+        out,
+        "{pad}graph {}",
+        if g.name().is_empty() {
+            "<unnamed>"
+        } else {
+            g.name()
+        }
+    );
+    let init_names: std::collections::HashSet<&str> =
+        g.initializer.iter().map(|t| t.name()).collect();
     for v in &g.input {
-        let kind = if init_names.contains(v.name()) { "input (default below)" } else { "input" };
+        let kind = if init_names.contains(v.name()) {
+            "input (default below)"
+        } else {
+            "input"
+        };
         let _ = writeln!(out, "{pad}  {kind} {}: {}", v.name(), value_type(v));
     }
     for t in &g.initializer {
@@ -182,7 +211,10 @@ pub fn tensor_text(t: &TensorProto) -> String {
 }
 
 fn value_type(v: &ValueInfoProto) -> String {
-    v.r#type.as_ref().map(type_text).unwrap_or_else(|| "?".into())
+    v.r#type
+        .as_ref()
+        .map(type_text)
+        .unwrap_or_else(|| "?".into())
 }
 
 /// `f32[batch,3,224,224]`, `seq<f32[?]>`, ...
@@ -208,22 +240,33 @@ pub fn type_text(t: &TypeProto) -> String {
             .unwrap_or_else(|_| format!("type{code}"))
     };
     match &t.value {
-        Some(TypeValue::TensorType(tt)) => format!("{}{}", elem(tt.elem_type()), shape_text(&tt.shape)),
+        Some(TypeValue::TensorType(tt)) => {
+            format!("{}{}", elem(tt.elem_type()), shape_text(&tt.shape))
+        }
         Some(TypeValue::SparseTensorType(tt)) => {
             format!("sparse {}{}", elem(tt.elem_type()), shape_text(&tt.shape))
         }
         Some(TypeValue::SequenceType(s)) => format!(
             "seq<{}>",
-            s.elem_type.as_deref().map(type_text).unwrap_or_else(|| "?".into())
+            s.elem_type
+                .as_deref()
+                .map(type_text)
+                .unwrap_or_else(|| "?".into())
         ),
         Some(TypeValue::OptionalType(s)) => format!(
             "optional<{}>",
-            s.elem_type.as_deref().map(type_text).unwrap_or_else(|| "?".into())
+            s.elem_type
+                .as_deref()
+                .map(type_text)
+                .unwrap_or_else(|| "?".into())
         ),
         Some(TypeValue::MapType(m)) => format!(
             "map<{}, {}>",
             elem(m.key_type()),
-            m.value_type.as_deref().map(type_text).unwrap_or_else(|| "?".into())
+            m.value_type
+                .as_deref()
+                .map(type_text)
+                .unwrap_or_else(|| "?".into())
         ),
         Some(TypeValue::OpaqueType(o)) => format!("opaque<{}.{}>", o.domain(), o.name()),
         None => "?".into(),

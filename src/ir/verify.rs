@@ -41,12 +41,18 @@ pub fn verify(graph: &Graph, signature: Option<&IoSignature>) -> Vec<String> {
         for v in graph.outputs_of(id) {
             let name = &node.outputs[v.slot].name;
             if graph.find_value(name) != Some(v) {
-                problems.push(format!("value '{name}' of {} is not registered under its name", graph.describe(id)));
+                problems.push(format!(
+                    "value '{name}' of {} is not registered under its name",
+                    graph.describe(id)
+                ));
             }
         }
         let Some(op) = graph.op(id) else {
             if matches!(node.kind, NodeKind::Input(_)) && !graph.is_graph_input(id) {
-                problems.push(format!("{} is not in the graph's input list", graph.describe(id)));
+                problems.push(format!(
+                    "{} is not in the graph's input list",
+                    graph.describe(id)
+                ));
             }
             continue;
         };
@@ -66,10 +72,17 @@ pub fn verify(graph: &Graph, signature: Option<&IoSignature>) -> Vec<String> {
             match port {
                 Port::Input(slot) => {
                     if slot >= op.num_inputs {
-                        problems.push(format!("{} has an edge into input {slot} but only {} inputs", graph.describe(id), op.num_inputs));
+                        problems.push(format!(
+                            "{} has an edge into input {slot} but only {} inputs",
+                            graph.describe(id),
+                            op.num_inputs
+                        ));
                     }
                     if !slots.insert(slot) {
-                        problems.push(format!("{} has two edges into input {slot}", graph.describe(id)));
+                        problems.push(format!(
+                            "{} has two edges into input {slot}",
+                            graph.describe(id)
+                        ));
                     }
                 }
                 Port::Capture => {
@@ -80,14 +93,22 @@ pub fn verify(graph: &Graph, signature: Option<&IoSignature>) -> Vec<String> {
         if op.has_subgraphs() {
             for name in Graph::free_names_of_subgraphs(op) {
                 if !captured.contains(&name) {
-                    problems.push(format!("a subgraph of {} reads '{name}' without a capture edge", graph.describe(id)));
+                    problems.push(format!(
+                        "a subgraph of {} reads '{name}' without a capture edge",
+                        graph.describe(id)
+                    ));
                 }
             }
         }
     }
     for (i, out) in graph.outputs().iter().enumerate() {
-        if !graph.contains(out.value.node) || out.value.slot >= graph.node(out.value.node).outputs.len() {
-            problems.push(format!("graph output #{i} '{}' reads a removed value", out.info.name()));
+        if !graph.contains(out.value.node)
+            || out.value.slot >= graph.node(out.value.node).outputs.len()
+        {
+            problems.push(format!(
+                "graph output #{i} '{}' reads a removed value",
+                out.info.name()
+            ));
         }
     }
     for &id in graph.inputs() {
@@ -98,10 +119,16 @@ pub fn verify(graph: &Graph, signature: Option<&IoSignature>) -> Vec<String> {
     if let Some(expected) = signature {
         let found = IoSignature::of(graph);
         if found.inputs != expected.inputs {
-            problems.push(format!("graph inputs changed from {:?} to {:?}", expected.inputs, found.inputs));
+            problems.push(format!(
+                "graph inputs changed from {:?} to {:?}",
+                expected.inputs, found.inputs
+            ));
         }
         if found.outputs != expected.outputs {
-            problems.push(format!("graph outputs changed from {:?} to {:?}", expected.outputs, found.outputs));
+            problems.push(format!(
+                "graph outputs changed from {:?} to {:?}",
+                expected.outputs, found.outputs
+            ));
         }
     }
     problems

@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 
 use super::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
-use crate::ir::{Graph, Model, NodeId, NodeKind, ValueId, ValueInfoEntry};
 use crate::Result;
+use crate::ir::{Graph, Model, NodeId, NodeKind, ValueId, ValueInfoEntry};
 
 /// Builds the ModelProto of a model. Tensor bytes are shared, not copied.
 pub fn export(model: &Model) -> Result<ModelProto> {
@@ -76,7 +76,9 @@ fn export_graph(graph: &Graph) -> Result<GraphProto> {
                     && let Some(info) = &graph.value(*v).info
                 {
                     listed.insert(*v);
-                    proto.value_info.push(named_info(info, graph.value_name(*v)));
+                    proto
+                        .value_info
+                        .push(named_info(info, graph.value_name(*v)));
                 }
             }
             ValueInfoEntry::Orphan(info) => proto.value_info.push(info.clone()),
@@ -106,7 +108,10 @@ fn export_node(graph: &Graph, id: NodeId) -> NodeProto {
     node.input = graph
         .inputs_of(id)
         .into_iter()
-        .map(|v| v.map(|v| graph.value_name(v).to_string()).unwrap_or_default())
+        .map(|v| {
+            v.map(|v| graph.value_name(v).to_string())
+                .unwrap_or_default()
+        })
         .collect();
     node.output = graph
         .node(id)

@@ -21,7 +21,10 @@ use super::proto::{
 use crate::{Error, Result};
 
 /// Visits every TensorProto of a model, mutably.
-pub fn for_each_tensor(model: &mut ModelProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+pub fn for_each_tensor(
+    model: &mut ModelProto,
+    f: &mut dyn FnMut(&mut TensorProto) -> Result<()>,
+) -> Result<()> {
     if let Some(g) = &mut model.graph {
         graph_tensors(g, f)?;
     }
@@ -41,7 +44,10 @@ pub fn for_each_tensor(model: &mut ModelProto, f: &mut dyn FnMut(&mut TensorProt
     Ok(())
 }
 
-fn graph_tensors(g: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+fn graph_tensors(
+    g: &mut GraphProto,
+    f: &mut dyn FnMut(&mut TensorProto) -> Result<()>,
+) -> Result<()> {
     for t in &mut g.initializer {
         f(t)?;
     }
@@ -56,18 +62,28 @@ fn graph_tensors(g: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto) -> Resu
     Ok(())
 }
 
-fn node_tensors(n: &mut NodeProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+fn node_tensors(
+    n: &mut NodeProto,
+    f: &mut dyn FnMut(&mut TensorProto) -> Result<()>,
+) -> Result<()> {
     for a in &mut n.attribute {
         attribute_tensors(a, f)?;
     }
     Ok(())
 }
 
-fn attribute_tensors(a: &mut AttributeProto, f: &mut dyn FnMut(&mut TensorProto) -> Result<()>) -> Result<()> {
+fn attribute_tensors(
+    a: &mut AttributeProto,
+    f: &mut dyn FnMut(&mut TensorProto) -> Result<()>,
+) -> Result<()> {
     for t in a.t.iter_mut().chain(a.tensors.iter_mut()) {
         f(t)?;
     }
-    for s in a.sparse_tensor.iter_mut().chain(a.sparse_tensors.iter_mut()) {
+    for s in a
+        .sparse_tensor
+        .iter_mut()
+        .chain(a.sparse_tensors.iter_mut())
+    {
         for t in s.values.iter_mut().chain(s.indices.iter_mut()) {
             f(t)?;
         }
@@ -99,8 +115,12 @@ fn placement(t: &TensorProto) -> Result<Placement> {
     let mut length = None;
     for entry in &t.external_data {
         let number = |v: &str| {
-            v.parse::<u64>()
-                .map_err(|_| err(format!("{} '{v}' is not a non-negative integer", entry.key())))
+            v.parse::<u64>().map_err(|_| {
+                err(format!(
+                    "{} '{v}' is not a non-negative integer",
+                    entry.key()
+                ))
+            })
         };
         match entry.key() {
             "location" => location = Some(entry.value().to_string()),
@@ -158,9 +178,9 @@ pub fn load(model: &mut ModelProto, dir: &Path) -> Result<()> {
         };
         if !files.contains_key(&p.location) {
             let path = checked_path(dir, &p.location, t.name())?;
-            let real = path.canonicalize().map_err(|e| {
-                err(format!("cannot open '{}': {e}", path.display()))
-            })?;
+            let real = path
+                .canonicalize()
+                .map_err(|e| err(format!("cannot open '{}': {e}", path.display())))?;
             if !real.starts_with(&canonical_dir) {
                 return Err(err(format!(
                     "location '{}' resolves outside the model's directory (symlink)",
@@ -174,14 +194,18 @@ pub fn load(model: &mut ModelProto, dir: &Path) -> Result<()> {
         let file = &files[&p.location];
         let size = file.len() as u64;
         let length = p.length.unwrap_or(size.saturating_sub(p.offset));
-        let end = p.offset.checked_add(length).filter(|&end| end <= size).ok_or_else(|| {
-            err(format!(
-                "'{}' has {size} bytes, but the tensor needs bytes {}..{}",
-                p.location,
-                p.offset,
-                p.offset as u128 + length as u128
-            ))
-        })?;
+        let end = p
+            .offset
+            .checked_add(length)
+            .filter(|&end| end <= size)
+            .ok_or_else(|| {
+                err(format!(
+                    "'{}' has {size} bytes, but the tensor needs bytes {}..{}",
+                    p.location,
+                    p.offset,
+                    p.offset as u128 + length as u128
+                ))
+            })?;
         t.raw_data = Some(file.slice(p.offset as usize..end as usize));
         Ok(())
     })

@@ -1,8 +1,8 @@
 //! The ONNX format boundary: decoding and encoding files, external data, and the conversion
 //! between `ModelProto` and the IR.
 
-pub mod external;
 mod export;
+pub mod external;
 mod import;
 pub mod proto;
 mod wire;
@@ -46,7 +46,9 @@ pub fn decode(bytes: Bytes, what: &str) -> Result<ModelProto> {
     }
     let proto = ModelProto::decode(bytes).map_err(|e| fail(e.to_string()))?;
     if proto.graph.is_none() && proto.ir_version.is_none() && proto.opset_import.is_empty() {
-        return Err(fail("no ModelProto fields found (not a model file?)".into()));
+        return Err(fail(
+            "no ModelProto fields found (not a model file?)".into(),
+        ));
     }
     Ok(proto)
 }

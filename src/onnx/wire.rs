@@ -90,7 +90,7 @@ fn write_tensor(w: &mut Writer<impl Write>, t: &TensorProto) -> io::Result<()> {
     let before = TensorProto {
         dims: t.dims.clone(),
         data_type: t.data_type,
-        segment: t.segment.clone(),
+        segment: t.segment,
         float_data: t.float_data.clone(),
         int32_data: t.int32_data.clone(),
         string_data: t.string_data.clone(),

@@ -11,7 +11,13 @@ use crate::{Error, Result, for_each_array, map_array};
 
 /// Evaluates `op` on constant inputs (`None` = omitted optional input). `Ok(None)` when intone
 /// has no evaluator for this op (or this form of it).
-pub fn evaluate(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Option<Vec<Array>>> {
+/// `outputs` is the node's number of output slots (Split needs it).
+pub fn evaluate(
+    op: &Op,
+    opset: i64,
+    inputs: &[Option<Array>],
+    outputs: usize,
+) -> Result<Option<Vec<Array>>> {
     if !op.domain().is_empty() {
         return Ok(None);
     }
@@ -36,7 +42,9 @@ pub fn evaluate(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Option<
             one(vector(dims[start..end].to_vec()))
         }
         "Size" => one(Array::scalar(x(0)?.len() as i64)),
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" => binary_arith(op, x(0)?, x(1)?).map(|a| Some(vec![a])),
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" => {
+            binary_arith(op, x(0)?, x(1)?).map(|a| Some(vec![a]))
+        }
         "Max" | "Min" | "Sum" | "Mean" => {
             let mut acc = x(0)?.clone();
             for i in 1..inputs.len() {
@@ -62,8 +70,10 @@ pub fn evaluate(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Option<
         }
         "Not" => one(Array::Bool(bools(op, x(0)?)?.mapv(|v| !v))),
         "Where" => where_op(op, x(0)?, x(1)?, x(2)?).map(|a| Some(vec![a])),
-        "Neg" | "Abs" | "Sign" | "Relu" | "Sqrt" | "Reciprocal" | "Exp" | "Log" | "Floor" | "Ceil"
-        | "Round" | "Erf" | "Tanh" | "Sigmoid" | "Sin" | "Cos" => unary(op.op_type(), x(0)?).map(|a| a.map(|a| vec![a])),
+        "Neg" | "Abs" | "Sign" | "Relu" | "Sqrt" | "Reciprocal" | "Exp" | "Log" | "Floor"
+        | "Ceil" | "Round" | "Erf" | "Tanh" | "Sigmoid" | "Sin" | "Cos" => {
+            unary(op.op_type(), x(0)?).map(|a| a.map(|a| vec![a]))
+        }
         "Clip" => {
             let (lo, hi) = if opset < 11 {
                 let lo = Array::scalar(op.attr_float("min", f32::MIN)?).cast(x(0)?.dtype())?;
@@ -90,7 +100,7 @@ pub fn evaluate(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Option<
         }
         "Flatten" => {
             let a = x(0)?;
-            let axis = normalize_axis(op.attr_int("axis", 1)?, a.shape().len() + 1, op)?;
+            let axis = flatten_axis(op.attr_int("axis", 1)?, a.shape().len(), op)?;
             let outer: usize = a.shape()[..axis].iter().product();
             let inner: usize = a.shape()[axis..].iter().product();
             one(a.clone().into_shape(&[outer, inner])?)
@@ -132,10 +142,15 @@ pub fn evaluate(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Option<
             let a = x(0)?;
             let rank = a.shape().len();
             let perm: Vec<usize> = match op.attr_ints("perm")? {
-                Some(p) => p.iter().map(|&v| normalize_axis(v, rank, op)).collect::<Result<_>>()?,
+                Some(p) => p
+                    .iter()
+                    .map(|&v| normalize_axis(v, rank, op))
+                    .collect::<Result<_>>()?,
                 None => (0..rank).rev().collect(),
             };
-            one(map_array!(a, v => v.view().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned()))
+            one(
+                map_array!(a, v => v.view().permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned()),
+            )
         }
         "Concat" => {
             let first = x(0)?;
@@ -149,19 +164,31 @@ pub fn evaluate(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Option<
             gather(op, data, indices, axis).map(|a| Some(vec![a]))
         }
         "Slice" => slice(op, opset, inputs).map(|a| Some(vec![a])),
-        "Split" => split(op, opset, inputs).map(Some),
+        "Split" => split(op, opset, inputs, outputs).map(Some),
         "Expand" => {
             let a = x(0)?;
-            let shape: Vec<usize> = x(1)?.to_i64_vec()?.iter().map(|&d| d.max(0) as usize).collect();
-            let target = broadcast_shapes(a.shape(), &shape)
-                .ok_or_else(|| Error::invalid(format!("{}: cannot broadcast {:?} to {shape:?}", op.describe(), a.shape())))?;
+            let shape: Vec<usize> = x(1)?
+                .to_i64_vec()?
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
+            let target = broadcast_shapes(a.shape(), &shape).ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: cannot broadcast {:?} to {shape:?}",
+                    op.describe(),
+                    a.shape()
+                ))
+            })?;
             one(map_array!(a, v => v.broadcast(IxDyn(&target)).expect("checked").to_owned()))
         }
         "Tile" => {
             let a = x(0)?;
             let repeats = x(1)?.to_i64_vec()?;
             if repeats.len() != a.shape().len() || repeats.iter().any(|&r| r < 0) {
-                return Err(Error::invalid(format!("{}: bad repeats {repeats:?}", op.describe())));
+                return Err(Error::invalid(format!(
+                    "{}: bad repeats {repeats:?}",
+                    op.describe()
+                )));
             }
             let mut y = a.clone();
             for (axis, &r) in repeats.iter().enumerate() {
@@ -177,22 +204,43 @@ pub fn evaluate(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Option<
             one(y)
         }
         "ConstantOfShape" => {
-            let shape: Vec<usize> = x(0)?.to_i64_vec()?.iter().map(|&d| d.max(0) as usize).collect();
+            let shape: Vec<usize> = x(0)?
+                .to_i64_vec()?
+                .iter()
+                .map(|&d| d.max(0) as usize)
+                .collect();
             let value = match op.attr_tensor("value")? {
                 Some(t) => t.decode()?,
                 None => Array::scalar(0f32),
             };
             if value.len() != 1 {
-                return Err(Error::invalid(format!("{}: value must hold one element", op.describe())));
+                return Err(Error::invalid(format!(
+                    "{}: value must hold one element",
+                    op.describe()
+                )));
             }
-            one(map_array!(&value, v => ArrayD::from_elem(IxDyn(&shape), *v.iter().next().expect("one element"))))
+            one(
+                map_array!(&value, v => ArrayD::from_elem(IxDyn(&shape), *v.iter().next().expect("one element"))),
+            )
         }
         "Range" => range(op, x(0)?, x(1)?, x(2)?).map(|a| Some(vec![a])),
         "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL2"
         | "ReduceSumSquare" => reduce(op, opset, inputs).map(|a| a.map(|a| vec![a])),
         "MatMul" => matmul(op, x(0)?, x(1)?).map(|a| Some(vec![a])),
-        "Constant" => Ok(op.constant_value()?.map(|t| t.decode()).transpose()?.map(|a| vec![a])),
+        "Constant" => Ok(op
+            .constant_value()?
+            .map(|t| t.decode())
+            .transpose()?
+            .map(|a| vec![a])),
         "Dropout" => {
+            // Training mode drops at random: not a constant.
+            let training = match opt(2) {
+                Some(t) => t.to_f64_vec().first().is_some_and(|&v| v != 0.0),
+                None => false,
+            };
+            if training {
+                return Ok(None);
+            }
             let a = x(0)?.clone();
             let mask = Array::Bool(ArrayD::from_elem(IxDyn(a.shape()), true));
             Ok(Some(vec![a, mask]))
@@ -213,7 +261,24 @@ pub fn normalize_axis(axis: i64, rank: usize, op: &Op) -> Result<usize> {
     if (0..r.max(1)).contains(&a) || (r == 0 && a == 0) {
         Ok(a as usize)
     } else {
-        Err(Error::invalid(format!("{}: axis {axis} is out of range for rank {rank}", op.describe())))
+        Err(Error::invalid(format!(
+            "{}: axis {axis} is out of range for rank {rank}",
+            op.describe()
+        )))
+    }
+}
+
+/// Flatten's axis: in `[-rank, rank]`, negative counting from the end.
+pub fn flatten_axis(axis: i64, rank: usize, op: &Op) -> Result<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if (0..=r).contains(&a) {
+        Ok(a as usize)
+    } else {
+        Err(Error::invalid(format!(
+            "{}: axis {axis} is out of range for rank {rank}",
+            op.describe()
+        )))
     }
 }
 
@@ -244,7 +309,11 @@ pub fn axes_input_or_attr(
 
 /// The output shape of `Reshape` for a given shape input (0 copies a dim unless allowzero,
 /// one -1 is inferred).
-pub fn reshape_target(input: &[usize], shape: &[i64], allowzero: bool) -> std::result::Result<Vec<usize>, String> {
+pub fn reshape_target(
+    input: &[usize],
+    shape: &[i64],
+    allowzero: bool,
+) -> std::result::Result<Vec<usize>, String> {
     let total: usize = input.iter().product();
     let mut out = Vec::with_capacity(shape.len());
     let mut infer = None;
@@ -254,7 +323,11 @@ pub fn reshape_target(input: &[usize], shape: &[i64], allowzero: bool) -> std::r
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(*input.get(i).ok_or("0 copies a dimension the input does not have")?),
+            0 if !allowzero => out.push(
+                *input
+                    .get(i)
+                    .ok_or("0 copies a dimension the input does not have")?,
+            ),
             d if d >= 0 => out.push(d as usize),
             _ => return Err(format!("invalid shape {shape:?}")),
         }
@@ -274,9 +347,18 @@ pub fn reshape_target(input: &[usize], shape: &[i64], allowzero: bool) -> std::r
 
 // ----- elementwise -----
 
-fn zip2<A: Copy, B: Copy, C>(a: ArrayD<A>, b: ArrayD<B>, mut f: impl FnMut(A, B) -> C) -> Result<ArrayD<C>> {
-    let shape = broadcast_shapes(a.shape(), b.shape())
-        .ok_or_else(|| Error::invalid(format!("shapes {:?} and {:?} do not broadcast", a.shape(), b.shape())))?;
+fn zip2<A: Copy, B: Copy, C>(
+    a: ArrayD<A>,
+    b: ArrayD<B>,
+    mut f: impl FnMut(A, B) -> C,
+) -> Result<ArrayD<C>> {
+    let shape = broadcast_shapes(a.shape(), b.shape()).ok_or_else(|| {
+        Error::invalid(format!(
+            "shapes {:?} and {:?} do not broadcast",
+            a.shape(),
+            b.shape()
+        ))
+    })?;
     let (av, bv) = (
         a.broadcast(IxDyn(&shape)).expect("checked"),
         b.broadcast(IxDyn(&shape)).expect("checked"),
@@ -302,7 +384,10 @@ fn ints(a: &Array) -> Option<ArrayD<i128>> {
 fn bools(op: &Op, a: &Array) -> Result<ArrayD<bool>> {
     match a {
         Array::Bool(v) => Ok(v.clone()),
-        _ => Err(Error::invalid(format!("{}: expected a bool input", op.describe()))),
+        _ => Err(Error::invalid(format!(
+            "{}: expected a bool input",
+            op.describe()
+        ))),
     }
 }
 
@@ -324,7 +409,12 @@ fn from_i128(dtype: DataType, a: ArrayD<i128>) -> Result<Array> {
         DataType::Uint32 => wrap::<u32>(&a),
         DataType::Uint64 => wrap::<u64>(&a),
         DataType::Bool => wrap::<bool>(&a),
-        other => return Err(Error::unsupported(format!("integer result of type {}", other.short_name()))),
+        other => {
+            return Err(Error::unsupported(format!(
+                "integer result of type {}",
+                other.short_name()
+            )));
+        }
     })
 }
 
@@ -364,7 +454,13 @@ fn binary_float_or_int(
 }
 
 fn binary_arith(op: &Op, a: &Array, b: &Array) -> Result<Array> {
-    let named = |e: Error| Error::invalid(format!("{}: {}", op.describe(), e.to_string().trim_start_matches("invalid model: ")));
+    let named = |e: Error| {
+        Error::invalid(format!(
+            "{}: {}",
+            op.describe(),
+            e.to_string().trim_start_matches("invalid model: ")
+        ))
+    };
     match op.op_type() {
         "Add" => binary_float_or_int(a, b, |x, y| Ok(x + y), |x, y| x + y),
         "Sub" => binary_float_or_int(a, b, |x, y| Ok(x - y), |x, y| x - y),
@@ -373,13 +469,22 @@ fn binary_arith(op: &Op, a: &Array, b: &Array) -> Result<Array> {
         "Div" => binary_float_or_int(
             a,
             b,
-            |x, y| if y == 0 { Err("integer division by zero".into()) } else { Ok(x / y) },
+            |x, y| {
+                if y == 0 {
+                    Err("integer division by zero".into())
+                } else {
+                    Ok(x / y)
+                }
+            },
             |x, y| x / y,
         ),
         "Mod" => {
             let fmod = op.attr_int("fmod", 0)? != 0;
             if a.dtype().is_float() && !fmod {
-                return Err(Error::invalid(format!("{}: fmod=0 needs integer inputs", op.describe())));
+                return Err(Error::invalid(format!(
+                    "{}: fmod=0 needs integer inputs",
+                    op.describe()
+                )));
             }
             binary_float_or_int(
                 a,
@@ -411,8 +516,30 @@ fn binary_arith(op: &Op, a: &Array, b: &Array) -> Result<Array> {
 
 fn variadic_step(kind: &str, a: &Array, b: &Array) -> Result<Array> {
     match kind {
-        "Max" => binary_float_or_int(a, b, |x, y| Ok(x.max(y)), |x, y| if x.is_nan() || y.is_nan() { f64::NAN } else { x.max(y) }),
-        "Min" => binary_float_or_int(a, b, |x, y| Ok(x.min(y)), |x, y| if x.is_nan() || y.is_nan() { f64::NAN } else { x.min(y) }),
+        "Max" => binary_float_or_int(
+            a,
+            b,
+            |x, y| Ok(x.max(y)),
+            |x, y| {
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else {
+                    x.max(y)
+                }
+            },
+        ),
+        "Min" => binary_float_or_int(
+            a,
+            b,
+            |x, y| Ok(x.min(y)),
+            |x, y| {
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else {
+                    x.min(y)
+                }
+            },
+        ),
         _ => binary_float_or_int(a, b, |x, y| Ok(x + y), |x, y| x + y),
     }
 }
@@ -444,15 +571,31 @@ fn compare(kind: &str, a: &Array, b: &Array) -> Result<Array> {
 fn where_op(op: &Op, cond: &Array, a: &Array, b: &Array) -> Result<Array> {
     let cond = bools(op, cond)?;
     if a.dtype() != b.dtype() {
-        return Err(Error::invalid(format!("{}: branch types differ", op.describe())));
+        return Err(Error::invalid(format!(
+            "{}: branch types differ",
+            op.describe()
+        )));
     }
     let shape = broadcast_shapes(cond.shape(), a.shape())
         .and_then(|s| broadcast_shapes(&s, b.shape()))
         .ok_or_else(|| Error::invalid(format!("{}: shapes do not broadcast", op.describe())))?;
     let c = cond.broadcast(IxDyn(&shape)).expect("checked");
-    fn pick<T: Element>(c: &ndarray::ArrayViewD<bool>, a: &ArrayD<T>, b: &ArrayD<T>, shape: &[usize]) -> Array {
-        let (av, bv) = (a.broadcast(IxDyn(shape)).expect("checked"), b.broadcast(IxDyn(shape)).expect("checked"));
-        T::wrap(Zip::from(c).and(&av).and(&bv).map_collect(|&c, &x, &y| if c { x } else { y }))
+    fn pick<T: Element>(
+        c: &ndarray::ArrayViewD<bool>,
+        a: &ArrayD<T>,
+        b: &ArrayD<T>,
+        shape: &[usize],
+    ) -> Array {
+        let (av, bv) = (
+            a.broadcast(IxDyn(shape)).expect("checked"),
+            b.broadcast(IxDyn(shape)).expect("checked"),
+        );
+        T::wrap(
+            Zip::from(c)
+                .and(&av)
+                .and(&bv)
+                .map_collect(|&c, &x, &y| if c { x } else { y }),
+        )
     }
     Ok(for_each_array!(a, av => {
         let bv = b.as_array().expect("same type");
@@ -475,7 +618,15 @@ fn unary(kind: &str, a: &Array) -> Result<Option<Array>> {
     let f: fn(f64) -> f64 = match kind {
         "Neg" => |x| -x,
         "Abs" => f64::abs,
-        "Sign" => |x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x },
+        "Sign" => |x| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                x
+            }
+        },
         "Relu" => |x| if x > 0.0 { x } else { 0.0 },
         "Sqrt" => f64::sqrt,
         "Reciprocal" => |x| 1.0 / x,
@@ -501,11 +652,20 @@ fn unary(kind: &str, a: &Array) -> Result<Option<Array>> {
 fn concat(op: &Op, parts: &[&Array], axis: usize) -> Result<Array> {
     let dtype = parts[0].dtype();
     if parts.iter().any(|p| p.dtype() != dtype) {
-        return Err(Error::invalid(format!("{}: inputs have different element types", op.describe())));
+        return Err(Error::invalid(format!(
+            "{}: inputs have different element types",
+            op.describe()
+        )));
     }
     let fail = |e: ndarray::ShapeError| Error::invalid(format!("{}: {e}", op.describe()));
-    fn join<T: Element>(parts: &[&Array], axis: usize) -> std::result::Result<Array, ndarray::ShapeError> {
-        let views: Vec<_> = parts.iter().map(|p| p.as_array::<T>().expect("same type").view()).collect();
+    fn join<T: Element>(
+        parts: &[&Array],
+        axis: usize,
+    ) -> std::result::Result<Array, ndarray::ShapeError> {
+        let views: Vec<_> = parts
+            .iter()
+            .map(|p| p.as_array::<T>().expect("same type").view())
+            .collect();
         ndarray::concatenate(Axis(axis), &views).map(T::wrap)
     }
     for_each_array!(parts[0], first => {
@@ -526,7 +686,10 @@ fn gather(op: &Op, data: &Array, indices: &Array, axis: usize) -> Result<Array> 
             if (0..dim).contains(&j) {
                 Ok(j as usize)
             } else {
-                Err(Error::invalid(format!("{}: index {i} out of range for a dimension of {dim}", op.describe())))
+                Err(Error::invalid(format!(
+                    "{}: index {i} out of range for a dimension of {dim}",
+                    op.describe()
+                )))
             }
         })
         .collect::<Result<_>>()?;
@@ -540,7 +703,13 @@ fn gather(op: &Op, data: &Array, indices: &Array, axis: usize) -> Result<Array> 
 fn slice(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Array> {
     let data = inputs[0].as_ref().expect("checked by caller");
     let rank = data.shape().len();
-    let get = |i: usize| inputs.get(i).and_then(Option::as_ref).map(Array::to_i64_vec).transpose();
+    let get = |i: usize| {
+        inputs
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(Array::to_i64_vec)
+            .transpose()
+    };
     let (starts, ends, axes, steps) = if opset < 10 {
         (
             op.attr_ints("starts")?.unwrap_or_default(),
@@ -549,12 +718,20 @@ fn slice(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Array> {
             None,
         )
     } else {
-        (get(1)?.unwrap_or_default(), get(2)?.unwrap_or_default(), get(3)?, get(4)?)
+        (
+            get(1)?.unwrap_or_default(),
+            get(2)?.unwrap_or_default(),
+            get(3)?,
+            get(4)?,
+        )
     };
     let axes: Vec<i64> = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
-        return Err(Error::invalid(format!("{}: starts, ends, axes and steps differ in length", op.describe())));
+        return Err(Error::invalid(format!(
+            "{}: starts, ends, axes and steps differ in length",
+            op.describe()
+        )));
     }
     let mut out = data.clone();
     for i in 0..starts.len() {
@@ -592,21 +769,30 @@ pub fn slice_indices(dim: i64, start: i64, end: i64, step: i64) -> Option<Vec<us
     Some(idx)
 }
 
-fn split(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Vec<Array>> {
+fn split(op: &Op, opset: i64, inputs: &[Option<Array>], outputs: usize) -> Result<Vec<Array>> {
     let data = inputs[0].as_ref().expect("checked by caller");
     let axis = normalize_axis(op.attr_int("axis", 0)?, data.shape().len(), op)?;
     let dim = data.shape()[axis];
-    let outputs = op.proto.output.len().max(1);
+    let outputs = outputs.max(1);
     let sizes: Vec<usize> = match split_sizes(op, opset, inputs.get(1).and_then(Option::as_ref))? {
         Some(s) => s.iter().map(|&v| v.max(0) as usize).collect(),
         None => {
-            let n = if opset >= 18 { op.attr_int("num_outputs", outputs as i64)? as usize } else { outputs };
+            let n = if opset >= 18 {
+                op.attr_int("num_outputs", outputs as i64)? as usize
+            } else {
+                outputs
+            };
             let chunk = dim.div_ceil(n.max(1));
-            (0..n).map(|i| chunk.min(dim.saturating_sub(i * chunk))).collect()
+            (0..n)
+                .map(|i| chunk.min(dim.saturating_sub(i * chunk)))
+                .collect()
         }
     };
     if sizes.iter().sum::<usize>() != dim {
-        return Err(Error::invalid(format!("{}: split sizes {sizes:?} do not add up to {dim}", op.describe())));
+        return Err(Error::invalid(format!(
+            "{}: split sizes {sizes:?} do not add up to {dim}",
+            op.describe()
+        )));
     }
     let mut start = 0;
     Ok(sizes
@@ -630,19 +816,32 @@ pub fn split_sizes(op: &Op, opset: i64, input: Option<&Array>) -> Result<Option<
 
 fn range(op: &Op, start: &Array, limit: &Array, delta: &Array) -> Result<Array> {
     let dtype = start.dtype();
-    let (s, l, d) = (start.to_f64_vec()[0], limit.to_f64_vec()[0], delta.to_f64_vec()[0]);
+    let (s, l, d) = (
+        start.to_f64_vec()[0],
+        limit.to_f64_vec()[0],
+        delta.to_f64_vec()[0],
+    );
     if d == 0.0 {
         return Err(Error::invalid(format!("{}: delta is 0", op.describe())));
     }
     let n = ((l - s) / d).ceil().max(0.0) as usize;
     if n > 1 << 24 {
-        return Err(Error::invalid(format!("{}: {n} elements is too large to fold", op.describe())));
+        return Err(Error::invalid(format!(
+            "{}: {n} elements is too large to fold",
+            op.describe()
+        )));
     }
     if dtype.is_float() {
-        from_f64(dtype, ArrayD::from_shape_fn(IxDyn(&[n]), |i| s + d * i[0] as f64))
+        from_f64(
+            dtype,
+            ArrayD::from_shape_fn(IxDyn(&[n]), |i| s + d * i[0] as f64),
+        )
     } else {
         let (si, di) = (ints(start).expect("int")[[]], ints(delta).expect("int")[[]]);
-        from_i128(dtype, ArrayD::from_shape_fn(IxDyn(&[n]), |i| si + di * i[0] as i128))
+        from_i128(
+            dtype,
+            ArrayD::from_shape_fn(IxDyn(&[n]), |i| si + di * i[0] as i128),
+        )
     }
 }
 
@@ -650,117 +849,181 @@ fn reduce(op: &Op, opset: i64, inputs: &[Option<Array>]) -> Result<Option<Array>
     let data = inputs[0].as_ref().expect("checked by caller");
     let rank = data.shape().len();
     let input_since = if op.op_type() == "ReduceSum" { 13 } else { 18 };
-    let axes = axes_input_or_attr(op, opset, input_since, inputs.get(1).and_then(Option::as_ref))?;
+    let axes = axes_input_or_attr(
+        op,
+        opset,
+        input_since,
+        inputs.get(1).and_then(Option::as_ref),
+    )?;
     let keepdims = op.attr_int("keepdims", 1)? != 0;
     let axes: Vec<usize> = match axes {
-        Some(a) if !a.is_empty() => a.iter().map(|&x| normalize_axis(x, rank, op)).collect::<Result<_>>()?,
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|&x| normalize_axis(x, rank, op))
+            .collect::<Result<_>>()?,
         _ if op.attr_int("noop_with_empty_axes", 0)? != 0 => return Ok(Some(data.clone())),
         _ => (0..rank).collect(),
     };
     let kind = op.op_type();
     let dtype = data.dtype();
-    let mut shape = data.shape().to_vec();
+    let count: usize = axes.iter().map(|&a| data.shape()[a]).product();
+    let mut kept = data.shape().to_vec();
     for &a in &axes {
-        shape[a] = 1;
+        kept[a] = 1;
     }
-    let reduce_f64 = |v: ArrayD<f64>| -> ArrayD<f64> {
-        let mut v = v;
-        for &a in &axes {
-            let n = v.shape()[a] as f64;
-            v = v
-                .lanes(Axis(a))
-                .into_iter()
-                .map(|lane| match kind {
-                    "ReduceSum" => lane.sum(),
-                    "ReduceMean" => lane.sum() / n,
-                    "ReduceMax" => lane.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                    "ReduceMin" => lane.iter().copied().fold(f64::INFINITY, f64::min),
-                    "ReduceProd" => lane.product(),
-                    "ReduceSumSquare" => lane.iter().map(|x| x * x).sum(),
-                    _ => lane.iter().map(|x| x * x).sum::<f64>().sqrt(),
-                })
-                .collect::<ndarray::Array1<f64>>()
-                .into_shape_with_order(IxDyn(&{
-                    let mut s = v.shape().to_vec();
-                    s.remove(a);
-                    s
-                }))
-                .expect("lane count")
-                .insert_axis(Axis(a));
+    // Square first (SumSquare, L2), then combine lanes axis by axis, then finish (mean, sqrt).
+    let squared = matches!(kind, "ReduceSumSquare" | "ReduceL2");
+    let combine = |lane: ndarray::ArrayView1<f64>| -> f64 {
+        match kind {
+            "ReduceMax" => lane.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            "ReduceMin" => lane.iter().copied().fold(f64::INFINITY, f64::min),
+            "ReduceProd" => lane.product(),
+            _ => lane.sum(),
         }
-        v
     };
     let out = if dtype.is_float() {
-        from_f64(dtype, reduce_f64(floats(data)))?
-    } else {
-        // Integer sums are exact in f64 only below 2^53; use i128 lanes for them.
-        let v = ints(data).expect("integer");
-        let mut v = v;
-        for &a in &axes {
-            let n = v.shape()[a] as i128;
-            let mut s = v.shape().to_vec();
-            s.remove(a);
-            v = v
-                .lanes(Axis(a))
-                .into_iter()
-                .map(|lane| match kind {
-                    "ReduceSum" => lane.sum(),
-                    // Integer ReduceMean truncates, as onnxruntime and tract do.
-                    "ReduceMean" => lane.sum() / n.max(1),
-                    "ReduceMax" => lane.iter().copied().max().unwrap_or(i128::MIN),
-                    "ReduceMin" => lane.iter().copied().min().unwrap_or(i128::MAX),
-                    "ReduceProd" => lane.product(),
-                    _ => lane.iter().map(|x| x * x).sum(),
-                })
-                .collect::<ndarray::Array1<i128>>()
-                .into_shape_with_order(IxDyn(&s))
-                .expect("lane count")
-                .insert_axis(Axis(a));
+        let mut v = floats(data);
+        if squared {
+            v.mapv_inplace(|x| x * x);
         }
+        for &a in &axes {
+            v = reduce_axis(&v, a, &combine);
+        }
+        match kind {
+            "ReduceMean" => v.mapv_inplace(|x| x / count as f64),
+            "ReduceL2" => v.mapv_inplace(f64::sqrt),
+            _ => {}
+        }
+        from_f64(dtype, v)?
+    } else {
         if kind == "ReduceL2" {
             return Ok(None);
+        }
+        // Integers reduce exactly in i128; an empty max/min is the type's lowest/highest value.
+        let (lowest, highest) = int_bounds(dtype);
+        let combine = |lane: ndarray::ArrayView1<i128>| -> i128 {
+            match kind {
+                "ReduceMax" => lane.iter().copied().max().unwrap_or(lowest),
+                "ReduceMin" => lane.iter().copied().min().unwrap_or(highest),
+                "ReduceProd" => lane.product(),
+                _ => lane.sum(),
+            }
+        };
+        let mut v = ints(data).expect("integer");
+        if squared {
+            v.mapv_inplace(|x| x * x);
+        }
+        for &a in &axes {
+            v = reduce_axis(&v, a, &combine);
+        }
+        if kind == "ReduceMean" {
+            // Integer ReduceMean truncates, as onnxruntime and tract do.
+            v.mapv_inplace(|x| x / (count.max(1) as i128));
         }
         from_i128(dtype, v)?
     };
     let final_shape: Vec<usize> = if keepdims {
-        shape
+        kept
     } else {
-        (0..rank).filter(|i| !axes.contains(i)).map(|i| data.shape()[i]).collect()
+        (0..rank)
+            .filter(|i| !axes.contains(i))
+            .map(|i| data.shape()[i])
+            .collect()
     };
     out.into_shape(&final_shape).map(Some)
 }
 
+/// Combines the lanes along `axis`, keeping it as a dimension of 1.
+fn reduce_axis<T: Clone>(
+    v: &ArrayD<T>,
+    axis: usize,
+    combine: &impl Fn(ndarray::ArrayView1<T>) -> T,
+) -> ArrayD<T> {
+    let mut shape = v.shape().to_vec();
+    shape[axis] = 1;
+    let reduced: Vec<T> = v.lanes(Axis(axis)).into_iter().map(combine).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), reduced).expect("one value per lane")
+}
+
+fn int_bounds(dtype: DataType) -> (i128, i128) {
+    match dtype {
+        DataType::Int8 => (i8::MIN as i128, i8::MAX as i128),
+        DataType::Int16 => (i16::MIN as i128, i16::MAX as i128),
+        DataType::Int32 => (i32::MIN as i128, i32::MAX as i128),
+        DataType::Int64 => (i64::MIN as i128, i64::MAX as i128),
+        DataType::Uint8 => (0, u8::MAX as i128),
+        DataType::Uint16 => (0, u16::MAX as i128),
+        DataType::Uint32 => (0, u32::MAX as i128),
+        DataType::Uint64 => (0, u64::MAX as i128),
+        _ => (0, 1),
+    }
+}
+
 fn matmul(op: &Op, a: &Array, b: &Array) -> Result<Array> {
     if a.dtype() != b.dtype() {
-        return Err(Error::invalid(format!("{}: element types differ", op.describe())));
+        return Err(Error::invalid(format!(
+            "{}: element types differ",
+            op.describe()
+        )));
     }
     let (sa, sb) = (a.shape().to_vec(), b.shape().to_vec());
     if sa.is_empty() || sb.is_empty() {
         return Err(Error::invalid(format!("{}: scalar operand", op.describe())));
     }
     // Promote 1-d operands as numpy does, then remove the added axes at the end.
-    let (a2, drop_m) = if sa.len() == 1 { (vec![1, sa[0]], true) } else { (sa.clone(), false) };
-    let (b2, drop_n) = if sb.len() == 1 { (vec![sb[0], 1], true) } else { (sb.clone(), false) };
+    let (a2, drop_m) = if sa.len() == 1 {
+        (vec![1, sa[0]], true)
+    } else {
+        (sa.clone(), false)
+    };
+    let (b2, drop_n) = if sb.len() == 1 {
+        (vec![sb[0], 1], true)
+    } else {
+        (sb.clone(), false)
+    };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
-        return Err(Error::invalid(format!("{}: inner dimensions {k} and {k2} differ", op.describe())));
+        return Err(Error::invalid(format!(
+            "{}: inner dimensions {k} and {k2} differ",
+            op.describe()
+        )));
     }
-    let batch = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2])
-        .ok_or_else(|| Error::invalid(format!("{}: batch dimensions do not broadcast", op.describe())))?;
+    let batch = broadcast_shapes(&a2[..a2.len() - 2], &b2[..b2.len() - 2]).ok_or_else(|| {
+        Error::invalid(format!(
+            "{}: batch dimensions do not broadcast",
+            op.describe()
+        ))
+    })?;
     let mut a_shape = batch.clone();
     a_shape.extend([m, k]);
     let mut b_shape = batch.clone();
     b_shape.extend([k, n]);
     let dtype = a.dtype();
     let is_float = dtype.is_float();
-    let (fa, fb) = (floats(a).into_shape_with_order(IxDyn(&a2)).expect("same count"), floats(b).into_shape_with_order(IxDyn(&b2)).expect("same count"));
-    let (fa, fb) = (fa.broadcast(IxDyn(&a_shape)).expect("checked").to_owned(), fb.broadcast(IxDyn(&b_shape)).expect("checked").to_owned());
+    let (fa, fb) = (
+        floats(a)
+            .into_shape_with_order(IxDyn(&a2))
+            .expect("same count"),
+        floats(b)
+            .into_shape_with_order(IxDyn(&b2))
+            .expect("same count"),
+    );
+    let (fa, fb) = (
+        fa.broadcast(IxDyn(&a_shape)).expect("checked").to_owned(),
+        fb.broadcast(IxDyn(&b_shape)).expect("checked").to_owned(),
+    );
     let (ia, ib) = if is_float {
         (None, None)
     } else {
-        let ia = ints(a).expect("int").into_shape_with_order(IxDyn(&a2)).expect("count");
-        let ib = ints(b).expect("int").into_shape_with_order(IxDyn(&b2)).expect("count");
+        let ia = ints(a)
+            .expect("int")
+            .into_shape_with_order(IxDyn(&a2))
+            .expect("count");
+        let ib = ints(b)
+            .expect("int")
+            .into_shape_with_order(IxDyn(&b2))
+            .expect("count");
         (
             Some(ia.broadcast(IxDyn(&a_shape)).expect("checked").to_owned()),
             Some(ib.broadcast(IxDyn(&b_shape)).expect("checked").to_owned()),
@@ -774,16 +1037,35 @@ fn matmul(op: &Op, a: &Array, b: &Array) -> Result<Array> {
     let mut result = if is_float {
         let mut out = ndarray::Array3::<f64>::zeros((batches, m, n));
         for bi in 0..batches {
-            out.index_axis_mut(Axis(0), bi).assign(&fa.index_axis(Axis(0), bi).dot(&fb.index_axis(Axis(0), bi)));
+            out.index_axis_mut(Axis(0), bi)
+                .assign(&fa.index_axis(Axis(0), bi).dot(&fb.index_axis(Axis(0), bi)));
         }
-        from_f64(dtype, out.into_dyn().into_shape_with_order(IxDyn(&out_shape)).expect("count"))?
+        from_f64(
+            dtype,
+            out.into_dyn()
+                .into_shape_with_order(IxDyn(&out_shape))
+                .expect("count"),
+        )?
     } else {
-        let ia = ia.expect("int").into_shape_with_order((batches, m, k)).expect("count");
-        let ib = ib.expect("int").into_shape_with_order((batches, k, n)).expect("count");
+        let ia = ia
+            .expect("int")
+            .into_shape_with_order((batches, m, k))
+            .expect("count");
+        let ib = ib
+            .expect("int")
+            .into_shape_with_order((batches, k, n))
+            .expect("count");
         let out = ndarray::Array3::from_shape_fn((batches, m, n), |(bi, i, j)| {
-            (0..k).map(|l| ia[[bi, i, l]] * ib[[bi, l, j]]).sum::<i128>()
+            (0..k)
+                .map(|l| ia[[bi, i, l]] * ib[[bi, l, j]])
+                .sum::<i128>()
         });
-        from_i128(dtype, out.into_dyn().into_shape_with_order(IxDyn(&out_shape)).expect("count"))?
+        from_i128(
+            dtype,
+            out.into_dyn()
+                .into_shape_with_order(IxDyn(&out_shape))
+                .expect("count"),
+        )?
     };
     if drop_m || drop_n {
         let mut shape = batch;

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use super::{eval, infer};
 use crate::ir::{Array, DataType, DataTypeInfo, Model, NodeKind, ValueId, dtype::data_type};
-use crate::onnx::proto::{TypeProto, tensor_shape_proto::dimension::Value as ProtoDim, type_proto::Value as TypeValue};
+use crate::onnx::proto::{
+    TypeProto, tensor_shape_proto::dimension::Value as ProtoDim, type_proto::Value as TypeValue,
+};
 use crate::{Error, Result};
 
 /// One dimension, or one element of an integer vector that holds dimensions.
@@ -56,7 +58,13 @@ impl Facts {
         let elements = small_int_elements(&array);
         Facts {
             dtype: Some(array.dtype()),
-            shape: Some(array.shape().iter().map(|&d| Dim::Known(d as i64)).collect()),
+            shape: Some(
+                array
+                    .shape()
+                    .iter()
+                    .map(|&d| Dim::Known(d as i64))
+                    .collect(),
+            ),
             elements,
             value: Some(array),
         }
@@ -156,6 +164,62 @@ fn input_facts(name: &str, ty: Option<&TypeProto>, pinned: Option<&Vec<i64>>) ->
     Ok(facts)
 }
 
+/// Writes `--input-shape` pins into the graph inputs' declarations: a model whose shape
+/// arithmetic was folded for these shapes must not accept others. Checks the pins first.
+pub fn pin_input_shapes(
+    model: &mut Model,
+    input_shapes: &BTreeMap<String, Vec<i64>>,
+) -> Result<()> {
+    check_pinned_names(model, input_shapes)?;
+    let graph = &mut model.graph;
+    for id in graph.inputs().to_vec() {
+        let name = graph.node(id).outputs[0].name.clone();
+        let Some(dims) = input_shapes.get(&name) else {
+            continue;
+        };
+        let info = match &mut graph.node_mut(id).kind {
+            NodeKind::Input(info) => info,
+            NodeKind::Initializer(init) => match &mut init.input_info {
+                Some(info) => info,
+                None => continue,
+            },
+            _ => continue,
+        };
+        // Validates rank and fixed dimensions.
+        input_facts(&name, info.r#type.as_ref(), Some(dims))?;
+        let ty = info.r#type.get_or_insert_with(Default::default);
+        if let Some(TypeValue::TensorType(t)) = &mut ty.value {
+            let shape = t.shape.get_or_insert_with(Default::default);
+            shape.dim = dims
+                .iter()
+                .map(|&d| crate::onnx::proto::tensor_shape_proto::Dimension {
+                    value: Some(ProtoDim::DimValue(d)),
+                    denotation: None,
+                })
+                .collect();
+        }
+    }
+    Ok(())
+}
+
+fn check_pinned_names(model: &Model, input_shapes: &BTreeMap<String, Vec<i64>>) -> Result<()> {
+    let graph = &model.graph;
+    let names: Vec<&str> = graph
+        .inputs()
+        .iter()
+        .map(|&id| graph.node(id).outputs[0].name.as_str())
+        .collect();
+    for name in input_shapes.keys() {
+        if !names.contains(&name.as_str()) {
+            return Err(Error::Usage(format!(
+                "--input-shape names '{name}', which is not a graph input{}",
+                crate::pass::pipeline::suggestion(name, &names)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Runs type/shape inference and constant propagation over the whole graph.
 /// `max_elements` bounds the size of values it computes.
 pub fn analyze(
@@ -165,29 +229,20 @@ pub fn analyze(
 ) -> Result<GraphFacts> {
     let graph = &model.graph;
     let opset = model.opset("").unwrap_or(1);
-    for name in input_shapes.keys() {
-        let is_input = graph
-            .inputs()
-            .iter()
-            .any(|&id| graph.node(id).outputs[0].name == *name);
-        if !is_input {
-            let names: Vec<&str> = graph
-                .inputs()
-                .iter()
-                .map(|&id| graph.node(id).outputs[0].name.as_str())
-                .collect();
-            return Err(Error::Usage(format!(
-                "--input-shape names '{name}', which is not a graph input{}",
-                crate::pass::pipeline::suggestion(name, &names)
-            )));
-        }
-    }
+    check_pinned_names(model, input_shapes)?;
     let mut out = GraphFacts::default();
     for id in graph.node_ids() {
         let v = ValueId { node: id, slot: 0 };
         match &graph.node(id).kind {
             NodeKind::Input(info) => {
-                out.values.insert(v, input_facts(info.name(), info.r#type.as_ref(), input_shapes.get(info.name()))?);
+                out.values.insert(
+                    v,
+                    input_facts(
+                        info.name(),
+                        info.r#type.as_ref(),
+                        input_shapes.get(info.name()),
+                    )?,
+                );
             }
             NodeKind::Initializer(init) => {
                 let name = graph.value_name(v);
@@ -197,12 +252,17 @@ pub fn analyze(
                         let t = &init.tensor;
                         let mut f = Facts {
                             dtype: t.dtype().ok(),
-                            shape: t.shape().ok().map(|s| s.iter().map(|&d| Dim::Known(d as i64)).collect()),
+                            shape: t
+                                .shape()
+                                .ok()
+                                .map(|s| s.iter().map(|&d| Dim::Known(d as i64)).collect()),
                             ..Default::default()
                         };
                         // Small integer constants (axes, shapes) are decoded eagerly; weights
                         // stay encoded until an evaluation needs them.
-                        if f.dtype.is_some_and(|d| d.is_integer()) && t.element_count().is_ok_and(|n| n <= ELEMENT_TRACKING_LIMIT) {
+                        if f.dtype.is_some_and(|d| d.is_integer())
+                            && t.element_count().is_ok_and(|n| n <= ELEMENT_TRACKING_LIMIT)
+                        {
                             if let Ok(a) = t.decode() {
                                 f = Facts::of_array(Arc::new(a));
                             }
@@ -228,30 +288,44 @@ pub fn analyze(
         results.resize(n_out, Facts::default());
 
         let all_known = !op.has_subgraphs()
-            && inputs.iter().zip(&input_facts).all(|(v, f)| v.is_none() || f.as_ref().is_some_and(|f| f.value.is_some()));
+            && inputs
+                .iter()
+                .zip(&input_facts)
+                .all(|(v, f)| v.is_none() || f.as_ref().is_some_and(|f| f.value.is_some()));
         let first = ValueId { node: id, slot: 0 };
         if all_known && op.op_type() != "Constant" || (op.is("Constant")) {
-            let too_big = results.iter().any(|f| f.element_count().is_some_and(|n| n > max_elements));
+            let too_big = results
+                .iter()
+                .any(|f| f.element_count().is_some_and(|n| n > max_elements));
             if too_big {
-                out.notes.insert(first, format!("result has more than {max_elements} elements"));
+                out.notes.insert(
+                    first,
+                    format!("result has more than {max_elements} elements"),
+                );
             } else {
                 let arrays: Vec<Option<Array>> = input_facts
                     .iter()
                     .map(|f| f.as_ref().and_then(|f| f.value.as_deref().cloned()))
                     .collect();
-                match eval::evaluate(op, opset, &arrays) {
+                match eval::evaluate(op, opset, &arrays, n_out) {
                     Ok(Some(values)) => {
                         if values.iter().all(|a| a.len() <= max_elements) {
                             for (slot, a) in values.into_iter().enumerate().take(n_out) {
                                 results[slot] = Facts::of_array(Arc::new(a));
                             }
                         } else {
-                            out.notes.insert(first, format!("result has more than {max_elements} elements"));
+                            out.notes.insert(
+                                first,
+                                format!("result has more than {max_elements} elements"),
+                            );
                         }
                     }
                     Ok(None) => {
                         if op.op_type() != "Constant" {
-                            out.notes.insert(first, format!("no constant evaluator for {}", op.op_type()));
+                            out.notes.insert(
+                                first,
+                                format!("no constant evaluator for {}", op.op_type()),
+                            );
                         }
                     }
                     Err(e) => {
@@ -273,7 +347,9 @@ fn promote_known_elements(facts: &mut Facts) {
     if facts.value.is_some() {
         return;
     }
-    let (Some(values), Some(shape), Some(dtype)) = (facts.known_ints(), facts.concrete_shape(), facts.dtype) else {
+    let (Some(values), Some(shape), Some(dtype)) =
+        (facts.known_ints(), facts.concrete_shape(), facts.dtype)
+    else {
         return;
     };
     if shape.iter().product::<usize>() != values.len() || !dtype.is_integer() {

@@ -43,7 +43,9 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
         "LayerNormalization" | "SkipLayerNormalization" => vec![same(0)],
         "Dropout" => vec![same(0), with(Some(DataType::Bool), shape(0))],
         "Cast" => vec![with(
-            op.attr_int("to", 0).ok().and_then(|t| data_type(t as i32, "").ok()),
+            op.attr_int("to", 0)
+                .ok()
+                .and_then(|t| data_type(t as i32, "").ok()),
             shape(0),
         )],
         "CastLike" => vec![with(dtype(1), shape(0))],
@@ -53,9 +55,15 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
             vec![with(dtype(0), broadcast_all(&shapes))]
         }
         "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" => {
-            vec![with(Some(DataType::Bool), broadcast_all(&[shape(0), shape(1)]))]
+            vec![with(
+                Some(DataType::Bool),
+                broadcast_all(&[shape(0), shape(1)]),
+            )]
         }
-        "Where" => vec![with(dtype(1), broadcast_all(&[shape(0), shape(1), shape(2)]))],
+        "Where" => vec![with(
+            dtype(1),
+            broadcast_all(&[shape(0), shape(1), shape(2)]),
+        )],
         "Shape" => {
             let dims = shape(0);
             let (start, end) = rank(0)
@@ -79,7 +87,11 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
             }]
         }
         "MatMul" | "MatMulInteger" | "QLinearMatMul" => {
-            let (a, b) = if op.op_type() == "QLinearMatMul" { (0, 3) } else { (0, 1) };
+            let (a, b) = if op.op_type() == "QLinearMatMul" {
+                (0, 3)
+            } else {
+                (0, 1)
+            };
             let out_type = match op.op_type() {
                 "MatMulInteger" => Some(DataType::Int32),
                 "QLinearMatMul" => in_(7).and_then(|f| f.dtype),
@@ -91,8 +103,16 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
             let trans = |name| op.attr_int(name, 0).unwrap_or(0) != 0;
             let s = match (shape(0), shape(1)) {
                 (Some(a), Some(b)) if a.len() == 2 && b.len() == 2 => {
-                    let m = if trans("transA") { a[1].clone() } else { a[0].clone() };
-                    let n = if trans("transB") { b[0].clone() } else { b[1].clone() };
+                    let m = if trans("transA") {
+                        a[1].clone()
+                    } else {
+                        a[0].clone()
+                    };
+                    let n = if trans("transB") {
+                        b[0].clone()
+                    } else {
+                        b[1].clone()
+                    };
                     Some(vec![m, n])
                 }
                 _ => None,
@@ -100,7 +120,11 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
             vec![with(dtype(0), s)]
         }
         "Conv" | "ConvInteger" | "MaxPool" | "AveragePool" => {
-            let out_type = if op.op_type() == "ConvInteger" { Some(DataType::Int32) } else { dtype(0) };
+            let out_type = if op.op_type() == "ConvInteger" {
+                Some(DataType::Int32)
+            } else {
+                dtype(0)
+            };
             let mut out = vec![with(out_type, conv_shape(op, shape(0), shape(1)))];
             if op.op_type() == "MaxPool" {
                 out.push(with(Some(DataType::Int64), out[0].shape.clone()));
@@ -126,8 +150,15 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
                     .map(|&p| normalize_axis(p, s.len(), op).ok().map(|p| s[p].clone()))
                     .collect()
             });
-            let elements = in_(0).and_then(|f| f.elements.clone()).filter(|_| rank(0) == Some(1));
-            vec![Facts { dtype: dtype(0), shape: s, elements, value: None }]
+            let elements = in_(0)
+                .and_then(|f| f.elements.clone())
+                .filter(|_| rank(0) == Some(1));
+            vec![Facts {
+                dtype: dtype(0),
+                shape: s,
+                elements,
+                value: None,
+            }]
         }
         "Reshape" => {
             let allowzero = op.attr_int("allowzero", 0).unwrap_or(0) != 0;
@@ -142,28 +173,49 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
         }
         "Flatten" => {
             let s = shape(0).and_then(|s| {
-                let axis = normalize_axis(op.attr_int("axis", 1).ok()?, s.len() + 1, op).ok()?;
+                let axis =
+                    super::eval::flatten_axis(op.attr_int("axis", 1).ok()?, s.len(), op).ok()?;
                 Some(vec![product(&s[..axis]), product(&s[axis..])])
             });
-            vec![Facts { dtype: dtype(0), shape: s, elements: in_(0).and_then(|f| f.elements.clone()), value: None }]
+            vec![Facts {
+                dtype: dtype(0),
+                shape: s,
+                elements: in_(0).and_then(|f| f.elements.clone()),
+                value: None,
+            }]
         }
         "Squeeze" | "Unsqueeze" => {
-            let axes = if opset < 13 { op.attr_ints("axes").ok().flatten() } else { ints_of(1) };
+            let axes = if opset < 13 {
+                op.attr_ints("axes").ok().flatten()
+            } else {
+                ints_of(1)
+            };
             let squeeze = op.op_type() == "Squeeze";
             let s = shape(0).and_then(|s| {
                 if squeeze {
                     let axes: Vec<usize> = match &axes {
-                        Some(a) => a.iter().map(|&x| normalize_axis(x, s.len(), op).ok()).collect::<Option<_>>()?,
+                        Some(a) => a
+                            .iter()
+                            .map(|&x| normalize_axis(x, s.len(), op).ok())
+                            .collect::<Option<_>>()?,
                         None if s.iter().all(|d| d.known().is_some()) => {
                             (0..s.len()).filter(|&i| s[i] == Dim::Known(1)).collect()
                         }
                         None => return None,
                     };
-                    Some((0..s.len()).filter(|i| !axes.contains(i)).map(|i| s[i].clone()).collect())
+                    Some(
+                        (0..s.len())
+                            .filter(|i| !axes.contains(i))
+                            .map(|i| s[i].clone())
+                            .collect(),
+                    )
                 } else {
                     let axes = axes.as_ref()?;
                     let r = s.len() + axes.len();
-                    let mut axes: Vec<usize> = axes.iter().map(|&x| normalize_axis(x, r, op).ok()).collect::<Option<_>>()?;
+                    let mut axes: Vec<usize> = axes
+                        .iter()
+                        .map(|&x| normalize_axis(x, r, op).ok())
+                        .collect::<Option<_>>()?;
                     axes.sort_unstable();
                     let mut out = s.clone();
                     for a in axes {
@@ -175,13 +227,21 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
                     Some(out)
                 }
             });
-            vec![Facts { dtype: dtype(0), shape: s, elements: in_(0).and_then(|f| f.elements.clone()), value: None }]
+            vec![Facts {
+                dtype: dtype(0),
+                shape: s,
+                elements: in_(0).and_then(|f| f.elements.clone()),
+                value: None,
+            }]
         }
         "Concat" => {
             let shapes: Vec<Option<Vec<Dim>>> = (0..inputs.len()).map(shape).collect();
             let s = concat_shape(op, &shapes);
             // Concatenated 1-d element lists (shape vectors).
-            let elements = if shapes.iter().all(|s| s.as_ref().is_some_and(|s| s.len() == 1)) {
+            let elements = if shapes
+                .iter()
+                .all(|s| s.as_ref().is_some_and(|s| s.len() == 1))
+            {
                 (0..inputs.len())
                     .map(|i| in_(i).and_then(|f| f.elements.clone()))
                     .collect::<Option<Vec<_>>>()
@@ -189,17 +249,26 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
             } else {
                 None
             };
-            vec![Facts { dtype: dtype(0), shape: s, elements, value: None }]
+            vec![Facts {
+                dtype: dtype(0),
+                shape: s,
+                elements,
+                value: None,
+            }]
         }
         "Gather" => {
             let (data, indices) = (shape(0), shape(1));
             let s = match (&data, &indices) {
-                (Some(d), Some(i)) => normalize_axis(op.attr_int("axis", 0).unwrap_or(0), d.len(), op).ok().map(|axis| {
-                    let mut s = d[..axis].to_vec();
-                    s.extend(i.iter().cloned());
-                    s.extend(d[axis + 1..].iter().cloned());
-                    s
-                }),
+                (Some(d), Some(i)) => {
+                    normalize_axis(op.attr_int("axis", 0).unwrap_or(0), d.len(), op)
+                        .ok()
+                        .map(|axis| {
+                            let mut s = d[..axis].to_vec();
+                            s.extend(i.iter().cloned());
+                            s.extend(d[axis + 1..].iter().cloned());
+                            s
+                        })
+                }
                 _ => None,
             };
             // Picking entries of a shape vector.
@@ -214,13 +283,20 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
                     .collect(),
                 _ => None,
             };
-            vec![Facts { dtype: dtype(0), shape: s, elements, value: None }]
+            vec![Facts {
+                dtype: dtype(0),
+                shape: s,
+                elements,
+                value: None,
+            }]
         }
         "GatherElements" => vec![with(dtype(0), shape(1))],
         "Slice" => vec![slice_facts(op, opset, inputs)],
         "Split" => {
             let s = shape(0);
-            let axis = s.as_ref().and_then(|s| normalize_axis(op.attr_int("axis", 0).unwrap_or(0), s.len(), op).ok());
+            let axis = s.as_ref().and_then(|s| {
+                normalize_axis(op.attr_int("axis", 0).unwrap_or(0), s.len(), op).ok()
+            });
             let sizes: Option<Vec<i64>> = if opset < 13 {
                 split_sizes(op, opset, None).ok().flatten()
             } else {
@@ -235,7 +311,9 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
                                 (Some(sz), _) => sz.get(i).map_or(Dim::Unknown, |&v| Dim::Known(v)),
                                 (None, Some(d)) => {
                                     let chunk = (d as usize).div_ceil(outputs.max(1));
-                                    Dim::Known(chunk.min((d as usize).saturating_sub(i * chunk)) as i64)
+                                    Dim::Known(
+                                        chunk.min((d as usize).saturating_sub(i * chunk)) as i64
+                                    )
                                 }
                                 (None, None) => Dim::Unknown,
                             };
@@ -264,8 +342,13 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
             let noop = op.attr_int("noop_with_empty_axes", 0).unwrap_or(0) != 0;
             let s = shape(0).and_then(|s| {
                 let axes: Vec<usize> = match &axes {
-                    Some(a) if !a.is_empty() => a.iter().map(|&x| normalize_axis(x, s.len(), op).ok()).collect::<Option<_>>()?,
-                    _ if inputs.len() > 1 && in_(1).is_some() && !arg && opset >= input_since => return None,
+                    Some(a) if !a.is_empty() => a
+                        .iter()
+                        .map(|&x| normalize_axis(x, s.len(), op).ok())
+                        .collect::<Option<_>>()?,
+                    _ if inputs.len() > 1 && in_(1).is_some() && !arg && opset >= input_since => {
+                        return None;
+                    }
                     _ if noop => return Some(s.clone()),
                     _ => (0..s.len()).collect(),
                 };
@@ -307,7 +390,11 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
             vec![with(dtype(0), s)]
         }
         "Pad" => {
-            let pads = if opset < 11 { op.attr_ints("pads").ok().flatten() } else { ints_of(1) };
+            let pads = if opset < 11 {
+                op.attr_ints("pads").ok().flatten()
+            } else {
+                ints_of(1)
+            };
             let s = shape(0).map(|s| {
                 let r = s.len();
                 s.iter()
@@ -321,7 +408,10 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
             vec![with(dtype(0), s)]
         }
         "Range" => vec![with(dtype(0), Some(vec![Dim::Unknown]))],
-        "NonZero" => vec![with(Some(DataType::Int64), rank(0).map(|r| vec![Dim::Known(r as i64), Dim::Unknown]))],
+        "NonZero" => vec![with(
+            Some(DataType::Int64),
+            rank(0).map(|r| vec![Dim::Known(r as i64), Dim::Unknown]),
+        )],
         "QuantizeLinear" => {
             let t = in_(2).and_then(|f| f.dtype).or(Some(DataType::Uint8));
             vec![with(t, shape(0))]
@@ -335,7 +425,9 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
         "Constant" => match op.constant_value() {
             Ok(Some(t)) => vec![with(
                 t.dtype().ok(),
-                t.shape().ok().map(|s| s.iter().map(|&d| Dim::Known(d as i64)).collect()),
+                t.shape()
+                    .ok()
+                    .map(|s| s.iter().map(|&d| Dim::Known(d as i64)).collect()),
             )],
             _ => vec![],
         },
@@ -369,7 +461,11 @@ fn broadcast_all(shapes: &[Option<Vec<Dim>>]) -> Option<Vec<Dim>> {
             .map(|i| {
                 shapes.iter().fold(Dim::Known(1), |acc, s| {
                     let pad = rank - s.len();
-                    if i < pad { acc } else { broadcast_dim(&acc, &s[i - pad]) }
+                    if i < pad {
+                        acc
+                    } else {
+                        broadcast_dim(&acc, &s[i - pad])
+                    }
                 })
             })
             .collect(),
@@ -381,9 +477,20 @@ fn matmul_shape(a: Option<Vec<Dim>>, b: Option<Vec<Dim>>) -> Option<Vec<Dim>> {
     if a.is_empty() || b.is_empty() {
         return None;
     }
-    let (a2, drop_m) = if a.len() == 1 { (vec![Dim::Known(1), a[0].clone()], true) } else { (a, false) };
-    let (b2, drop_n) = if b.len() == 1 { (vec![b[0].clone(), Dim::Known(1)], true) } else { (b, false) };
-    let mut out = broadcast_all(&[Some(a2[..a2.len() - 2].to_vec()), Some(b2[..b2.len() - 2].to_vec())])?;
+    let (a2, drop_m) = if a.len() == 1 {
+        (vec![Dim::Known(1), a[0].clone()], true)
+    } else {
+        (a, false)
+    };
+    let (b2, drop_n) = if b.len() == 1 {
+        (vec![b[0].clone(), Dim::Known(1)], true)
+    } else {
+        (b, false)
+    };
+    let mut out = broadcast_all(&[
+        Some(a2[..a2.len() - 2].to_vec()),
+        Some(b2[..b2.len() - 2].to_vec()),
+    ])?;
     if !drop_m {
         out.push(a2[a2.len() - 2].clone());
     }
@@ -402,16 +509,38 @@ fn conv_shape(op: &Op, x: Option<Vec<Dim>>, w: Option<Vec<Dim>>) -> Option<Vec<D
     let is_pool = op.op_type().ends_with("Pool");
     let kernel: Vec<Option<i64>> = match op.attr_ints("kernel_shape").ok().flatten() {
         Some(k) => k.into_iter().map(Some).collect(),
-        None if !is_pool => w.as_ref().map(|w| w[2..].iter().map(Dim::known).collect())?,
+        None if !is_pool => w
+            .as_ref()
+            .map(|w| w[2..].iter().map(Dim::known).collect())?,
         None => return None,
     };
     let ones = vec![1i64; spatial];
-    let strides = op.attr_ints("strides").ok().flatten().unwrap_or_else(|| ones.clone());
-    let dilations = op.attr_ints("dilations").ok().flatten().unwrap_or_else(|| ones.clone());
-    let pads = op.attr_ints("pads").ok().flatten().unwrap_or_else(|| vec![0; 2 * spatial]);
-    let auto_pad = op.attr_string("auto_pad").ok().flatten().unwrap_or_else(|| "NOTSET".into());
+    let strides = op
+        .attr_ints("strides")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| ones.clone());
+    let dilations = op
+        .attr_ints("dilations")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| ones.clone());
+    let pads = op
+        .attr_ints("pads")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| vec![0; 2 * spatial]);
+    let auto_pad = op
+        .attr_string("auto_pad")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "NOTSET".into());
     let ceil = op.attr_int("ceil_mode", 0).unwrap_or(0) != 0;
-    let channels = if is_pool { x[1].clone() } else { w.as_ref().map_or(Dim::Unknown, |w| w[0].clone()) };
+    let channels = if is_pool {
+        x[1].clone()
+    } else {
+        w.as_ref().map_or(Dim::Unknown, |w| w[0].clone())
+    };
     let mut out = vec![x[0].clone(), channels];
     for i in 0..spatial {
         let d = match (x[i + 2].known(), kernel.get(i).copied().flatten()) {
@@ -423,7 +552,11 @@ fn conv_shape(op: &Op, x: Option<Vec<Dim>>, w: Option<Vec<Dim>>) -> Option<Vec<D
                     "VALID" => Some((n - span) / s + 1),
                     _ => {
                         let total = n + pads.get(i)? + pads.get(i + spatial)? - span;
-                        Some(if ceil { (total + s - 1) / s + 1 } else { total / s + 1 })
+                        Some(if ceil {
+                            (total + s - 1) / s + 1
+                        } else {
+                            total / s + 1
+                        })
                     }
                 }
             }
@@ -450,7 +583,11 @@ fn concat_shape(op: &Op, shapes: &[Option<Vec<Dim>>]) -> Option<Vec<Dim>> {
 /// Reshape's output dims for a (partially known) target vector.
 fn reshape_dims(input: Option<&[Dim]>, target: &[Dim], allowzero: bool) -> Vec<Dim> {
     if let (Some(inp), Some(t)) = (
-        input.and_then(|s| s.iter().map(|d| d.known().map(|v| v as usize)).collect::<Option<Vec<_>>>()),
+        input.and_then(|s| {
+            s.iter()
+                .map(|d| d.known().map(|v| v as usize))
+                .collect::<Option<Vec<_>>>()
+        }),
         target.iter().map(Dim::known).collect::<Option<Vec<_>>>(),
     ) {
         if let Ok(out) = reshape_target(&inp, &t, allowzero) {
@@ -461,13 +598,18 @@ fn reshape_dims(input: Option<&[Dim]>, target: &[Dim], allowzero: bool) -> Vec<D
         .iter()
         .enumerate()
         .map(|(i, d)| match d {
-            Dim::Known(0) if !allowzero => input.and_then(|s| s.get(i)).cloned().unwrap_or(Dim::Unknown),
+            Dim::Known(0) if !allowzero => input
+                .and_then(|s| s.get(i))
+                .cloned()
+                .unwrap_or(Dim::Unknown),
             Dim::Known(-1) => Dim::Unknown,
             other => other.clone(),
         })
         .collect();
     // One unknown entry can be solved when every other dimension on both sides is known.
-    let unknown: Vec<usize> = (0..out.len()).filter(|&i| out[i].known().is_none()).collect();
+    let unknown: Vec<usize> = (0..out.len())
+        .filter(|&i| out[i].known().is_none())
+        .collect();
     if let (1, Some(total)) = (unknown.len(), input.map(product).and_then(|d| d.known())) {
         let known: i64 = out.iter().filter_map(Dim::known).product();
         if known > 0 && total % known == 0 {
@@ -493,25 +635,49 @@ fn slice_facts(op: &Op, opset: i64, inputs: &[Option<&Facts>]) -> Facts {
     };
     let dtype = data.and_then(|f| f.dtype);
     let Some(shape) = data.and_then(|f| f.shape.clone()) else {
-        return Facts { dtype, ..Default::default() };
+        return Facts {
+            dtype,
+            ..Default::default()
+        };
     };
     let (Some(starts), Some(ends)) = (starts, ends) else {
-        return Facts { dtype, shape: Some(vec![Dim::Unknown; shape.len()]), ..Default::default() };
+        return Facts {
+            dtype,
+            shape: Some(vec![Dim::Unknown; shape.len()]),
+            ..Default::default()
+        };
     };
     let axes_given = axes.is_some() || (opset >= 10 && in_(3).is_some());
     let axes: Vec<i64> = match axes {
         Some(a) => a,
-        None if axes_given => return Facts { dtype, shape: Some(vec![Dim::Unknown; shape.len()]), ..Default::default() },
+        None if axes_given => {
+            return Facts {
+                dtype,
+                shape: Some(vec![Dim::Unknown; shape.len()]),
+                ..Default::default()
+            };
+        }
         None => (0..starts.len() as i64).collect(),
     };
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
     let mut out = shape.clone();
     let mut picked: Option<Vec<usize>> = None;
-    for i in 0..starts.len().min(ends.len()).min(axes.len()).min(steps.len()) {
+    for i in 0..starts
+        .len()
+        .min(ends.len())
+        .min(axes.len())
+        .min(steps.len())
+    {
         let Ok(axis) = normalize_axis(axes[i], shape.len(), op) else {
-            return Facts { dtype, ..Default::default() };
+            return Facts {
+                dtype,
+                ..Default::default()
+            };
         };
-        out[axis] = match shape[axis].known().and_then(|d| slice_indices(d, starts[i], ends[i], steps[i])) {
+        out[axis] = match shape[axis]
+            .known()
+            .and_then(|d| slice_indices(d, starts[i], ends[i], steps[i]))
+        {
             Some(idx) => {
                 if shape.len() == 1 {
                     picked = Some(idx.clone());
@@ -525,5 +691,10 @@ fn slice_facts(op: &Op, opset: i64, inputs: &[Option<&Facts>]) -> Facts {
         (Some(el), Some(idx)) => idx.iter().map(|&i| el.get(i).cloned()).collect(),
         _ => None,
     };
-    Facts { dtype, shape: Some(out), elements, value: None }
+    Facts {
+        dtype,
+        shape: Some(out),
+        elements,
+        value: None,
+    }
 }

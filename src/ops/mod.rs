@@ -10,7 +10,7 @@ pub mod eval;
 pub mod facts;
 pub mod infer;
 
-pub use facts::{Dim, Facts, GraphFacts, analyze};
+pub use facts::{Dim, Facts, GraphFacts, analyze, pin_input_shapes};
 
 /// Numpy-style broadcast of two concrete shapes.
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {

@@ -71,6 +71,7 @@ impl Manager {
                 )));
             }
         }
+        crate::ops::pin_input_shapes(model, &options.input_shapes)?;
         let signature = IoSignature::of(&model.graph);
         let mut reports = Vec::new();
         if self.dump_after == DumpAfter::All {

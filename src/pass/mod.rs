@@ -93,10 +93,7 @@ pub struct PassReport {
     /// Node count before and after.
     pub nodes_before: usize,
     pub nodes_after: usize,
-    #[serde(serialize_with = "seconds")]
+    /// Wall time; reported separately (`--timings`) so that reports stay reproducible.
+    #[serde(skip)]
     pub duration: Duration,
-}
-
-fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
 }

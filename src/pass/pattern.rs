@@ -51,9 +51,8 @@ pub fn apply_greedily<P: Pattern>(
                 continue;
             }
             let op = model.graph.op(root).expect("topological order holds ops");
-            if !pattern.roots().is_empty()
-                && !(op.domain().is_empty() && pattern.roots().contains(&op.op_type()))
-            {
+            let is_root = op.domain().is_empty() && pattern.roots().contains(&op.op_type());
+            if !pattern.roots().is_empty() && !is_root {
                 continue;
             }
             match pattern.match_at(model, root)? {

@@ -89,7 +89,11 @@ impl PassOptions {
         if self.values.is_empty() {
             return String::new();
         }
-        let parts: Vec<String> = self.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let parts: Vec<String> = self
+            .values
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!("({})", parts.join(","))
     }
 }
@@ -136,7 +140,10 @@ impl Pipeline {
     pub fn preset(name: &str, presets: &[Preset], registry: &[PassInfo]) -> Result<Pipeline> {
         let preset = presets.iter().find(|p| p.name == name).ok_or_else(|| {
             let names: Vec<&str> = presets.iter().map(|p| p.name).collect();
-            Error::Usage(format!("unknown pipeline '{name}'{}", suggestion(name, &names)))
+            Error::Usage(format!(
+                "unknown pipeline '{name}'{}",
+                suggestion(name, &names)
+            ))
         })?;
         Pipeline::parse(preset.passes, registry)
     }
@@ -250,9 +257,13 @@ impl Parser<'_> {
                     }
                     let key_text = self.text[key.clone()].to_string();
                     if options.values.contains_key(&key_text) {
-                        return Err(self.error(key.start, &format!("option '{key_text}' given twice")));
+                        return Err(
+                            self.error(key.start, &format!("option '{key_text}' given twice"))
+                        );
                     }
-                    options.values.insert(key_text, self.text[value].to_string());
+                    options
+                        .values
+                        .insert(key_text, self.text[value].to_string());
                     self.skip_space();
                     match self.peek() {
                         Some(',') => self.pos += 1,

@@ -4,9 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::ir::{
-    Array, Graph, Initializer, Model, NodeId, NodeKind, Op, Tensor, Value, ValueId,
-};
+use crate::ir::{Array, Graph, Initializer, Model, NodeId, NodeKind, Op, Tensor, Value, ValueId};
 use crate::onnx::proto::AttributeProto;
 use crate::{Error, Result};
 
@@ -77,7 +75,13 @@ impl<'m> Rewriter<'m> {
         inputs: &[ValueId],
         attrs: Vec<AttributeProto>,
     ) -> Result<ValueId> {
-        let id = self.op_node(Op::new(op_type, ""), suffix, &inputs.iter().map(|&v| Some(v)).collect::<Vec<_>>(), attrs, 1)?;
+        let id = self.op_node(
+            Op::new(op_type, ""),
+            suffix,
+            &inputs.iter().map(|&v| Some(v)).collect::<Vec<_>>(),
+            attrs,
+            1,
+        )?;
         Ok(ValueId { node: id, slot: 0 })
     }
 
@@ -97,10 +101,11 @@ impl<'m> Rewriter<'m> {
         op.proto.name = Some(name.clone());
         op.proto.attribute = attrs;
         op.num_inputs = inputs.len();
+        // `name` is free as a node name and as a value name: a single output shares it.
         let values = (0..outputs)
-            .map(|i| {
-                let base = if outputs == 1 { name.clone() } else { format!("{name}:{i}") };
-                Value::named(g.fresh_name(&base))
+            .map(|i| match outputs {
+                1 => Value::named(name.clone()),
+                _ => Value::named(g.fresh_name(&format!("{name}:{i}"))),
             })
             .collect::<Vec<_>>();
         let order = g.next_order(self.anchor);
@@ -158,7 +163,13 @@ impl<'m> Rewriter<'m> {
                 g.rename_value(new, &name)?;
                 g.set_output_value(index, new);
             } else {
-                let id = self.op_node(Op::new("Identity", ""), "keep_output_name", &[Some(new)], vec![], 1)?;
+                let id = self.op_node(
+                    Op::new("Identity", ""),
+                    "keep_output_name",
+                    &[Some(new)],
+                    vec![],
+                    1,
+                )?;
                 let carrier = ValueId { node: id, slot: 0 };
                 let g = &mut self.model.graph;
                 g.rename_value(carrier, &name)?;
@@ -190,7 +201,11 @@ pub(crate) fn remove_if_dead(graph: &mut Graph, id: NodeId) -> Result<bool> {
         if !graph.contains(id) || !is_removable(graph, id) {
             continue;
         }
-        let producers: Vec<NodeId> = graph.incoming(id).into_iter().map(|(_, v)| v.node).collect();
+        let producers: Vec<NodeId> = graph
+            .incoming(id)
+            .into_iter()
+            .map(|(_, v)| v.node)
+            .collect();
         graph.remove_node(id).map_err(|e| Error::Pass {
             pass: "rewriter".into(),
             message: e.to_string(),
