@@ -7,6 +7,7 @@
 mod eliminate_dead_nodes;
 mod eliminate_identity;
 mod fold_constants;
+mod upgrade_opset;
 
 use crate::pass::{OptionInfo, PassInfo, Preset};
 
@@ -48,6 +49,17 @@ pub const PASSES: &[PassInfo] = &[
         }],
         build: |options| Ok(Box::new(fold_constants::FoldConstants::new(options)?)),
     },
+    PassInfo {
+        name: "upgrade-opset",
+        summary: "rewrite every op to its form at a newer opset (attributes that became inputs, Softmax axes)",
+        exact: true,
+        options: &[OptionInfo {
+            name: "to",
+            default: "18",
+            help: "the opset to import (13..=21); models already at or above it are left alone",
+        }],
+        build: |options| Ok(Box::new(upgrade_opset::UpgradeOpset::new(options)?)),
+    },
 ];
 
 /// Named pipelines. Each line says why its passes sit where they do.
@@ -56,6 +68,12 @@ pub const PRESETS: &[Preset] = &[
         name: "none",
         summary: "no passes: an exact round trip of the input",
         passes: "",
+    },
+    Preset {
+        name: "canonicalize",
+        summary: "one opset (18+) for every op, then cleanup: the form every later pass expects",
+        // Upgrading first means folding and the later passes see one version of each op.
+        passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,eliminate-dead-nodes",
     },
     Preset {
         name: "cleanup",

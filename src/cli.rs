@@ -33,6 +33,12 @@ enum Command {
     Dump {
         /// The model to print.
         model: PathBuf,
+        /// Annotate every value with its inferred element type and shape.
+        #[arg(long)]
+        types: bool,
+        /// Pin a graph input's shape for the inferred types, e.g. `pixels=1x3x224x224`.
+        #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+        input_shapes: Vec<String>,
     },
     /// List the passes and the named pipelines.
     Passes,
@@ -115,9 +121,32 @@ fn one_line(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Compile(args) => compile(args),
-        Command::Dump { model } => {
+        Command::Dump {
+            model,
+            types,
+            input_shapes,
+        } => {
             let model = intone::onnx::load(&model)?;
-            print!("{}", intone::ir::text::model_to_text(&model)?);
+            let mut notes = std::collections::HashMap::new();
+            if types {
+                let mut pins = BTreeMap::new();
+                for text in &input_shapes {
+                    let (name, dims) = parse_input_shape(text)?;
+                    pins.insert(name, dims);
+                }
+                let facts = intone::ops::analyze(&model, &pins, 1 << 16)?;
+                for id in model.graph.node_ids() {
+                    for v in model.graph.outputs_of(id) {
+                        if let Some(f) = facts.get(v) {
+                            notes.insert(model.graph.value_name(v).to_string(), f.to_string());
+                        }
+                    }
+                }
+            }
+            print!(
+                "{}",
+                intone::ir::text::model_to_text_annotated(&model, notes)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Passes => {

@@ -22,6 +22,8 @@
 //! - [`pass`]: the `Pass` trait, the pattern driver and its `Rewriter`, remarks, the pipeline
 //!   parser and the pass manager.
 //! - `passes/` (mounted as [`passes`]): one file per pass and the one registry.
+//! - [`quant`]: numerics: rounding modes, dyadic numbers, reference integer kernels,
+//!   calibration observers.
 //! - [`runner`]: runs models in tract.
 //! - [`npy`]: reading and writing `.npy` arrays.
 //!
@@ -33,6 +35,7 @@ pub mod npy;
 pub mod onnx;
 pub mod ops;
 pub mod pass;
+pub mod quant;
 pub mod runner;
 
 // Passes live in the top-level `passes/` folder (one file each) but compile into this crate:

@@ -74,6 +74,11 @@ pub struct Value {
     pub info: Option<ValueInfoProto>,
     /// Quantization facts handed from pass to pass.
     pub quant: Option<QuantFacts>,
+    /// The value of the input model this one stands for, when a rewrite replaced it (the
+    /// compiled model records the mapping so `intone check --per-layer` can compare them).
+    pub origin: Option<String>,
+    /// Calibration statistics, when the `calibrate` pass observed this value.
+    pub stats: Option<std::sync::Arc<crate::quant::Observer>>,
 }
 
 impl Value {

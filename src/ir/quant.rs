@@ -11,15 +11,35 @@ pub enum Scale {
     },
 }
 
-/// What is known about an integer value that stands for a real one.
+/// What is known about an integer value that stands for a real one:
+/// `real = scale · (q − zero_point)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantFacts {
     pub scale: Scale,
     /// Width of the integer range the value is clamped to (8 for int8 activations).
     pub bits: u32,
     pub signed: bool,
-    /// Proven inclusive interval of the integer values, from range analysis.
+    /// 0, or 128 for a signed 8-bit value stored as uint8 (MatMulInteger's fast operand form).
+    pub zero_point: i64,
+    /// Proven inclusive interval of the stored integers, from range analysis.
     pub range: Option<(i64, i64)>,
+}
+
+impl Scale {
+    /// The scale of channel `c` (per-tensor scales apply to every channel).
+    pub fn at(&self, c: usize) -> f64 {
+        match self {
+            Scale::PerTensor(s) => *s,
+            Scale::PerAxis { scales, .. } => scales[c],
+        }
+    }
+
+    pub fn max(&self) -> f64 {
+        match self {
+            Scale::PerTensor(s) => *s,
+            Scale::PerAxis { scales, .. } => scales.iter().copied().fold(0.0, f64::max),
+        }
+    }
 }
 
 /// One-line summary for the text form: `i8 scale=0.0123`, `i32 scale=[3 per axis 0]`.
@@ -29,8 +49,13 @@ pub fn describe(q: &QuantFacts) -> String {
         Scale::PerTensor(s) => format!("scale={s:e}"),
         Scale::PerAxis { axis, scales } => format!("scale=[{} on axis {axis}]", scales.len()),
     };
+    let zp = if q.zero_point != 0 {
+        format!(" zp={}", q.zero_point)
+    } else {
+        String::new()
+    };
     match q.range {
-        Some((lo, hi)) => format!("{ty} {scale} range=[{lo},{hi}]"),
-        None => format!("{ty} {scale}"),
+        Some((lo, hi)) => format!("{ty} {scale}{zp} range=[{lo},{hi}]"),
+        None => format!("{ty} {scale}{zp}"),
     }
 }

@@ -22,12 +22,24 @@ pub const FULL_TENSOR_LIMIT: usize = 16;
 
 /// The text form of a model.
 pub fn model_to_text(model: &Model) -> Result<String> {
+    model_to_text_annotated(model, std::collections::HashMap::new())
+}
+
+/// The text form with an extra note after each value named in `extra`.
+pub fn model_to_text_annotated(
+    model: &Model,
+    extra: std::collections::HashMap<String, String>,
+) -> Result<String> {
     let proto = crate::onnx::export(model)?;
-    let mut annotations = std::collections::HashMap::new();
+    let mut annotations = extra;
     for id in model.graph.node_ids() {
         for v in model.graph.outputs_of(id) {
             if let Some(q) = &model.graph.value(v).quant {
-                annotations.insert(value_name(model, v), super::quant::describe(q));
+                let note = annotations.entry(value_name(model, v)).or_default();
+                if !note.is_empty() {
+                    note.push_str(", ");
+                }
+                note.push_str(&super::quant::describe(q));
             }
         }
     }
@@ -169,7 +181,10 @@ fn attribute_text(a: &AttributeProto) -> String {
         AttributeType::Float => format!("{:?}", a.f()),
         AttributeType::Int => a.i().to_string(),
         AttributeType::String => format!("{:?}", String::from_utf8_lossy(a.s())),
-        AttributeType::Tensor => tensor_text(a.t.as_ref().expect("tensor attribute")),
+        AttributeType::Tensor => {
+            a.t.as_ref()
+                .map_or_else(|| "<missing tensor>".into(), tensor_text)
+        }
         AttributeType::Graph => "<graph>".into(),
         AttributeType::Floats => list(a.floats.iter().map(|f| format!("{f:?}")).collect()),
         AttributeType::Ints => list(a.ints.iter().map(|i| i.to_string()).collect()),
@@ -182,7 +197,10 @@ fn attribute_text(a: &AttributeProto) -> String {
         AttributeType::Tensors => list(a.tensors.iter().map(tensor_text).collect()),
         AttributeType::Graphs => format!("<{} graphs>", a.graphs.len()),
         AttributeType::SparseTensor | AttributeType::SparseTensors => "<sparse tensor>".into(),
-        AttributeType::TypeProto => type_text(a.tp.as_ref().expect("type attribute")),
+        AttributeType::TypeProto => {
+            a.tp.as_ref()
+                .map_or_else(|| "<missing type>".into(), type_text)
+        }
         AttributeType::TypeProtos => list(a.type_protos.iter().map(type_text).collect()),
         AttributeType::Undefined => "<undefined>".into(),
     }

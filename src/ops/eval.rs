@@ -163,8 +163,12 @@ pub fn evaluate(
             let axis = normalize_axis(op.attr_int("axis", 0)?, data.shape().len(), op)?;
             gather(op, data, indices, axis).map(|a| Some(vec![a]))
         }
-        "Slice" => slice(op, opset, inputs).map(|a| Some(vec![a])),
-        "Split" => split(op, opset, inputs, outputs).map(Some),
+        "Slice" => x(0)
+            .and_then(|_| slice(op, opset, inputs))
+            .map(|a| Some(vec![a])),
+        "Split" => x(0)
+            .and_then(|_| split(op, opset, inputs, outputs))
+            .map(Some),
         "Expand" => {
             let a = x(0)?;
             let shape: Vec<usize> = x(1)?
@@ -190,6 +194,13 @@ pub fn evaluate(
                     op.describe()
                 )));
             }
+            let tiled: Vec<usize> = a
+                .shape()
+                .iter()
+                .zip(&repeats)
+                .map(|(&d, &r)| d.saturating_mul(r as usize))
+                .collect();
+            within_limit(op, &tiled)?;
             let mut y = a.clone();
             for (axis, &r) in repeats.iter().enumerate() {
                 let copies: Vec<&Array> = std::iter::repeat_n(&y, r as usize).collect();
@@ -225,7 +236,9 @@ pub fn evaluate(
         }
         "Range" => range(op, x(0)?, x(1)?, x(2)?).map(|a| Some(vec![a])),
         "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL2"
-        | "ReduceSumSquare" => reduce(op, opset, inputs).map(|a| a.map(|a| vec![a])),
+        | "ReduceSumSquare" => x(0)
+            .and_then(|_| reduce(op, opset, inputs))
+            .map(|a| a.map(|a| vec![a])),
         "MatMul" => matmul(op, x(0)?, x(1)?).map(|a| Some(vec![a])),
         "Constant" => Ok(op
             .constant_value()?
@@ -249,6 +262,20 @@ pub fn evaluate(
     }
 }
 
+/// Ops that create data from a shape stop at this many elements (a hostile shape must not
+/// allocate unbounded memory; `fold-constants` applies its own, smaller cap first).
+pub const EVAL_LIMIT: usize = 1 << 26;
+
+fn within_limit(op: &Op, shape: &[usize]) -> Result<()> {
+    match shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+        Some(n) if n <= EVAL_LIMIT => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "{}: a result of shape {shape:?} is too large to evaluate",
+            op.describe()
+        ))),
+    }
+}
+
 fn vector(values: Vec<i64>) -> Array {
     let n = values.len();
     Array::from_vec(&[n], values).expect("1-d")
@@ -258,7 +285,7 @@ fn vector(values: Vec<i64>) -> Array {
 pub fn normalize_axis(axis: i64, rank: usize, op: &Op) -> Result<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
-    if (0..r.max(1)).contains(&a) || (r == 0 && a == 0) {
+    if (0..r).contains(&a) {
         Ok(a as usize)
     } else {
         Err(Error::invalid(format!(
@@ -748,6 +775,9 @@ pub fn slice_indices(dim: i64, start: i64, end: i64, step: i64) -> Option<Vec<us
     if step == 0 {
         return None;
     }
+    if dim <= 0 {
+        return Some(Vec::new());
+    }
     let norm = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
     let (s, e) = (norm(start), norm(end));
     let mut idx = Vec::new();
@@ -837,7 +867,8 @@ fn range(op: &Op, start: &Array, limit: &Array, delta: &Array) -> Result<Array> 
             ArrayD::from_shape_fn(IxDyn(&[n]), |i| s + d * i[0] as f64),
         )
     } else {
-        let (si, di) = (ints(start).expect("int")[[]], ints(delta).expect("int")[[]]);
+        let first = |a: &Array| ints(a).and_then(|v| v.iter().next().copied()).unwrap_or(0);
+        let (si, di) = (first(start), first(delta));
         from_i128(
             dtype,
             ArrayD::from_shape_fn(IxDyn(&[n]), |i| si + di * i[0] as i128),

@@ -96,6 +96,28 @@ impl Facts {
     }
 }
 
+impl fmt::Display for Facts {
+    /// `f32[batch,4,?]`, `i64[2] = [batch, 8]`, `?` when nothing is known.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::ir::DataTypeInfo;
+        let dtype = self.dtype.map_or("?", |d| d.short_name());
+        match &self.shape {
+            Some(s) => {
+                let dims: Vec<String> = s.iter().map(Dim::to_string).collect();
+                write!(f, "{dtype}[{}]", dims.join(","))?;
+            }
+            None => write!(f, "{dtype}[..]")?,
+        }
+        if let Some(el) = &self.elements {
+            if self.value.is_none() {
+                let items: Vec<String> = el.iter().map(Dim::to_string).collect();
+                write!(f, " = [{}]", items.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Integer tensors of up to this many elements are tracked element by element.
 const ELEMENT_TRACKING_LIMIT: usize = 64;
 

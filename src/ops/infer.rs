@@ -3,7 +3,7 @@
 
 use super::eval::{normalize_axis, reshape_target, shape_range, slice_indices, split_sizes};
 use super::facts::{Dim, Facts};
-use crate::ir::{DataType, Op, dtype::data_type};
+use crate::ir::{DataType, DataTypeInfo, Op, dtype::data_type};
 
 /// Facts for each output of `op`. `inputs[i]` is `None` for an omitted input.
 pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> Vec<Facts> {
@@ -42,28 +42,35 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
         }
         "LayerNormalization" | "SkipLayerNormalization" => vec![same(0)],
         "Dropout" => vec![same(0), with(Some(DataType::Bool), shape(0))],
-        "Cast" => vec![with(
-            op.attr_int("to", 0)
+        "Cast" => {
+            let to = op
+                .attr_int("to", 0)
                 .ok()
-                .and_then(|t| data_type(t as i32, "").ok()),
-            shape(0),
-        )],
+                .and_then(|t| data_type(t as i32, "").ok());
+            let mut f = with(to, shape(0));
+            if to.is_some_and(|t| t.is_integer()) {
+                f.elements = in_(0).and_then(|f| f.elements.clone());
+            }
+            vec![f]
+        }
         "CastLike" => vec![with(dtype(1), shape(0))],
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" | "Max" | "Min" | "Sum" | "Mean" | "And"
         | "Or" | "Xor" | "BitShift" | "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" | "PRelu" => {
             let shapes: Vec<Option<Vec<Dim>>> = (0..inputs.len()).map(shape).collect();
-            vec![with(dtype(0), broadcast_all(&shapes))]
+            let mut f = with(dtype(0), broadcast_all(&shapes));
+            f.elements = elementwise_elements(op.op_type(), inputs);
+            vec![f]
         }
         "Equal" | "Less" | "LessOrEqual" | "Greater" | "GreaterOrEqual" => {
-            vec![with(
-                Some(DataType::Bool),
-                broadcast_all(&[shape(0), shape(1)]),
-            )]
+            let mut f = with(Some(DataType::Bool), broadcast_all(&[shape(0), shape(1)]));
+            f.elements = elementwise_elements(op.op_type(), inputs);
+            vec![f]
         }
-        "Where" => vec![with(
-            dtype(1),
-            broadcast_all(&[shape(0), shape(1), shape(2)]),
-        )],
+        "Where" => {
+            let mut f = with(dtype(1), broadcast_all(&[shape(0), shape(1), shape(2)]));
+            f.elements = elementwise_elements("Where", inputs);
+            vec![f]
+        }
         "Shape" => {
             let dims = shape(0);
             let (start, end) = rank(0)
@@ -162,7 +169,7 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
         }
         "Reshape" => {
             let allowzero = op.attr_int("allowzero", 0).unwrap_or(0) != 0;
-            let target = in_(1).and_then(|f| f.elements.clone());
+            let target = shape_vector(in_(1));
             let s = target.map(|t| reshape_dims(shape(0).as_deref(), &t, allowzero));
             vec![Facts {
                 dtype: dtype(0),
@@ -371,10 +378,10 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
                 .flatten()
                 .and_then(|t| t.dtype().ok())
                 .or(Some(DataType::Float));
-            vec![with(value_type, in_(0).and_then(|f| f.elements.clone()))]
+            vec![with(value_type, shape_vector(in_(0)))]
         }
         "Expand" => {
-            let target = in_(1).and_then(|f| f.elements.clone());
+            let target = shape_vector(in_(1));
             vec![with(dtype(0), broadcast_all(&[shape(0), target]))]
         }
         "Tile" => {
@@ -382,7 +389,11 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
                 (Some(s), Some(r)) if s.len() == r.len() => Some(
                     s.iter()
                         .zip(&r)
-                        .map(|(d, &k)| d.known().map_or(Dim::Unknown, |d| Dim::Known(d * k)))
+                        .map(|(d, &k)| {
+                            d.known()
+                                .and_then(|d| d.checked_mul(k))
+                                .map_or(Dim::Unknown, Dim::Known)
+                        })
                         .collect(),
                 ),
                 _ => shape(0).map(|s| vec![Dim::Unknown; s.len()]),
@@ -400,14 +411,29 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
                 s.iter()
                     .enumerate()
                     .map(|(i, d)| match (&pads, d.known()) {
-                        (Some(p), Some(d)) if p.len() == 2 * r => Dim::Known(d + p[i] + p[i + r]),
+                        (Some(p), Some(d)) if p.len() == 2 * r => d
+                            .checked_add(p[i])
+                            .and_then(|v| v.checked_add(p[i + r]))
+                            .map_or(Dim::Unknown, Dim::Known),
                         _ => Dim::Unknown,
                     })
                     .collect()
             });
             vec![with(dtype(0), s)]
         }
-        "Range" => vec![with(dtype(0), Some(vec![Dim::Unknown]))],
+        "Range" => {
+            // `range(0, n, 1)` has n elements, symbolic or not.
+            let scalar = |i: usize| {
+                in_(i)
+                    .and_then(|f| f.elements.as_ref())
+                    .and_then(|e| (e.len() == 1).then(|| e[0].clone()))
+            };
+            let len = match (scalar(0), scalar(1), scalar(2)) {
+                (Some(Dim::Known(0)), Some(limit), Some(Dim::Known(1))) => limit,
+                _ => Dim::Unknown,
+            };
+            vec![with(dtype(0), Some(vec![len]))]
+        }
         "NonZero" => vec![with(
             Some(DataType::Int64),
             rank(0).map(|r| vec![Dim::Known(r as i64), Dim::Unknown]),
@@ -437,9 +463,75 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
     facts
 }
 
+/// The entries of a 1-d shape vector: known ones where the facts say, unknown ones where only
+/// its length is known.
+fn shape_vector(f: Option<&Facts>) -> Option<Vec<Dim>> {
+    let f = f?;
+    if let Some(el) = &f.elements {
+        return Some(el.clone());
+    }
+    match f.shape.as_deref() {
+        Some([Dim::Known(n)]) if *n >= 0 && *n <= 64 => Some(vec![Dim::Unknown; *n as usize]),
+        _ => None,
+    }
+}
+
+/// Element-wise arithmetic on small integer vectors (shape arithmetic), where it is decidable.
+/// Dimensions are never negative, so `Equal(dim, -1)` is false even for a symbolic dim.
+fn elementwise_elements(op_type: &str, inputs: &[Option<&Facts>]) -> Option<Vec<Dim>> {
+    let lists: Vec<Vec<Dim>> = inputs
+        .iter()
+        .map(|f| f.and_then(|f| f.elements.clone()))
+        .collect::<Option<_>>()?;
+    let n = lists.iter().map(Vec::len).max()?;
+    if lists.iter().any(|l| l.len() != n && l.len() != 1) {
+        return None;
+    }
+    let at = |l: &Vec<Dim>, i: usize| {
+        if l.len() == 1 {
+            l[0].clone()
+        } else {
+            l[i].clone()
+        }
+    };
+    let bool_dim = |b: bool| Dim::Known(b as i64);
+    (0..n)
+        .map(|i| {
+            let args: Vec<Dim> = lists.iter().map(|l| at(l, i)).collect();
+            let known: Option<Vec<i64>> = args.iter().map(Dim::known).collect();
+            Some(match (op_type, known.as_deref(), args.as_slice()) {
+                ("Add", Some([a, b]), _) => Dim::Known(a.checked_add(*b)?),
+                ("Sub", Some([a, b]), _) => Dim::Known(a.checked_sub(*b)?),
+                ("Mul", Some([a, b]), _) => Dim::Known(a.checked_mul(*b)?),
+                ("Div", Some([a, b]), _) if *b != 0 => Dim::Known(a / b),
+                ("Max", Some([a, b]), _) => Dim::Known(*a.max(b)),
+                ("Min", Some([a, b]), _) => Dim::Known(*a.min(b)),
+                ("Equal", Some([a, b]), _) => bool_dim(a == b),
+                ("Equal", _, [Dim::Symbol(x), Dim::Symbol(y)]) if x == y => bool_dim(true),
+                ("Equal", _, [Dim::Symbol(_), Dim::Known(k)])
+                | ("Equal", _, [Dim::Known(k), Dim::Symbol(_)])
+                    if *k < 0 =>
+                {
+                    bool_dim(false)
+                }
+                ("Where", _, [Dim::Known(c), x, y]) => {
+                    if *c != 0 {
+                        x.clone()
+                    } else {
+                        y.clone()
+                    }
+                }
+                ("Mul", _, [x, Dim::Known(1)]) | ("Mul", _, [Dim::Known(1), x]) => x.clone(),
+                ("Add", _, [x, Dim::Known(0)]) | ("Add", _, [Dim::Known(0), x]) => x.clone(),
+                _ => Dim::Unknown,
+            })
+        })
+        .collect()
+}
+
 fn product(dims: &[Dim]) -> Dim {
     dims.iter()
-        .try_fold(1i64, |acc, d| d.known().map(|v| acc * v))
+        .try_fold(1i64, |acc, d| d.known().and_then(|v| acc.checked_mul(v)))
         .map_or(Dim::Unknown, Dim::Known)
 }
 
@@ -544,14 +636,20 @@ fn conv_shape(op: &Op, x: Option<Vec<Dim>>, w: Option<Vec<Dim>>) -> Option<Vec<D
     let mut out = vec![x[0].clone(), channels];
     for i in 0..spatial {
         let d = match (x[i + 2].known(), kernel.get(i).copied().flatten()) {
-            (Some(n), Some(k)) => {
+            (Some(n), Some(k)) if n >= 0 && k >= 1 => {
                 let (s, dl) = (*strides.get(i)?, *dilations.get(i)?);
+                if s <= 0 || dl <= 0 || k > 1 << 20 || dl > 1 << 20 {
+                    return None;
+                }
                 let span = dl * (k - 1) + 1;
                 match auto_pad.as_str() {
                     "SAME_UPPER" | "SAME_LOWER" => Some((n + s - 1) / s),
                     "VALID" => Some((n - span) / s + 1),
                     _ => {
-                        let total = n + pads.get(i)? + pads.get(i + spatial)? - span;
+                        let total = n
+                            .checked_add(*pads.get(i)?)?
+                            .checked_add(*pads.get(i + spatial)?)?
+                            - span;
                         Some(if ceil {
                             (total + s - 1) / s + 1
                         } else {
@@ -606,33 +704,56 @@ fn reshape_dims(input: Option<&[Dim]>, target: &[Dim], allowzero: bool) -> Vec<D
             other => other.clone(),
         })
         .collect();
-    // One unknown entry can be solved when every other dimension on both sides is known.
-    let unknown: Vec<usize> = (0..out.len())
-        .filter(|&i| out[i].known().is_none())
-        .collect();
-    if let (1, Some(total)) = (unknown.len(), input.map(product).and_then(|d| d.known())) {
-        let known: i64 = out.iter().filter_map(Dim::known).product();
-        if known > 0 && total % known == 0 {
-            out[unknown[0]] = Dim::Known(total / known);
+    // One -1 entry can be solved by cancelling equal factors on both sides: reshaping
+    // [batch, seq, 32] to [batch, seq, -1, 16] gives 2 whatever batch and seq are.
+    let infer_at = target.iter().position(|d| *d == Dim::Known(-1));
+    if let (Some(at), Some(input)) = (infer_at, input) {
+        if let Some(solved) = solve_reshape(input, &out, at) {
+            out[at] = solved;
         }
     }
     out
 }
 
+/// The dimension at `at` that makes `target` hold as many elements as `input`, when the
+/// symbolic factors cancel.
+fn solve_reshape(input: &[Dim], target: &[Dim], at: usize) -> Option<Dim> {
+    let mut symbols: Vec<&str> = Vec::new();
+    let mut number: i64 = 1;
+    for d in input {
+        match d {
+            Dim::Known(v) => number = number.checked_mul(*v)?,
+            Dim::Symbol(s) => symbols.push(s),
+            Dim::Unknown => return None,
+        }
+    }
+    let mut divisor: i64 = 1;
+    for (i, d) in target.iter().enumerate() {
+        if i == at {
+            continue;
+        }
+        match d {
+            Dim::Known(v) => divisor = divisor.checked_mul(*v)?,
+            Dim::Symbol(s) => {
+                let found = symbols.iter().position(|x| x == s)?;
+                symbols.remove(found);
+            }
+            Dim::Unknown => return None,
+        }
+    }
+    if divisor <= 0 || number % divisor != 0 {
+        return None;
+    }
+    match (symbols.as_slice(), number / divisor) {
+        ([], n) => Some(Dim::Known(n)),
+        ([s], 1) => Some(Dim::Symbol(s.to_string())),
+        _ => None,
+    }
+}
+
 fn slice_facts(op: &Op, opset: i64, inputs: &[Option<&Facts>]) -> Facts {
     let in_ = |i: usize| inputs.get(i).copied().flatten();
     let data = in_(0);
-    let ints = |i: usize| in_(i).and_then(Facts::known_ints);
-    let (starts, ends, axes, steps) = if opset < 10 {
-        (
-            op.attr_ints("starts").ok().flatten(),
-            op.attr_ints("ends").ok().flatten(),
-            op.attr_ints("axes").ok().flatten(),
-            None,
-        )
-    } else {
-        (ints(1), ints(2), ints(3), ints(4))
-    };
     let dtype = data.and_then(|f| f.dtype);
     let Some(shape) = data.and_then(|f| f.shape.clone()) else {
         return Facts {
@@ -640,51 +761,68 @@ fn slice_facts(op: &Op, opset: i64, inputs: &[Option<&Facts>]) -> Facts {
             ..Default::default()
         };
     };
-    let (Some(starts), Some(ends)) = (starts, ends) else {
-        return Facts {
-            dtype,
-            shape: Some(vec![Dim::Unknown; shape.len()]),
-            ..Default::default()
-        };
+    let unknown = || Facts {
+        dtype,
+        shape: Some(vec![Dim::Unknown; shape.len()]),
+        ..Default::default()
     };
-    let axes_given = axes.is_some() || (opset >= 10 && in_(3).is_some());
+    let as_dims =
+        |v: Option<Vec<i64>>| v.map(|v| v.into_iter().map(Dim::Known).collect::<Vec<_>>());
+    // Starts and ends may be partly symbolic (`x[:, :seq]`); axes and steps must be known.
+    let (starts, ends, axes, steps) = if opset < 10 {
+        (
+            as_dims(op.attr_ints("starts").ok().flatten()),
+            as_dims(op.attr_ints("ends").ok().flatten()),
+            op.attr_ints("axes").ok().flatten(),
+            None,
+        )
+    } else {
+        (
+            shape_vector(in_(1)),
+            shape_vector(in_(2)),
+            in_(3).and_then(Facts::known_ints),
+            in_(4).and_then(Facts::known_ints),
+        )
+    };
+    let (Some(starts), Some(ends)) = (starts, ends) else {
+        return unknown();
+    };
     let axes: Vec<i64> = match axes {
         Some(a) => a,
-        None if axes_given => {
-            return Facts {
-                dtype,
-                shape: Some(vec![Dim::Unknown; shape.len()]),
-                ..Default::default()
-            };
-        }
+        None if opset >= 10 && in_(3).is_some() => return unknown(),
         None => (0..starts.len() as i64).collect(),
     };
-    let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+    let steps = match steps {
+        Some(s) => s,
+        None if opset >= 10 && in_(4).is_some() => return unknown(),
+        None => vec![1; starts.len()],
+    };
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return unknown();
+    }
     let mut out = shape.clone();
     let mut picked: Option<Vec<usize>> = None;
-    for i in 0..starts
-        .len()
-        .min(ends.len())
-        .min(axes.len())
-        .min(steps.len())
-    {
+    for i in 0..starts.len() {
         let Ok(axis) = normalize_axis(axes[i], shape.len(), op) else {
-            return Facts {
-                dtype,
-                ..Default::default()
-            };
+            return unknown();
         };
-        out[axis] = match shape[axis]
-            .known()
-            .and_then(|d| slice_indices(d, starts[i], ends[i], steps[i]))
-        {
-            Some(idx) => {
-                if shape.len() == 1 {
-                    picked = Some(idx.clone());
+        out[axis] = match (shape[axis].known(), starts[i].known(), ends[i].known()) {
+            (Some(d), Some(b), Some(e)) => match slice_indices(d, b, e, steps[i]) {
+                Some(idx) => {
+                    if shape.len() == 1 {
+                        picked = Some(idx.clone());
+                    }
+                    Dim::Known(idx.len() as i64)
                 }
-                Dim::Known(idx.len() as i64)
+                None => Dim::Unknown,
+            },
+            // `[0:n]` over a longer axis: n elements (the usual `x[:, :seq]`).
+            (_, Some(0), None) if steps[i] == 1 && matches!(ends[i], Dim::Symbol(_)) => {
+                ends[i].clone()
             }
-            None => Dim::Unknown,
+            // `[0:end]` with an end past any real dimension keeps the axis.
+            (_, Some(0), Some(e)) if steps[i] == 1 && e >= i32::MAX as i64 => shape[axis].clone(),
+            _ => Dim::Unknown,
         };
     }
     let elements = match (data.and_then(|f| f.elements.clone()), picked) {

@@ -142,6 +142,15 @@ impl<'m> Rewriter<'m> {
         }
         self.model.graph.replace_uses(old, new);
         self.maybe_dead.insert(old.node);
+        // The new value stands for what the old one stood for.
+        if self.model.graph.value(new).origin.is_none() {
+            let old_value = self.model.graph.value(old);
+            let origin = old_value
+                .origin
+                .clone()
+                .unwrap_or_else(|| old_value.name.clone());
+            self.model.graph.value_mut(new).origin = Some(origin);
+        }
         let outputs: Vec<usize> = self
             .model
             .graph

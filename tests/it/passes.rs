@@ -248,3 +248,114 @@ fn cleanup_with_pinned_shapes_keeps_every_fixture_output() {
         }
     }
 }
+
+#[test]
+fn upgrade_opset_moves_attributes_into_inputs() {
+    let model = ModelBuilder::new(10)
+        .input("x", F32, &[D::S("n"), D::N(3), D::N(4)])
+        .node_with(
+            "ReduceMean",
+            &["x"],
+            &["m"],
+            vec![attr::ints("axes", &[-1]), attr::int("keepdims", 1)],
+        )
+        .node_with("Squeeze", &["m"], &["s"], vec![attr::ints("axes", &[2])])
+        .node_with("Softmax", &["x"], &["p"], vec![attr::int("axis", 1)])
+        .node_with("Clip", &["s"], &["c"], vec![attr::float("max", 6.0)])
+        .output("c", F32, &[D::S("n"), D::N(3)])
+        .output("p", F32, &[D::S("n"), D::N(3), D::N(4)])
+        .model();
+    insta::assert_snapshot!(before_after(
+        model,
+        "upgrade-opset(to=18)",
+        &Default::default()
+    ));
+}
+
+#[test]
+fn upgrade_opset_leaves_newer_models_alone() {
+    let model = crate::build::ModelBuilder::new(18)
+        .input("x", F32, &[D::N(2)])
+        .node_with("Softmax", &["x"], &["y"], vec![attr::int("axis", 0)])
+        .output("y", F32, &[D::N(2)])
+        .model();
+    let before = model_to_text(&model).unwrap();
+    let (after, reports) = run(model, "upgrade-opset(to=18)", &Default::default());
+    assert_eq!(model_to_text(&after).unwrap(), before);
+    assert_eq!(reports[0].matched, 0);
+}
+
+#[test]
+fn canonicalize_keeps_outputs_and_checks_clean_on_every_fixture() {
+    let dir = crate::tempdir();
+    let mut written = String::new();
+    for path in crate::onnx_files(&crate::fixture("")) {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let data_stem = if path.parent().unwrap().ends_with("external") {
+            "model".to_string()
+        } else {
+            stem.clone()
+        };
+        let original = intone::onnx::load(&path).unwrap();
+        let expected = run_fixture(&original, &data_stem);
+        let (canonical, _) = run(original, "canonicalize", &Default::default());
+        assert!(canonical.opset("").unwrap() >= 18, "{stem}");
+        let got = run_fixture(&canonical, &data_stem);
+        for ((name, e), (_, g)) in expected.iter().zip(&got) {
+            let diff = e
+                .to_f64_vec()
+                .iter()
+                .zip(g.to_f64_vec())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(diff <= 1e-5, "{stem}: output {name} moved by {diff}");
+        }
+        let out = dir.path().join(format!("{stem}.onnx"));
+        intone::onnx::save(&canonical, &out).unwrap();
+        written.push_str(&format!("{}\n", out.display()));
+    }
+    let report = crate::oracle("check_models.py", &[], &written);
+    assert!(report.contains(" 0 failed"), "{report}");
+}
+
+#[test]
+fn dump_shows_inferred_symbolic_shapes() {
+    let out = crate::intone()
+        .args(["dump", "--types"])
+        .arg(crate::fixture("opsets/bert_tiny_opset11.onnx"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle} missing"))
+            .to_string()
+    };
+    assert!(
+        line("= Gather(m.bert.embeddings.token_type_embeddings.weight")
+            .ends_with("f32[batch,seq,32]")
+    );
+    assert!(
+        line("layer.0/attention/self/Softmax_output_0 = Softmax").ends_with("f32[batch,2,seq,seq]"),
+        "{}",
+        line("layer.0/attention/self/Softmax_output_0 = Softmax")
+    );
+}
+
+#[test]
+fn attributes_missing_their_value_print_instead_of_panicking() {
+    // Found by the fuzzer: `type: TENSOR` without the `t` field.
+    let mut b = ModelBuilder::new(17)
+        .node_with("Constant", &[], &["c"], vec![])
+        .output("c", F32, &[]);
+    b.graph().node[0]
+        .attribute
+        .push(intone::onnx::proto::AttributeProto {
+            name: Some("value".into()),
+            r#type: Some(intone::onnx::proto::attribute_proto::AttributeType::Tensor as i32),
+            ..Default::default()
+        });
+    let text = model_to_text(&b.model()).unwrap();
+    assert!(text.contains("{value: <missing tensor>}"), "{text}");
+}

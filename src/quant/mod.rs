@@ -1,0 +1,13 @@
+//! Numerics: rounding modes, dyadic numbers, the reference integer kernels and the streaming
+//! calibration observers. Plain scalar Rust: these define what the lowered ONNX must compute,
+//! bit for bit.
+
+pub mod dyadic;
+pub mod observer;
+pub mod requant;
+pub mod rounding;
+
+pub use dyadic::Dyadic;
+pub use observer::{CalibrationMethod, Observer};
+pub use requant::RequantParams;
+pub use rounding::Rounding;
