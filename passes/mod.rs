@@ -4,9 +4,13 @@
 //! the paper section it implements. Names are kebab-case and verb first; files use the same
 //! words in snake_case.
 
+mod calibrate;
 mod eliminate_dead_nodes;
 mod eliminate_identity;
 mod fold_constants;
+mod legalize;
+mod lower_linear_to_integer;
+mod quantize;
 mod upgrade_opset;
 
 use crate::pass::{OptionInfo, PassInfo, Preset};
@@ -50,6 +54,57 @@ pub const PASSES: &[PassInfo] = &[
         build: |options| Ok(Box::new(fold_constants::FoldConstants::new(options)?)),
     },
     PassInfo {
+        name: "calibrate",
+        summary: "run the float model on the calibration samples and record statistics of every float value",
+        exact: true,
+        options: &[],
+        build: |_| Ok(Box::new(calibrate::Calibrate)),
+    },
+    PassInfo {
+        name: "quantize",
+        summary: "choose bits, sign and scale of every calibrated value (the plan lowering follows)",
+        exact: true,
+        options: &[
+            OptionInfo {
+                name: "bits",
+                default: "8",
+                help: "bits of activations that feed matmuls",
+            },
+            OptionInfo {
+                name: "residual-bits",
+                default: "16",
+                help: "bits of the residual stream (carried in int32)",
+            },
+        ],
+        build: |options| Ok(Box::new(quantize::Quantize::new(options)?)),
+    },
+    PassInfo {
+        name: "lower-linear-to-integer",
+        summary: "MatMul/Gemm/Conv to MatMulInteger/ConvInteger with int8 weights, residuals and data movement in integers",
+        exact: false,
+        options: &[OptionInfo {
+            name: "rounding",
+            default: "half-up",
+            help: "rounding of requantizations: half-up or floor",
+        }],
+        build: |options| {
+            Ok(Box::new(lower_linear_to_integer::LowerLinear::new(
+                options,
+            )?))
+        },
+    },
+    PassInfo {
+        name: "legalize",
+        summary: "expand intone's internal ops into standard ONNX for a target, then prove no integer op can overflow",
+        exact: true,
+        options: &[OptionInfo {
+            name: "target",
+            default: "integer",
+            help: "integer (Div-based shifts, opset ≥ 15) or integer-opset28 (signed BitShift)",
+        }],
+        build: |options| Ok(Box::new(legalize::Legalize::new(options)?)),
+    },
+    PassInfo {
         name: "upgrade-opset",
         summary: "rewrite every op to its form at a newer opset (attributes that became inputs, Softmax axes)",
         exact: true,
@@ -74,6 +129,15 @@ pub const PRESETS: &[Preset] = &[
         summary: "one opset (18+) for every op, then cleanup: the form every later pass expects",
         // Upgrading first means folding and the later passes see one version of each op.
         passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,eliminate-dead-nodes",
+    },
+    Preset {
+        name: "linear",
+        summary: "integer linear layers: canonicalize, calibrate, quantize, lower MatMul/Gemm/Conv, legalize",
+        // Calibration observes the canonical float model; lowering follows the quantize plan;
+        // legalize expands requantizations and proves ranges; the final folding turns
+        // quantizations of constants (class tokens) into integer constants.
+        passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,eliminate-dead-nodes,\
+                 calibrate,quantize,lower-linear-to-integer,legalize(target=integer),fold-constants,eliminate-dead-nodes",
     },
     Preset {
         name: "cleanup",

@@ -62,6 +62,22 @@ struct CompileArgs {
     /// Pin a graph input's shape, e.g. `pixels=1x3x224x224`, so shape arithmetic can fold.
     #[arg(long = "input-shape", value_name = "NAME=DIMS")]
     input_shapes: Vec<String>,
+    /// Calibration samples for a model input, stacked along the first axis (repeat per input).
+    #[arg(long = "calibrate", value_name = "NAME=FILE.npy")]
+    calibrate: Vec<String>,
+    /// Samples per calibration run.
+    #[arg(long = "calibration-batch", value_name = "N", default_value_t = 32)]
+    calibration_batch: usize,
+    /// How activation clip ranges are chosen: minmax, percentile (99.99), percentile=P, or mse.
+    #[arg(
+        long = "calibration-method",
+        value_name = "METHOD",
+        default_value = "minmax"
+    )]
+    calibration_method: String,
+    /// Range analysis assumes symbolic dimensions (sequence lengths) are at most this.
+    #[arg(long = "max-dim", value_name = "N", default_value_t = 4096)]
+    max_dim: i64,
     /// Write a machine-readable JSON report of the compilation to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
@@ -90,6 +106,9 @@ struct RunArgs {
     /// A model input as NAME=FILE.npy (repeat for each input).
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
     inputs: Vec<String>,
+    /// Compute this value instead of the graph outputs (repeatable; any value name).
+    #[arg(long = "output", value_name = "NAME")]
+    outputs: Vec<String>,
     /// Write each output to DIR/<output name>.npy.
     #[arg(long = "output-dir", value_name = "DIR")]
     output_dir: Option<PathBuf>,
@@ -271,6 +290,28 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         let (name, dims) = parse_input_shape(text)?;
         options.input_shapes.insert(name, dims);
     }
+    options.symbolic_dim_bound = args.max_dim.max(1);
+    if !args.calibrate.is_empty() {
+        let mut inputs = BTreeMap::new();
+        for spec in &args.calibrate {
+            let (name, file) = spec
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--calibrate {spec}: expected NAME=FILE.npy"))?;
+            inputs.insert(name.to_string(), intone::npy::read(Path::new(file))?);
+        }
+        if args.calibration_batch == 0 {
+            bail!("--calibration-batch must be at least 1");
+        }
+        options.calibration = Some(intone::quant::CalibrationSet {
+            inputs,
+            batch: args.calibration_batch,
+            method: args
+                .calibration_method
+                .parse()
+                .map_err(|e: String| anyhow!("--calibration-method: {e}"))?,
+            progress: true,
+        });
+    }
 
     let mut model = intone::onnx::load(&args.input)?;
     let loaded = Instant::now();
@@ -367,7 +408,8 @@ fn run_model(args: RunArgs) -> Result<ExitCode> {
     let model = intone::onnx::load(&args.model)?;
     let runner = intone::runner::Runner::new(&model)?;
     let inputs = read_inputs(&args.inputs, runner.input_names())?;
-    let outputs = runner.run(&inputs, None)?;
+    let selected = (!args.outputs.is_empty()).then_some(args.outputs.as_slice());
+    let outputs = runner.run(&inputs, selected)?;
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -31,6 +31,7 @@ fn tract_err(context: &str) -> impl Fn(TractError) -> Error + '_ {
 
 thread_local! {
     static IN_TRACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static LAST_PANIC: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// Runs a tract call, turning a panic inside tract into an error. (A debug build of tract
@@ -40,7 +41,15 @@ fn guarded<T>(context: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !IN_TRACT.with(|flag| flag.get()) {
+            if IN_TRACT.with(|flag| flag.get())
+                && std::env::var_os("INTONE_SHOW_TRACT_PANICS").is_none()
+            {
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                    .unwrap_or_default();
+                LAST_PANIC.with(|p| *p.borrow_mut() = at);
+            } else {
                 previous(info);
             }
         }));
@@ -179,6 +188,28 @@ impl Runner {
 impl Plan {
     pub fn output_names(&self) -> &[String] {
         &self.outputs
+    }
+
+    /// Runs, and hands each f32 output to `visit` as a view (no copy). Outputs of other types
+    /// are skipped.
+    pub fn run_visit_f32(
+        &self,
+        inputs: &[Array],
+        mut visit: impl FnMut(usize, tnd::ArrayViewD<f32>),
+    ) -> Result<()> {
+        let tensors: TVec<TValue> = inputs.iter().map(|a| to_tensor(a).into()).collect();
+        let results = guarded("running", || {
+            self.plan.run(tensors).map_err(tract_err("running"))
+        })?;
+        for (i, t) in results.iter().enumerate() {
+            if t.datum_type() == DatumType::F32 {
+                let view = t
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| Error::Runtime(format!("{e:#}")))?;
+                visit(i, view);
+            }
+        }
+        Ok(())
     }
 
     /// Runs on inputs of the shapes the plan was made for.

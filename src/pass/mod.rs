@@ -34,11 +34,25 @@ pub trait Pass {
 }
 
 /// Settings that apply to the whole compilation, read by the passes that need them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CompileOptions {
     /// Static shapes for graph inputs (`--input-shape name=1x3x224x224`), used to fold shape
     /// arithmetic.
     pub input_shapes: BTreeMap<String, Vec<i64>>,
+    /// Calibration data for the `calibrate` pass.
+    pub calibration: Option<crate::quant::CalibrationSet>,
+    /// Range analysis assumes symbolic dimensions (sequence length) are at most this.
+    pub symbolic_dim_bound: i64,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        CompileOptions {
+            input_shapes: BTreeMap::new(),
+            calibration: None,
+            symbolic_dim_bound: 4096,
+        }
+    }
 }
 
 /// What a running pass can read and where it reports.
@@ -96,4 +110,21 @@ pub struct PassReport {
     /// Wall time; reported separately (`--timings`) so that reports stay reproducible.
     #[serde(skip)]
     pub duration: Duration,
+    /// Values the pass quantized, with the decision for each (the `quantize` pass).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<ValueReport>,
+}
+
+/// A quantization decision about one value.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ValueReport {
+    pub value: String,
+    pub bits: u32,
+    pub signed: bool,
+    pub scale: f64,
+    /// The clipping interval the scale covers.
+    pub clip: (f64, f64),
+    /// The range seen during calibration.
+    pub observed: (f64, f64),
+    pub why: String,
 }

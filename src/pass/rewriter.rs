@@ -34,6 +34,11 @@ impl<'m> Rewriter<'m> {
         }
     }
 
+    /// Names and orders the nodes added from now on after `anchor`.
+    pub fn set_anchor(&mut self, anchor: NodeId) {
+        self.anchor = Some(anchor);
+    }
+
     pub fn model(&self) -> &Model {
         self.model
     }

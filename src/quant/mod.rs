@@ -2,11 +2,15 @@
 //! calibration observers. Plain scalar Rust: these define what the lowered ONNX must compute,
 //! bit for bit.
 
+pub mod calibration;
 pub mod dyadic;
+pub mod lower;
 pub mod observer;
+pub mod range;
 pub mod requant;
 pub mod rounding;
 
+pub use calibration::CalibrationSet;
 pub use dyadic::Dyadic;
 pub use observer::{CalibrationMethod, Observer};
 pub use requant::RequantParams;

@@ -1,53 +1,72 @@
-//! The reference requantization kernel: what every `Requant` node computes, whichever ONNX
-//! recipe legalization later picks for it.
+//! The reference requantization kernel: what every `intone.Requant` node computes, whichever
+//! ONNX recipe legalization later picks for it.
 //!
 //! `y = clamp(round((x · m + b) / 2^c) + zp, lo, hi)`
 //!
 //! with integer input `x`, multiplier `m`, an integer offset `b` folded in before the shift
 //! (a bias at the multiplied scale), shift `c`, rounding mode, output zero point `zp` and clamp
-//! bounds. Per-channel parameters index the last axis... or any `axis` of the input.
+//! bounds. `m`, `b` and `c` are per channel along `axis`, or single.
 
 use super::rounding::{Rounding, shift_right};
+use crate::ir::{DataType, Op, attr};
+use crate::{Error, Result};
 
-/// Parameters of one requantization (per-tensor, or per-channel along `axis`).
+/// The domain of intone's internal ops (they never reach an output file).
+pub const DOMAIN: &str = "intone";
+
+/// Parameters of one requantization (per tensor, or per channel along `axis`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RequantParams {
     /// One multiplier per channel, or a single one.
     pub multiplier: Vec<i64>,
     /// Offset added to `x · m` before the shift, one per channel or a single one.
     pub offset: Vec<i64>,
-    pub shift: u32,
+    /// Right shift, one per channel or a single one.
+    pub shift: Vec<u32>,
     pub rounding: Rounding,
     pub zero_point: i64,
     pub lo: i64,
     pub hi: i64,
-    /// The axis the per-channel vectors index (only used when they have several entries).
+    /// The axis the per-channel vectors index (used when they have several entries).
     pub axis: usize,
+    /// Element type of the result.
+    pub to: DataType,
+}
+
+fn pick<T: Copy>(v: &[T], c: usize) -> T {
+    if v.len() == 1 { v[0] } else { v[c] }
 }
 
 impl RequantParams {
-    /// Parameters of channel `c` (per-tensor parameters apply to every channel).
-    pub fn channel(&self, c: usize) -> (i64, i64) {
-        let pick = |v: &[i64]| if v.len() == 1 { v[0] } else { v[c] };
-        (pick(&self.multiplier), pick(&self.offset))
+    /// Parameters of channel `c` (single parameters apply to every channel).
+    pub fn channel(&self, c: usize) -> (i64, i64, u32) {
+        (
+            pick(&self.multiplier, c),
+            pick(&self.offset, c),
+            pick(&self.shift, c),
+        )
     }
 
+    /// How many channels the parameters describe (1 for per-tensor).
     pub fn channels(&self) -> usize {
-        self.multiplier.len().max(self.offset.len())
+        self.multiplier
+            .len()
+            .max(self.offset.len())
+            .max(self.shift.len())
     }
 
     /// One element of channel `c`, exactly (i128, no overflow).
     pub fn apply(&self, x: i64, c: usize) -> i64 {
-        let (m, b) = self.channel(c);
+        let (m, b, shift) = self.channel(c);
         let scaled = x as i128 * m as i128 + b as i128;
-        let y = shift_right(scaled, self.shift, self.rounding) + self.zero_point as i128;
+        let y = shift_right(scaled, shift, self.rounding) + self.zero_point as i128;
         y.clamp(self.lo as i128, self.hi as i128) as i64
     }
 
     /// Requantizes a row-major tensor of `shape`.
     pub fn apply_all(&self, x: &[i64], shape: &[usize]) -> Vec<i64> {
         let inner: usize = shape.get(self.axis + 1..).map_or(1, |s| s.iter().product());
-        let dim = shape.get(self.axis).copied().unwrap_or(1);
+        let dim = shape.get(self.axis).copied().unwrap_or(1).max(1);
         x.iter()
             .enumerate()
             .map(|(i, &v)| {
@@ -59,5 +78,69 @@ impl RequantParams {
                 self.apply(v, c)
             })
             .collect()
+    }
+
+    /// The effective real multiplier of channel `c`: `m / 2^shift`.
+    pub fn ratio(&self, c: usize) -> f64 {
+        let (m, _, shift) = self.channel(c);
+        m as f64 / 2f64.powi(shift as i32)
+    }
+
+    /// The op carrying these parameters (inputs are wired by the caller).
+    pub fn to_op(&self, name: &str) -> Op {
+        let mut op = Op::new("Requant", name).with_domain(DOMAIN);
+        op.proto.attribute = vec![
+            attr::ints("multiplier", &self.multiplier),
+            attr::ints("offset", &self.offset),
+            attr::ints(
+                "shift",
+                &self.shift.iter().map(|&s| s as i64).collect::<Vec<_>>(),
+            ),
+            attr::string("rounding", self.rounding.name()),
+            attr::int("zero_point", self.zero_point),
+            attr::int("lo", self.lo),
+            attr::int("hi", self.hi),
+            attr::int("axis", self.axis as i64),
+            attr::int("to", self.to as i32 as i64),
+        ];
+        op
+    }
+
+    /// Reads the parameters of an `intone.Requant` op.
+    pub fn from_op(op: &Op) -> Result<RequantParams> {
+        if op.domain() != DOMAIN || op.op_type() != "Requant" {
+            return Err(Error::invalid(format!(
+                "{} is not an intone.Requant",
+                op.describe()
+            )));
+        }
+        let ints = |name: &str| -> Result<Vec<i64>> {
+            op.attr_ints(name)?
+                .ok_or_else(|| Error::invalid(format!("{}: no '{name}'", op.describe())))
+        };
+        let shift = ints("shift")?
+            .into_iter()
+            .map(|s| u32::try_from(s).ok().filter(|&s| s <= 62))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(|| Error::invalid(format!("{}: shift out of range", op.describe())))?;
+        let rounding = op
+            .attr_string("rounding")?
+            .unwrap_or_else(|| "half-up".into())
+            .parse()
+            .map_err(|e: String| Error::invalid(format!("{}: {e}", op.describe())))?;
+        Ok(RequantParams {
+            multiplier: ints("multiplier")?,
+            offset: ints("offset")?,
+            shift,
+            rounding,
+            zero_point: op.attr_int("zero_point", 0)?,
+            lo: op.attr_int("lo", i32::MIN as i64)?,
+            hi: op.attr_int("hi", i32::MAX as i64)?,
+            axis: op.attr_int("axis", 0)? as usize,
+            to: crate::ir::dtype::data_type(
+                op.attr_int("to", DataType::Int32 as i32 as i64)? as i32,
+                &op.describe(),
+            )?,
+        })
     }
 }

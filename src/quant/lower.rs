@@ -1,0 +1,542 @@
+//! The lowering engine shared by the integer lowering passes.
+//!
+//! A float value `v` that is lowered gets an integer representation ([`IntRep`]): an integer
+//! tensor `q` with `v ≈ scale · (q − zero_point)` and a proven range of `q`. Lowering an op
+//! means building its integer counterpart from the representations of its inputs; the float
+//! op itself is not touched. [`Lowering::finish`] then points every remaining float reader of
+//! a lowered value at a `DequantizeLinear` of its representation, and removes the float ops
+//! nothing reads any more. Float values with no representation that an integer op needs are
+//! quantized where they are (`Mul`, `Round`, `Clip`, `Cast`: an island exit).
+//!
+//! Every change of scale is an `intone.Requant` (see `requant.rs`) until legalization.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::dyadic::Dyadic;
+use super::requant::RequantParams;
+use super::rounding::Rounding;
+use crate::ir::quant::{QuantFacts, Scale};
+use crate::ir::{Array, DataType, Model, NodeId, Op, ValueId, attr};
+use crate::ops::GraphFacts;
+use crate::pass::Rewriter;
+use crate::{Error, Result};
+
+/// The integer form of a float value: `real ≈ scale · (q − zero_point)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntRep {
+    pub value: ValueId,
+    pub scale: Scale,
+    pub zero_point: i64,
+    pub dtype: DataType,
+    /// Proven inclusive bounds of the stored integers.
+    pub range: (i64, i64),
+}
+
+impl IntRep {
+    pub fn is_per_tensor(&self) -> bool {
+        matches!(self.scale, Scale::PerTensor(_))
+    }
+
+    /// Largest |q − zero_point|.
+    pub fn magnitude(&self) -> i128 {
+        let (lo, hi) = (
+            self.range.0 as i128 - self.zero_point as i128,
+            self.range.1 as i128 - self.zero_point as i128,
+        );
+        lo.abs().max(hi.abs())
+    }
+
+    /// The facts recorded on the integer value for later passes and the value map.
+    pub fn facts(&self, bits: u32, signed: bool) -> QuantFacts {
+        QuantFacts {
+            scale: self.scale.clone(),
+            bits,
+            signed,
+            zero_point: self.zero_point,
+            range: Some(self.range),
+        }
+    }
+}
+
+/// A storage form an integer op needs its operand in.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Form {
+    /// `MatMulInteger`/`ConvInteger` A operand: uint8, zero point 128 for signed values
+    /// (bit-identical to int8 and the fast kernel in both runtimes), 0 for unsigned ones.
+    OperandA,
+    /// `MatMulInteger` B operand (an activation): int8, zero point 0.
+    OperandB,
+    /// int8 (or uint8 for unsigned values) at the value's planned scale: data movement.
+    Stored8,
+    /// int32 at the value's planned scale, clamped to its planned bits (the residual stream).
+    Wide,
+}
+
+/// What a requantization must produce.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub scale: f64,
+    pub zero_point: i64,
+    pub lo: i64,
+    pub hi: i64,
+    pub dtype: DataType,
+}
+
+/// Largest |x·m| the int32 recipes allow (`x + offset + rounding` must stay in ±2^30).
+const INT32_PRODUCT: i128 = 1 << 29;
+/// Largest |x·m| the int64 recipe allows.
+const INT64_PRODUCT: i128 = 1 << 61;
+
+/// Per-channel dyadic approximations of `ratios` for inputs up to `magnitude`: int32-sized
+/// multipliers when they are precise to 2^−(bits+2) relative, else int64-sized ones.
+pub fn choose_dyadics(ratios: &[f64], magnitude: i128, bits: u32) -> Result<Vec<Dyadic>> {
+    let magnitude = magnitude.max(1);
+    let attempt = |product: i128, cap: i64| -> Option<Vec<Dyadic>> {
+        let bound = ((product / magnitude) as i64).min(cap);
+        ratios
+            .iter()
+            .map(|&r| Dyadic::approximate(r, bound))
+            .collect()
+    };
+    let tolerance = 2f64.powi(-(bits as i32 + 2));
+    if let Some(d) = attempt(INT32_PRODUCT, 1 << 30) {
+        if d.iter()
+            .zip(ratios)
+            .all(|(d, &r)| d.relative_error(r) <= tolerance)
+        {
+            return Ok(d);
+        }
+    }
+    attempt(INT64_PRODUCT, (1 << 31) - 1).ok_or_else(|| {
+        Error::unsupported(format!(
+            "a requantization ratio in {ratios:?} cannot be represented for inputs up to {magnitude}"
+        ))
+    })
+}
+
+/// Symmetric per-channel int8 quantization of a float weight along `axis`:
+/// `q = round_half_even(w / s_c)` clamped to ±127, `s_c = max|w_c| / 127` (f32).
+pub fn quantize_weight(w: &ndarray::ArrayD<f32>, axis: usize) -> (ndarray::ArrayD<i8>, Vec<f64>) {
+    let channels = w.shape()[axis];
+    let mut scales = Vec::with_capacity(channels);
+    let mut q = ndarray::ArrayD::<i8>::zeros(w.raw_dim());
+    for c in 0..channels {
+        let lane = w.index_axis(ndarray::Axis(axis), c);
+        let max = lane.iter().fold(0f32, |m, &x| m.max(x.abs()));
+        let scale = if max > 0.0 {
+            (max as f64 / 127.0) as f32 as f64
+        } else {
+            1.0
+        };
+        scales.push(scale);
+        let mut out = q.index_axis_mut(ndarray::Axis(axis), c);
+        ndarray::Zip::from(&mut out).and(&lane).for_each(|o, &x| {
+            *o = ((x as f64 / scale).round_ties_even()).clamp(-127.0, 127.0) as i8;
+        });
+    }
+    (q, scales)
+}
+
+/// The lowering state of one pass over a model.
+pub struct Lowering<'m> {
+    pub rw: Rewriter<'m>,
+    pub facts: GraphFacts,
+    reps: HashMap<ValueId, IntRep>,
+    forms: HashMap<(ValueId, Form), IntRep>,
+    lowered: HashSet<NodeId>,
+    pub rounding: Rounding,
+    pub dim_bound: i64,
+}
+
+impl<'m> Lowering<'m> {
+    pub fn new(model: &'m mut Model, facts: GraphFacts, dim_bound: i64) -> Lowering<'m> {
+        Lowering {
+            rw: Rewriter::unanchored(model),
+            facts,
+            reps: HashMap::new(),
+            forms: HashMap::new(),
+            lowered: HashSet::new(),
+            rounding: Rounding::HalfUp,
+            dim_bound,
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        self.rw.model()
+    }
+
+    pub fn rep(&self, v: ValueId) -> Option<&IntRep> {
+        self.reps.get(&v)
+    }
+
+    /// The quantization plan of a float value (from the `quantize` pass).
+    pub fn plan(&self, v: ValueId) -> Result<QuantFacts> {
+        self.model()
+            .graph
+            .value(v)
+            .quant
+            .clone()
+            .ok_or_else(|| Error::Pass {
+                pass: "lowering".into(),
+                message: format!(
+                    "value '{}' has no quantization plan (was it calibrated?)",
+                    self.model().graph.value_name(v)
+                ),
+            })
+    }
+
+    /// Records that float value `v` is now represented by `rep`, produced by lowering `node`.
+    pub fn set_rep(&mut self, v: ValueId, rep: IntRep, bits: u32, signed: bool) {
+        let facts = rep.facts(bits, signed);
+        let origin = {
+            let g = &self.rw.model().graph;
+            g.value(v)
+                .origin
+                .clone()
+                .unwrap_or_else(|| g.value_name(v).to_string())
+        };
+        let value = self.rw.graph_mut().value_mut(rep.value);
+        if value.quant.is_none() {
+            value.quant = Some(facts);
+        }
+        if value.origin.is_none() {
+            value.origin = Some(origin);
+        }
+        self.lowered.insert(v.node);
+        self.reps.insert(v, rep);
+    }
+
+    /// Dimension size for range analysis: known, or the symbolic bound.
+    pub fn dim_or_bound(&self, v: ValueId, axis_from_end: usize) -> i64 {
+        self.facts
+            .get(v)
+            .and_then(|f| f.shape.as_ref())
+            .and_then(|s| s.len().checked_sub(axis_from_end + 1).map(|i| s[i].clone()))
+            .and_then(|d| d.known())
+            .unwrap_or(self.dim_bound)
+    }
+
+    /// A constant initializer.
+    pub fn constant(&mut self, suffix: &str, array: &Array) -> Result<ValueId> {
+        self.rw.constant(suffix, array)
+    }
+
+    /// An op with one output.
+    pub fn op(
+        &mut self,
+        op_type: &str,
+        suffix: &str,
+        inputs: &[ValueId],
+        attrs: Vec<crate::onnx::proto::AttributeProto>,
+    ) -> Result<ValueId> {
+        self.rw.op(op_type, suffix, inputs, attrs)
+    }
+
+    /// `v` requantized (or quantized, if it is float) to an explicit target.
+    pub fn to_target(&mut self, v: ValueId, target: &Target, suffix: &str) -> Result<IntRep> {
+        match self.reps.get(&v).cloned() {
+            Some(rep) => self.convert(&rep, target, suffix),
+            None => self.quantize_float(v, target),
+        }
+    }
+
+    /// `v` in `form`, at its planned scale: reuses a representation, requantizes it, or
+    /// quantizes the float value where it stands.
+    pub fn operand(&mut self, v: ValueId, form: Form) -> Result<IntRep> {
+        if let Some(r) = self.forms.get(&(v, form)) {
+            return Ok(r.clone());
+        }
+        let plan = self.plan(v)?;
+        let scale = match plan.scale {
+            Scale::PerTensor(s) => s,
+            Scale::PerAxis { .. } => return Err(Error::unsupported("per-axis activation plans")),
+        };
+        let target = match form {
+            Form::OperandA if plan.signed => Target {
+                scale: rescale_signed(scale, plan.bits, 8),
+                zero_point: 128,
+                lo: 0,
+                hi: 255,
+                dtype: DataType::Uint8,
+            },
+            Form::OperandA => Target {
+                scale: rescale_unsigned(scale, plan.bits, 8),
+                zero_point: 0,
+                lo: 0,
+                hi: 255,
+                dtype: DataType::Uint8,
+            },
+            // A B operand must be signed; an unsigned plan keeps its clip at 127 levels.
+            Form::OperandB => {
+                let s = if plan.signed {
+                    rescale_signed(scale, plan.bits, 8)
+                } else {
+                    rescale_unsigned_to_signed(scale, plan.bits)
+                };
+                Target {
+                    scale: s,
+                    zero_point: 0,
+                    lo: -128,
+                    hi: 127,
+                    dtype: DataType::Int8,
+                }
+            }
+            Form::Stored8 if plan.signed => Target {
+                scale: rescale_signed(scale, plan.bits, 8),
+                zero_point: 0,
+                lo: -128,
+                hi: 127,
+                dtype: DataType::Int8,
+            },
+            Form::Stored8 => Target {
+                scale: rescale_unsigned(scale, plan.bits, 8),
+                zero_point: 0,
+                lo: 0,
+                hi: 255,
+                dtype: DataType::Uint8,
+            },
+            Form::Wide => {
+                let max = (1i64 << (plan.bits - 1)) - 1;
+                Target {
+                    scale,
+                    zero_point: 0,
+                    lo: -max,
+                    hi: max,
+                    dtype: DataType::Int32,
+                }
+            }
+        };
+        let rep = match self.reps.get(&v).cloned() {
+            Some(rep) => self.convert(&rep, &target, "requant")?,
+            None => self.quantize_float(v, &target)?,
+        };
+        let bits = if target.dtype == DataType::Int32 {
+            plan.bits
+        } else {
+            8
+        };
+        let signed = target.zero_point != 0 || target.lo < 0;
+        let facts = rep.facts(bits, signed);
+        if self.rw.graph().value(rep.value).quant.is_none() {
+            self.rw.graph_mut().value_mut(rep.value).quant = Some(facts);
+        }
+        if self.rw.graph().value(rep.value).origin.is_none() {
+            let origin = self
+                .rw
+                .graph()
+                .value(v)
+                .origin
+                .clone()
+                .unwrap_or_else(|| self.rw.graph().value_name(v).to_string());
+            self.rw.graph_mut().value_mut(rep.value).origin = Some(origin);
+        }
+        self.forms.insert((v, form), rep.clone());
+        Ok(rep)
+    }
+
+    /// Requantizes `rep` to `target` (nothing to do when it already matches).
+    pub fn convert(&mut self, rep: &IntRep, target: &Target, suffix: &str) -> Result<IntRep> {
+        if rep.scale == Scale::PerTensor(target.scale)
+            && rep.zero_point == target.zero_point
+            && rep.dtype == target.dtype
+            && rep.range.0 >= target.lo
+            && rep.range.1 <= target.hi
+        {
+            return Ok(rep.clone());
+        }
+        let channels = match &rep.scale {
+            Scale::PerTensor(_) => 1,
+            Scale::PerAxis { scales, .. } => scales.len(),
+        };
+        let ratios: Vec<f64> = (0..channels)
+            .map(|c| rep.scale.at(c) / target.scale)
+            .collect();
+        let bits = 64 - ((target.hi - target.lo) as u64).leading_zeros();
+        let dyadics = choose_dyadics(&ratios, rep.magnitude(), bits)?;
+        // The input zero point moves into the offset: (q − zp)·m = q·m − zp·m.
+        let offsets: Vec<i64> = dyadics
+            .iter()
+            .map(|d| -rep.zero_point * d.multiplier)
+            .collect();
+        let axis = match &rep.scale {
+            Scale::PerAxis { axis, .. } => *axis,
+            Scale::PerTensor(_) => 0,
+        };
+        let params = RequantParams {
+            multiplier: dyadics.iter().map(|d| d.multiplier).collect(),
+            offset: offsets,
+            shift: dyadics.iter().map(|d| d.shift).collect(),
+            rounding: self.rounding,
+            zero_point: target.zero_point,
+            lo: target.lo,
+            hi: target.hi,
+            axis,
+            to: target.dtype,
+        };
+        let range = requant_range(&params, rep.range);
+        let op = params.to_op("");
+        let attrs = op.proto.attribute.clone();
+        let id = self.rw.op_node(op, suffix, &[Some(rep.value)], attrs, 1)?;
+        Ok(IntRep {
+            value: ValueId { node: id, slot: 0 },
+            scale: Scale::PerTensor(target.scale),
+            zero_point: target.zero_point,
+            dtype: target.dtype,
+            range,
+        })
+    }
+
+    /// Quantizes a float value where it stands: `Cast(Clip(Round(v · (1/s)) + zp, lo, hi))`.
+    /// (A multiply by the f32 reciprocal, not a division: tract and onnxruntime then compute
+    /// the same product, where `QuantizeLinear` differs between them by one unit at times.)
+    pub fn quantize_float(&mut self, v: ValueId, target: &Target) -> Result<IntRep> {
+        if let Some(id) = self.rw.graph().op(v.node).map(|_| v.node) {
+            self.rw.set_anchor(id);
+        }
+        let inv = self.constant("inv_scale", &Array::scalar((1.0 / target.scale) as f32))?;
+        let scaled = self.op("Mul", "scale", &[v, inv], vec![])?;
+        let mut rounded = self.op("Round", "round", &[scaled], vec![])?;
+        if target.zero_point != 0 {
+            let zp = self.constant("zero_point", &Array::scalar(target.zero_point as f32))?;
+            rounded = self.op("Add", "shift", &[rounded, zp], vec![])?;
+        }
+        let lo = self.constant("lo", &Array::scalar(target.lo as f32))?;
+        let hi = self.constant("hi", &Array::scalar(target.hi as f32))?;
+        let clipped = self.op("Clip", "clip", &[rounded, lo, hi], vec![])?;
+        let q = self.op(
+            "Cast",
+            "quantized",
+            &[clipped],
+            vec![attr::int("to", target.dtype as i32 as i64)],
+        )?;
+        Ok(IntRep {
+            value: q,
+            scale: Scale::PerTensor(target.scale),
+            zero_point: target.zero_point,
+            dtype: target.dtype,
+            range: (target.lo, target.hi),
+        })
+    }
+
+    /// `DequantizeLinear` of a representation back to f32.
+    pub fn dequantize(&mut self, rep: &IntRep) -> Result<ValueId> {
+        let (scale, axis) = match &rep.scale {
+            Scale::PerTensor(s) => (Array::scalar(*s as f32), None),
+            Scale::PerAxis { axis, scales } => (
+                Array::from_vec(&[scales.len()], scales.iter().map(|&s| s as f32).collect())?,
+                Some(*axis),
+            ),
+        };
+        let scale = self.constant("scale", &scale)?;
+        let mut inputs = vec![rep.value, scale];
+        if rep.zero_point != 0 {
+            let zp = Array::scalar(rep.zero_point).cast(rep.dtype)?;
+            inputs.push(self.constant("zero_point", &zp)?);
+        }
+        let attrs = axis
+            .map(|a| vec![attr::int("axis", a as i64)])
+            .unwrap_or_default();
+        self.op("DequantizeLinear", "dequantized", &inputs, attrs)
+    }
+
+    /// Marks a float op as replaced (its outputs all have representations).
+    pub fn mark_lowered(&mut self, node: NodeId) {
+        self.lowered.insert(node);
+    }
+
+    pub fn is_lowered(&self, node: NodeId) -> bool {
+        self.lowered.contains(&node)
+    }
+
+    /// Points every remaining reader of a lowered float value (float ops, subgraphs, graph
+    /// outputs) at its dequantized representation, then removes what nothing reads.
+    /// Returns the number of float values that needed a dequantization.
+    pub fn finish(mut self) -> Result<usize> {
+        let mut lowered: Vec<(ValueId, IntRep)> =
+            self.reps.iter().map(|(v, r)| (*v, r.clone())).collect();
+        lowered.sort_by_key(|(v, _)| (self.rw.graph().order(v.node), v.slot));
+        let mut dequantized = 0;
+        for (v, rep) in lowered {
+            let g = self.rw.graph();
+            let needed =
+                g.is_graph_output(v) || g.uses(v).iter().any(|u| !self.lowered.contains(&u.node));
+            if !needed {
+                continue;
+            }
+            self.rw.set_anchor(v.node);
+            let dq = self.dequantize(&rep)?;
+            self.rw.replace(v, dq)?;
+            dequantized += 1;
+        }
+        // Lowered float ops are dead now; remove them (and the weights only they read).
+        let mut candidates: Vec<NodeId> = self.lowered.iter().copied().collect();
+        candidates.sort_by_key(|&id| std::cmp::Reverse(self.rw.graph().order(id)));
+        for id in candidates {
+            self.rw.erase_if_dead(id);
+        }
+        self.rw.finish()?;
+        Ok(dequantized)
+    }
+}
+
+/// The scale of an unsigned value re-expressed with `to_bits` instead of `bits` bits.
+fn rescale_unsigned(scale: f64, bits: u32, to_bits: u32) -> f64 {
+    let (from, to) = ((1u64 << bits) - 1, (1u64 << to_bits) - 1);
+    (scale * from as f64 / to as f64) as f32 as f64
+}
+
+fn rescale_signed(scale: f64, bits: u32, to_bits: u32) -> f64 {
+    let (from, to) = ((1u64 << (bits - 1)) - 1, (1u64 << (to_bits - 1)) - 1);
+    (scale * from as f64 / to as f64) as f32 as f64
+}
+
+/// An unsigned plan stored as a signed 8-bit value: same clip, 127 levels.
+fn rescale_unsigned_to_signed(scale: f64, bits: u32) -> f64 {
+    (scale * ((1u64 << bits) - 1) as f64 / 127.0) as f32 as f64
+}
+
+/// Proven output range of a requantization over inputs in `input`.
+pub fn requant_range(p: &RequantParams, input: (i64, i64)) -> (i64, i64) {
+    let mut lo = i64::MAX;
+    let mut hi = i64::MIN;
+    for c in 0..p.channels() {
+        for x in [input.0, input.1] {
+            let y = p.apply(x, c);
+            lo = lo.min(y);
+            hi = hi.max(y);
+        }
+    }
+    // The map is monotone per channel (m > 0), so the ends give the range.
+    (lo, hi)
+}
+
+/// Per-column bounds of `Σ_k a_k · w_kc` for `a` in `a_range` (after its zero point).
+pub fn matmul_range(
+    weights: &ndarray::ArrayD<i8>,
+    channel_axis: usize,
+    a_range: (i64, i64),
+) -> (i64, i64) {
+    let mut per_channel: BTreeMap<usize, (i128, i128)> = BTreeMap::new();
+    for (index, &w) in weights.indexed_iter() {
+        let c = index[channel_axis];
+        let (p, q) = (w as i128 * a_range.0 as i128, w as i128 * a_range.1 as i128);
+        let e = per_channel.entry(c).or_default();
+        e.0 += p.min(q);
+        e.1 += p.max(q);
+    }
+    let lo = per_channel.values().map(|e| e.0).min().unwrap_or(0);
+    let hi = per_channel.values().map(|e| e.1).max().unwrap_or(0);
+    (
+        lo.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+        hi.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+    )
+}
+
+/// `Op` helper for integer ops whose attributes come from a float op (ConvInteger).
+pub fn copy_attrs(from: &Op, names: &[&str]) -> Vec<crate::onnx::proto::AttributeProto> {
+    from.attrs()
+        .iter()
+        .filter(|a| names.contains(&a.name()))
+        .cloned()
+        .collect()
+}
