@@ -301,7 +301,12 @@ fn expand_requant(
         )?;
     }
     let y = ValueId { node: id, slot: 0 };
+    let name = rw.graph().value_name(y).to_string();
     rw.replace(y, t)?;
     rw.finish()?;
+    // The expansion's result keeps the requantization's name.
+    if model.graph.find_value(&name).is_none() {
+        model.graph.rename_value(t, &name)?;
+    }
     Ok((t, p.to))
 }

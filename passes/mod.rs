@@ -8,6 +8,7 @@ mod calibrate;
 mod eliminate_dead_nodes;
 mod eliminate_identity;
 mod fold_constants;
+mod fold_dyadic_requant;
 mod legalize;
 mod lower_linear_to_integer;
 mod quantize;
@@ -94,6 +95,13 @@ pub const PASSES: &[PassInfo] = &[
         },
     },
     PassInfo {
+        name: "fold-dyadic-requant",
+        summary: "fold biases into requantization offsets; merge requantization chains and requant→dequantize pairs",
+        exact: false,
+        options: &[],
+        build: |_| Ok(Box::new(fold_dyadic_requant::FoldDyadicRequant)),
+    },
+    PassInfo {
         name: "legalize",
         summary: "expand intone's internal ops into standard ONNX for a target, then prove no integer op can overflow",
         exact: true,
@@ -137,7 +145,7 @@ pub const PRESETS: &[Preset] = &[
         // legalize expands requantizations and proves ranges; the final folding turns
         // quantizations of constants (class tokens) into integer constants.
         passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,eliminate-dead-nodes,\
-                 calibrate,quantize,lower-linear-to-integer,legalize(target=integer),fold-constants,eliminate-dead-nodes",
+                 calibrate,quantize,lower-linear-to-integer,fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
     },
     Preset {
         name: "cleanup",

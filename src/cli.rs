@@ -44,6 +44,33 @@ enum Command {
     Passes,
     /// Run a model in tract and print (and optionally save) its outputs.
     Run(RunArgs),
+    /// Compare a compiled model with its float original on the same inputs.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The reference (float) model.
+    reference: PathBuf,
+    /// The candidate (compiled) model.
+    candidate: PathBuf,
+    /// A model input as NAME=FILE.npy (repeat for each input).
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Also compare every intermediate value the candidate maps back to the reference, in
+    /// graph order, and point at the first one that diverges.
+    #[arg(long)]
+    per_layer: bool,
+    /// Print the comparison as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Fail (exit 1) when an output's cosine similarity is below this; with --per-layer it
+    /// also marks the first layer below it (default 0.99).
+    #[arg(long = "min-cosine", value_name = "X")]
+    min_cosine: Option<f64>,
+    /// Fail (exit 1) when the top-1 agreement of a 2-D output (logits) is below this.
+    #[arg(long = "min-top1", value_name = "X")]
+    min_top1: Option<f64>,
 }
 
 #[derive(clap::Args)]
@@ -125,6 +152,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout; a reader that went away (`| head`) ends the program quietly.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
 /// The error and its causes on one line.
 fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -173,25 +213,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run_model(args),
+        Command::Check(args) => check(args),
     }
 }
 
 fn list_passes() {
-    println!("passes:");
+    let mut text = String::from("passes:\n");
     for p in PASSES {
         let exact = if p.exact { "exact" } else { "approximate" };
-        println!("  {:<28} {} ({exact})", p.name, p.summary);
+        text.push_str(&format!("  {:<28} {} ({exact})\n", p.name, p.summary));
         for o in p.options {
-            println!("  {:<28}   {}={}: {}", "", o.name, o.default, o.help);
+            text.push_str(&format!(
+                "  {:<28}   {}={}: {}\n",
+                "", o.name, o.default, o.help
+            ));
         }
     }
-    println!("pipelines (--pipeline NAME):");
+    text.push_str("pipelines (--pipeline NAME):\n");
     for p in PRESETS {
-        println!("  {:<28} {}", p.name, p.summary);
+        text.push_str(&format!("  {:<28} {}\n", p.name, p.summary));
         if !p.passes.is_empty() {
-            println!("  {:<28}   = {}", "", p.passes);
+            text.push_str(&format!("  {:<28}   = {}\n", "", p.passes));
         }
     }
+    emit(&text);
 }
 
 /// `name=1x3x224x224` → (name, dims).
@@ -317,6 +362,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
     let loaded = Instant::now();
     let ops_before = op_counts(&model);
     let reports = manager.run(&mut model, &options)?;
+    intone::quant::value_map::record(&mut model)?;
     let transformed = Instant::now();
     intone::onnx::save(&model, &args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
@@ -421,11 +467,11 @@ fn run_model(args: RunArgs) -> Result<ExitCode> {
                 (lo.min(v), hi.max(v))
             });
         let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
-        println!(
-            "{name}: {}{:?} min {min:.6} max {max:.6} mean {mean:.6}",
+        emit(&format!(
+            "{name}: {}{:?} min {min:.6} max {max:.6} mean {mean:.6}\n",
             intone::ir::DataTypeInfo::short_name(array.dtype()),
             array.shape()
-        );
+        ));
         if let Some(dir) = &args.output_dir {
             let file = dir.join(format!("{}.npy", file_safe(name)));
             intone::npy::write(&file, array)?;
@@ -445,4 +491,106 @@ fn file_safe(name: &str) -> String {
             }
         })
         .collect()
+}
+
+fn check(args: CheckArgs) -> Result<ExitCode> {
+    let reference = intone::onnx::load(&args.reference)?;
+    let candidate = intone::onnx::load(&args.candidate)?;
+    let names: Vec<String> = intone::runner::Runner::new(&candidate)?
+        .input_names()
+        .to_vec();
+    let inputs = read_inputs(&args.inputs, &names)?;
+    let report = intone::runner::check(&reference, &candidate, &inputs, args.per_layer)?;
+    let layer_threshold = args.min_cosine.unwrap_or(0.99);
+    let first_divergence = report
+        .layers
+        .iter()
+        .position(|l| l.agreement.cosine < layer_threshold);
+    let mut failures = Vec::new();
+    for o in &report.outputs {
+        if let Some(min) = args.min_cosine {
+            if o.agreement.cosine < min {
+                failures.push(format!(
+                    "output {}: cosine {:.6} < {min}",
+                    o.value, o.agreement.cosine
+                ));
+            }
+        }
+        if let (Some(min), Some(top1)) = (args.min_top1, o.agreement.top1) {
+            if top1 < min {
+                failures.push(format!(
+                    "output {}: top-1 agreement {top1:.4} < {min}",
+                    o.value
+                ));
+            }
+        }
+    }
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["first_divergence"] = match first_divergence {
+            Some(i) => serde_json::json!(report.layers[i].value),
+            None => serde_json::Value::Null,
+        };
+        value["failures"] = serde_json::json!(failures);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&value)?));
+    } else {
+        let row = |c: &intone::runner::ValueCheck| {
+            let top1 = c
+                .agreement
+                .top1
+                .map(|t| format!("  top-1 {t:.4}"))
+                .unwrap_or_default();
+            format!(
+                "cosine {:.6}  SQNR {:6.2} dB  max|err| {:.4e}  mean|err| {:.4e}{top1}",
+                c.agreement.cosine,
+                c.agreement.sqnr_db,
+                c.agreement.max_abs_error,
+                c.agreement.mean_abs_error
+            )
+        };
+        let mut text = String::from("outputs:\n");
+        for o in &report.outputs {
+            text.push_str(&format!("  {:<24} {}\n", o.value, row(o)));
+        }
+        if args.per_layer {
+            text.push_str(&format!(
+                "per layer, in graph order ({} values):\n     #    cosine     SQNR  max|err|    value <- reference [encoding]\n",
+                report.layers.len()
+            ));
+            for (i, l) in report.layers.iter().enumerate() {
+                let mark = if Some(i) == first_divergence {
+                    "  <== first below threshold"
+                } else {
+                    ""
+                };
+                let source = if l.reference == l.value {
+                    String::new()
+                } else {
+                    format!(" <- {}", l.reference)
+                };
+                text.push_str(&format!(
+                    "  {i:>4}  {:.6} {:>6.2}dB  {:.2e}  {}{source} [{}]{mark}\n",
+                    l.agreement.cosine,
+                    l.agreement.sqnr_db,
+                    l.agreement.max_abs_error,
+                    l.value,
+                    l.encoding
+                ));
+            }
+            text.push_str(&match first_divergence {
+                Some(i) => format!(
+                    "first value below cosine {layer_threshold}: {} (#{i})\n",
+                    report.layers[i].value
+                ),
+                None => format!("no value below cosine {layer_threshold}\n"),
+            });
+        }
+        emit(&text);
+    }
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("check failed: {}", failures.join("; "));
+        Ok(ExitCode::from(1))
+    }
 }

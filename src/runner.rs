@@ -295,3 +295,223 @@ pub fn from_tensor(t: &Tensor) -> Result<Array> {
         ))),
     }
 }
+
+/// How close a candidate tensor is to a reference tensor.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Agreement {
+    pub elements: usize,
+    pub max_abs_error: f64,
+    pub mean_abs_error: f64,
+    pub cosine: f64,
+    /// Signal-to-quantization-noise ratio: 10·log10(Σ ref² / Σ (ref − cand)²).
+    pub sqnr_db: f64,
+    /// For 2-D outputs (logits): fraction of rows whose argmax agrees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top1: Option<f64>,
+}
+
+/// Compares two tensors of the same shape (given as f64, row-major).
+pub fn agreement(reference: &[f64], candidate: &[f64], shape: &[usize]) -> Result<Agreement> {
+    if reference.len() != candidate.len() {
+        return Err(Error::Usage(format!(
+            "cannot compare {} elements with {}",
+            reference.len(),
+            candidate.len()
+        )));
+    }
+    let n = reference.len().max(1) as f64;
+    let (mut max_abs, mut sum_abs, mut dot, mut rr, mut cc, mut noise) =
+        (0f64, 0f64, 0f64, 0f64, 0f64, 0f64);
+    for (&r, &c) in reference.iter().zip(candidate) {
+        let d = (r - c).abs();
+        max_abs = max_abs.max(d);
+        sum_abs += d;
+        dot += r * c;
+        rr += r * r;
+        cc += c * c;
+        noise += d * d;
+    }
+    let cosine = if rr == 0.0 && cc == 0.0 {
+        1.0
+    } else {
+        dot / (rr.sqrt() * cc.sqrt()).max(f64::MIN_POSITIVE)
+    };
+    let sqnr_db = if noise == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (rr / noise).log10()
+    };
+    let top1 = (shape.len() == 2 && shape[1] > 1).then(|| {
+        let (rows, cols) = (shape[0], shape[1]);
+        let argmax = |v: &[f64], i: usize| {
+            let row = &v[i * cols..(i + 1) * cols];
+            (0..cols).fold(0, |best, j| if row[j] > row[best] { j } else { best })
+        };
+        (0..rows)
+            .filter(|&i| argmax(reference, i) == argmax(candidate, i))
+            .count() as f64
+            / rows.max(1) as f64
+    });
+    Ok(Agreement {
+        elements: reference.len(),
+        max_abs_error: max_abs,
+        mean_abs_error: sum_abs / n,
+        cosine,
+        sqnr_db,
+        top1,
+    })
+}
+
+/// The real values an integer tensor stands for: `scale · (q − zero_point)`, per channel
+/// along `axis` when the map gives one scale per channel.
+pub fn dequantize(q: &Array, entry: &crate::quant::value_map::Entry) -> Vec<f64> {
+    let values = q.to_f64_vec();
+    let shape = q.shape();
+    let zp = entry.zero_point as f64;
+    match (entry.axis, entry.scale.len()) {
+        (Some(axis), n) if n > 1 && axis < shape.len() => {
+            let inner: usize = shape[axis + 1..].iter().product();
+            let dim = shape[axis];
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (v - zp) * entry.scale[(i / inner.max(1)) % dim.max(1)])
+                .collect()
+        }
+        _ => values.iter().map(|&v| (v - zp) * entry.scale[0]).collect(),
+    }
+}
+
+/// The comparison of a candidate model (typically compiled) with its reference.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CheckReport {
+    pub outputs: Vec<ValueCheck>,
+    /// Intermediate values, in the candidate's graph order (with `--per-layer`).
+    pub layers: Vec<ValueCheck>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ValueCheck {
+    /// The value in the candidate model.
+    pub value: String,
+    /// The value of the reference model it is compared with.
+    pub reference: String,
+    /// "float" when compared directly, or the integer encoding (`i8 scale=…`).
+    pub encoding: String,
+    #[serde(flatten)]
+    pub agreement: Agreement,
+}
+
+/// Runs both models on the same inputs and compares their outputs (matched by name) and,
+/// with `per_layer`, every intermediate value the candidate maps back to the reference:
+/// integer values through the `intone.values` map, float values by equal name.
+pub fn check(
+    reference: &Model,
+    candidate: &Model,
+    inputs: &[Array],
+    per_layer: bool,
+) -> Result<CheckReport> {
+    use crate::quant::value_map;
+    let ref_runner = Runner::new(reference)?;
+    let cand_runner = Runner::new(candidate)?;
+    if ref_runner.input_names() != cand_runner.input_names() {
+        return Err(Error::Usage(format!(
+            "the models take different inputs: {:?} and {:?}",
+            ref_runner.input_names(),
+            cand_runner.input_names()
+        )));
+    }
+    // (candidate value, reference value, map entry for integer values)
+    let mut pairs: Vec<(String, String, Option<value_map::Entry>)> = Vec::new();
+    for out in cand_runner.output_names() {
+        if ref_runner.output_names().contains(out) {
+            pairs.push((out.clone(), out.clone(), None));
+        }
+    }
+    let outputs_count = pairs.len();
+    if outputs_count == 0 {
+        return Err(Error::Usage("the models share no output name".into()));
+    }
+    if per_layer {
+        // Float values only (besides mapped integers): shape arithmetic and constants are
+        // exact by construction and would only pad the list.
+        let facts = crate::ops::analyze(candidate, &Default::default(), 1 << 16)?;
+        let is_float = |v: crate::ir::ValueId| {
+            candidate.graph.constant(v).is_none()
+                && facts.get(v).is_some_and(|f| {
+                    f.value.is_none() && f.dtype.is_some_and(crate::ir::DataTypeInfo::is_float)
+                })
+        };
+        let mut map: HashMap<String, value_map::Entry> = value_map::read(candidate)?
+            .into_iter()
+            .map(|e| (e.value.clone(), e))
+            .collect();
+        let g = &candidate.graph;
+        for id in g.topological_order()? {
+            for v in g.outputs_of(id) {
+                let name = g.value_name(v).to_string();
+                if pairs[..outputs_count].iter().any(|(c, _, _)| *c == name)
+                    || !cand_runner.has_value(&name)
+                {
+                    continue;
+                }
+                if let Some(entry) = map.remove(&name) {
+                    if ref_runner.has_value(&entry.source) {
+                        pairs.push((name, entry.source.clone(), Some(entry)));
+                    }
+                } else if is_float(v)
+                    && ref_runner.has_value(&name)
+                    && reference.graph.find_value(&name).is_some()
+                {
+                    pairs.push((name.clone(), name, None));
+                }
+            }
+        }
+    }
+    let cand_names: Vec<String> = pairs.iter().map(|(c, _, _)| c.clone()).collect();
+    let mut ref_names: Vec<String> = pairs.iter().map(|(_, r, _)| r.clone()).collect();
+    ref_names.dedup();
+    let ref_values: HashMap<String, Array> = ref_runner
+        .run(inputs, Some(&ref_names))?
+        .into_iter()
+        .collect();
+    let cand_values = cand_runner.run(inputs, Some(&cand_names))?;
+    let mut checks = Vec::new();
+    for ((cand_name, ref_name, entry), (_, cand)) in pairs.iter().zip(cand_values) {
+        let reference = &ref_values[ref_name];
+        let (values, encoding) = match entry {
+            Some(e) => (
+                dequantize(&cand, e),
+                format!(
+                    "{}{} {}",
+                    if e.zero_point != 0 || cand.dtype() == crate::ir::DataType::Uint8 {
+                        "u"
+                    } else {
+                        "i"
+                    },
+                    e.bits,
+                    if e.scale.len() == 1 {
+                        format!("scale={:e}", e.scale[0])
+                    } else {
+                        format!("{} scales", e.scale.len())
+                    }
+                ),
+            ),
+            None => (cand.to_f64_vec(), "float".to_string()),
+        };
+        if values.len() != reference.len() {
+            continue;
+        }
+        checks.push(ValueCheck {
+            value: cand_name.clone(),
+            reference: ref_name.clone(),
+            encoding,
+            agreement: agreement(&reference.to_f64_vec(), &values, reference.shape())?,
+        });
+    }
+    let layers = checks.split_off(outputs_count.min(checks.len()));
+    Ok(CheckReport {
+        outputs: checks,
+        layers,
+    })
+}

@@ -270,27 +270,7 @@ pub fn analyze(
                 let name = graph.value_name(v);
                 let facts = match &init.input_info {
                     Some(info) => input_facts(name, info.r#type.as_ref(), input_shapes.get(name))?,
-                    None => {
-                        let t = &init.tensor;
-                        let mut f = Facts {
-                            dtype: t.dtype().ok(),
-                            shape: t
-                                .shape()
-                                .ok()
-                                .map(|s| s.iter().map(|&d| Dim::Known(d as i64)).collect()),
-                            ..Default::default()
-                        };
-                        // Small integer constants (axes, shapes) are decoded eagerly; weights
-                        // stay encoded until an evaluation needs them.
-                        if f.dtype.is_some_and(|d| d.is_integer())
-                            && t.element_count().is_ok_and(|n| n <= ELEMENT_TRACKING_LIMIT)
-                        {
-                            if let Ok(a) = t.decode() {
-                                f = Facts::of_array(Arc::new(a));
-                            }
-                        }
-                        f
-                    }
+                    None => stored_facts(&init.tensor),
                 };
                 out.values.insert(v, facts);
             }
@@ -300,22 +280,43 @@ pub fn analyze(
     for id in graph.topological_order()? {
         let op = graph.op(id).expect("op");
         let inputs = graph.inputs_of(id);
-        let input_facts: Vec<Option<Facts>> = inputs
+        let first = ValueId { node: id, slot: 0 };
+        if op.is("Constant") {
+            // Like an initializer: type and shape now, values only when an evaluation needs them.
+            if let Ok(Some(t)) = op.constant_value() {
+                out.values.insert(first, stored_facts(&t));
+            }
+            continue;
+        }
+        let mut input_facts: Vec<Option<Facts>> = inputs
             .iter()
-            .map(|v| v.map(|v| lazily_valued(model, &out, v)))
+            .map(|v| v.map(|v| out.values.get(&v).cloned().unwrap_or_default()))
             .collect();
-        let refs: Vec<Option<&Facts>> = input_facts.iter().map(Option::as_ref).collect();
         let n_out = graph.node(id).outputs.len();
-        let mut results = infer::infer(op, opset, &refs, n_out);
+        let mut results = {
+            let refs: Vec<Option<&Facts>> = input_facts.iter().map(Option::as_ref).collect();
+            infer::infer(op, opset, &refs, n_out)
+        };
         results.resize(n_out, Facts::default());
 
+        let is_constant = |v: ValueId, f: &Facts| f.value.is_some() || graph.constant(v).is_some();
         let all_known = !op.has_subgraphs()
-            && inputs
-                .iter()
-                .zip(&input_facts)
-                .all(|(v, f)| v.is_none() || f.as_ref().is_some_and(|f| f.value.is_some()));
-        let first = ValueId { node: id, slot: 0 };
-        if all_known && op.op_type() != "Constant" || (op.is("Constant")) {
+            && inputs.iter().zip(&input_facts).all(|(v, f)| match (v, f) {
+                (None, _) => true,
+                (Some(v), Some(f)) => is_constant(*v, f),
+                _ => false,
+            });
+        if all_known {
+            // Decode stored constants only now that the op is known to be evaluable.
+            for (v, f) in inputs.iter().zip(input_facts.iter_mut()) {
+                if let (Some(v), Some(f)) = (v, f.as_mut()) {
+                    if f.value.is_none() {
+                        *f = lazily_valued(model, &out, *v);
+                    }
+                }
+            }
+        }
+        if all_known {
             let too_big = results
                 .iter()
                 .any(|f| f.element_count().is_some_and(|n| n > max_elements));
@@ -362,6 +363,27 @@ pub fn analyze(
         }
     }
     Ok(out)
+}
+
+/// Facts of a stored constant: type and shape, and the values of small integer tensors
+/// (axes, shapes); weights stay encoded until an evaluation needs them.
+fn stored_facts(t: &crate::ir::Tensor) -> Facts {
+    let mut f = Facts {
+        dtype: t.dtype().ok(),
+        shape: t
+            .shape()
+            .ok()
+            .map(|s| s.iter().map(|&d| Dim::Known(d as i64)).collect()),
+        ..Default::default()
+    };
+    if f.dtype.is_some_and(|d| d.is_integer())
+        && t.element_count().is_ok_and(|n| n <= ELEMENT_TRACKING_LIMIT)
+    {
+        if let Ok(a) = t.decode() {
+            f = Facts::of_array(Arc::new(a));
+        }
+    }
+    f
 }
 
 /// A small integer tensor whose every element is known is a constant.

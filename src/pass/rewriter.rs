@@ -34,9 +34,14 @@ impl<'m> Rewriter<'m> {
         }
     }
 
-    /// Names and orders the nodes added from now on after `anchor`.
-    pub fn set_anchor(&mut self, anchor: NodeId) {
-        self.anchor = Some(anchor);
+    /// Names and orders the nodes added from now on after `anchor`; returns the previous one.
+    pub fn set_anchor(&mut self, anchor: NodeId) -> Option<NodeId> {
+        self.anchor.replace(anchor)
+    }
+
+    /// Restores an anchor returned by [`Rewriter::set_anchor`].
+    pub fn restore_anchor(&mut self, anchor: Option<NodeId>) {
+        self.anchor = anchor;
     }
 
     pub fn model(&self) -> &Model {

@@ -390,9 +390,19 @@ impl<'m> Lowering<'m> {
     /// (A multiply by the f32 reciprocal, not a division: tract and onnxruntime then compute
     /// the same product, where `QuantizeLinear` differs between them by one unit at times.)
     pub fn quantize_float(&mut self, v: ValueId, target: &Target) -> Result<IntRep> {
-        if let Some(id) = self.rw.graph().op(v.node).map(|_| v.node) {
-            self.rw.set_anchor(id);
+        // Named after the value's producer; the caller's anchor is restored afterwards.
+        let previous = match self.rw.graph().op(v.node) {
+            Some(_) => self.rw.set_anchor(v.node),
+            None => None,
+        };
+        let rep = self.quantize_float_here(v, target);
+        if self.rw.graph().op(v.node).is_some() {
+            self.rw.restore_anchor(previous);
         }
+        rep
+    }
+
+    fn quantize_float_here(&mut self, v: ValueId, target: &Target) -> Result<IntRep> {
         let inv = self.constant("inv_scale", &Array::scalar((1.0 / target.scale) as f32))?;
         let scaled = self.op("Mul", "scale", &[v, inv], vec![])?;
         let mut rounded = self.op("Round", "round", &[scaled], vec![])?;

@@ -9,6 +9,7 @@ pub mod observer;
 pub mod range;
 pub mod requant;
 pub mod rounding;
+pub mod value_map;
 
 pub use calibration::CalibrationSet;
 pub use dyadic::Dyadic;

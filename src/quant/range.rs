@@ -53,12 +53,12 @@ pub fn analyze(
     for id in g.node_ids() {
         let v = ValueId { node: id, slot: 0 };
         if g.op(id).is_none() {
+            // Graph inputs stay unbounded: arithmetic the model itself does on them (token
+            // positions, shapes) is not intone's to prove.
             if let Some(t) = g.constant(v) {
                 if let Some(i) = t.decode().ok().as_ref().and_then(array_interval) {
                     iv.insert(v, i);
                 }
-            } else if let Some(t) = facts.get(v).and_then(|f| f.dtype).and_then(type_interval) {
-                iv.insert(v, t);
             }
         }
     }
