@@ -8,6 +8,7 @@
 //!   range. Removes one rounding (the result differs from the chain by at most one unit).
 //! - `DequantizeLinear(Requant(x), s)` where the clamp never binds: `DequantizeLinear(x, s·r)`,
 //!   dropping a rounding and an integer op.
+//!
 //! Preconditions: integer values carry proven ranges (`QuantFacts::range`).
 //! Error: exact for biases; ≤ 1 unit per removed rounding. I-ViT §3.2 (dyadic arithmetic).
 
@@ -120,8 +121,8 @@ impl Pattern for FoldBias {
         } else {
             vec![bias[0]; n]
         };
-        for c in 0..n {
-            p.offset[c] += b[c] * p.multiplier[c];
+        for ((offset, &m), &bias) in p.offset.iter_mut().zip(&p.multiplier).zip(&b) {
+            *offset += bias * m;
         }
         let old_input = rw.graph().input(root, 0).expect("input");
         set_requant(rw, root, &p, x);

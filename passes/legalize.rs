@@ -80,12 +80,14 @@ impl Pass for Legalize {
                 .input(id, 0)
                 .ok_or_else(|| Error::invalid(format!("{} has no input", op.describe())))?;
             let (dtype, rank) = kinds.get(&x).copied().unwrap_or((None, None));
-            let last_dim = facts
-                .get(x)
-                .and_then(|f| f.shape.as_ref())
-                .and_then(|s| s.last())
-                .and_then(|d| d.known())
-                .map(|d| d as usize);
+            // An axis of known size > 1 (the last such one) to spread scalar constants along.
+            let spread_axis = facts.get(x).and_then(|f| f.shape.as_ref()).and_then(|s| {
+                (0..s.len()).rev().find_map(|i| {
+                    s[i].known()
+                        .filter(|&d| d > 1)
+                        .map(|d| (i, d as usize, s.len()))
+                })
+            });
             let dtype = dtype.ok_or_else(|| Error::Pass {
                 pass: "legalize".into(),
                 message: format!(
@@ -93,7 +95,7 @@ impl Pass for Legalize {
                     model.graph.value_name(x)
                 ),
             })?;
-            let (y, to) = expand_requant(model, id, x, dtype, rank, last_dim, self.target)?;
+            let (y, to) = expand_requant(model, id, x, dtype, rank, spread_axis, self.target)?;
             kinds.insert(y, (Some(to), rank));
             cx.report.rewritten += 1;
         }
@@ -161,7 +163,7 @@ fn expand_requant(
     x: ValueId,
     dtype: DataType,
     rank: Option<usize>,
-    last_dim: Option<usize>,
+    spread_axis: Option<(usize, usize, usize)>,
     target: Target,
 ) -> Result<(ValueId, DataType)> {
     let op = model.graph.op(id).expect("op").clone();
@@ -226,10 +228,21 @@ fn expand_requant(
         }
     };
     // tract 0.23 reads an integer scalar operand of Mul or Div as a mask ("region of
-    // interest") and its optimiser then blows up; a vector along the last axis avoids that.
+    // interest") and its optimiser then blows up; the same value repeated along an axis of
+    // known size avoids that.
     let spread = |values: Vec<i128>| -> Result<Array> {
-        match (values.len(), last_dim) {
-            (1, Some(n)) if n > 1 => typed_vector(vec![values[0]; n], work),
+        match (values.len(), spread_axis) {
+            (1, Some((axis, n, rank))) => {
+                let v = typed_vector(vec![values[0]; n], work)?;
+                let mut shape = vec![n];
+                shape.extend(std::iter::repeat_n(1, rank - axis - 1));
+                v.into_shape(&shape)
+            }
+            (1, None) => Err(Error::unsupported(format!(
+                "{}: the requantized value has no dimension of known size, and tract's optimiser \
+                 cannot take a scalar integer multiplier (pin the shapes with --input-shape)",
+                op.describe()
+            ))),
             _ => typed(values),
         }
     };

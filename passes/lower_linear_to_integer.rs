@@ -341,6 +341,7 @@ fn lower_conv(
         dtype: DataType::Int32,
         range,
     };
+    lw.note(&rep, 32, true);
     if let Some(b) = bias {
         // [M] → [M, 1, …, 1] so it broadcasts along axis 1.
         let spatial = w.ndim() - 2;

@@ -279,6 +279,8 @@ struct CompileReport {
     pipeline: String,
     ops_before: BTreeMap<String, usize>,
     ops_after: BTreeMap<String, usize>,
+    /// Ops that still compute in float, and why.
+    float_ops: Vec<intone::quant::report::FloatOps>,
     passes: Vec<PassReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timings: Option<Timings>,
@@ -368,6 +370,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         .with_context(|| format!("writing {}", args.output.display()))?;
     let saved = Instant::now();
     let ops_after = op_counts(&model);
+    let float_ops = intone::quant::report::float_ops(&model)?;
 
     let nodes = |c: &BTreeMap<String, usize>| c.values().sum::<usize>();
     eprintln!(
@@ -394,6 +397,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             pipeline: pipeline.to_text(),
             ops_before,
             ops_after,
+            float_ops: float_ops.clone(),
             timings: args.timings.then(|| Timings {
                 load: (loaded - start).as_secs_f64(),
                 passes: (transformed - loaded).as_secs_f64(),

@@ -466,6 +466,15 @@ impl Graph {
         self.outputs.push(output);
     }
 
+    /// Declares an existing value as an extra graph output (under its own name).
+    pub fn add_output(&mut self, value: ValueId) {
+        let info = ValueInfoProto {
+            name: Some(self.value_name(value).to_string()),
+            ..Default::default()
+        };
+        self.outputs.push(GraphOutput { value, info });
+    }
+
     pub(crate) fn push_input(&mut self, id: NodeId) {
         self.inputs.push(id);
     }

@@ -206,6 +206,15 @@ impl<'m> Lowering<'m> {
         self.reps.insert(v, rep);
     }
 
+    /// Records a representation's facts on its integer value (for intermediate values, such
+    /// as an accumulator before its bias, that stand for no float value of their own).
+    pub fn note(&mut self, rep: &IntRep, bits: u32, signed: bool) {
+        let value = self.rw.graph_mut().value_mut(rep.value);
+        if value.quant.is_none() {
+            value.quant = Some(rep.facts(bits, signed));
+        }
+    }
+
     /// Dimension size for range analysis: known, or the symbolic bound.
     pub fn dim_or_bound(&self, v: ValueId, axis_from_end: usize) -> i64 {
         self.facts

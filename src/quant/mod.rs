@@ -7,6 +7,7 @@ pub mod dyadic;
 pub mod lower;
 pub mod observer;
 pub mod range;
+pub mod report;
 pub mod requant;
 pub mod rounding;
 pub mod value_map;

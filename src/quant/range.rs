@@ -220,7 +220,7 @@ fn interval_of(
             let target = out_type.and_then(type_interval);
             match (get(0), target) {
                 (Some(a), Some(t)) if a.0 >= t.0 && a.1 <= t.1 => Some(a),
-                (Some(a), Some(t)) => {
+                (Some(a), Some(_)) => {
                     return Err(Error::Pass {
                         pass: "range check".into(),
                         message: format!(
@@ -229,24 +229,14 @@ fn interval_of(
                             a.0,
                             a.1
                         ),
-                    })
-                    .or_else(|e| {
-                        if t.1 - t.0 > 1 << 40 {
-                            Ok(Some(t))
-                        } else {
-                            Err(e)
-                        }
                     });
                 }
-                // From float: a Clip right before bounds it.
+                // From float: a Clip right before bounds it; otherwise it is the model's own.
                 (None, Some(t)) => {
                     let from_clip = inputs[0]
                         .and_then(|v| g.op(v.node))
                         .filter(|p| p.is("Clip"));
-                    match from_clip {
-                        Some(_) => clip_of_float(model, inputs[0].expect("input"), t),
-                        None => Some(t),
-                    }
+                    from_clip.and_then(|_| clip_of_float(model, inputs[0].expect("input"), t))
                 }
                 _ => None,
             }

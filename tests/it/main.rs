@@ -5,8 +5,10 @@ mod build;
 mod cli;
 mod eval;
 mod ir;
+mod linear;
 mod passes;
 mod pipeline;
+mod quant;
 mod roundtrip;
 
 use std::path::{Path, PathBuf};
