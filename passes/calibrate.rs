@@ -1,23 +1,34 @@
 //! `calibrate`: runs the float model in tract on the calibration samples and records streaming
-//! statistics (min/max, mean, an |x| histogram) on every float value an op produces.
+//! statistics (min, max, mean, and for percentile/MSE clipping an |x| histogram) on every float
+//! value an op produces.
 //!
 //! An analysis, not a rewrite: the graph is unchanged; `Value::stats` is set.
 //! Preconditions: `--calibrate NAME=FILE.npy` for every model input (samples along axis 0).
-//! Memory is bounded by one batch of activations plus a fixed-size observer per value,
-//! however many samples there are. I-ViT §3.2 (static activation scales).
+//! Memory is bounded: one batch of activations per worker (the batch shrinks to keep them
+//! under a budget) plus a fixed-size observer per value, however many samples there are.
+//! Two workers take fixed halves of the batches and merge in order, so results do not depend
+//! on scheduling. I-ViT §3.2 (static activation scales).
 
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::prelude::*;
 
-use crate::ir::{DataType, NodeKind};
-use crate::quant::Observer;
-use crate::runner::Runner;
+use crate::ir::{Array, DataType, NodeKind};
+use crate::ops::{Dim, GraphFacts};
+use crate::quant::{CalibrationMethod, Observer};
+use crate::runner::{Plan, Runner};
 use crate::{Error, ops};
 
 pub struct Calibrate;
+
+/// Activations of one batch, per worker, must stay under this many bytes.
+const MEMORY_BUDGET: usize = 1 << 30;
+
+/// Workers; fixed (not the core count) so that the batch split, and thus the result, is the
+/// same on every machine.
+const WORKERS: usize = 2;
 
 impl Pass for Calibrate {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
@@ -25,26 +36,7 @@ impl Pass for Calibrate {
             Error::Usage("the calibrate pass needs calibration data: add --calibrate NAME=FILE.npy for each model input".into())
         })?;
         let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
-        let g = &model.graph;
-
-        // Every float value an op produces, in graph order, plus float graph inputs.
-        let mut observed: Vec<ValueId> = g
-            .inputs()
-            .iter()
-            .filter(|&&id| matches!(g.node(id).kind, NodeKind::Input(_)))
-            .map(|&id| ValueId { node: id, slot: 0 })
-            .collect();
-        for id in g.topological_order()? {
-            for v in g.outputs_of(id) {
-                let f = facts.get(v);
-                if f.is_some_and(|f| f.value.is_none())
-                    && f.and_then(|f| f.dtype) == Some(DataType::Float)
-                {
-                    observed.push(v);
-                }
-            }
-        }
-        observed.retain(|&v| facts.get(v).and_then(|f| f.dtype) == Some(DataType::Float));
+        let observed = candidates(model, &facts)?;
 
         let runner = Runner::new(model)?;
         let names: Vec<String> = observed
@@ -64,50 +56,36 @@ impl Pass for Calibrate {
         }
         let outputs: Vec<String> = exposed.iter().map(|&i| names[i].clone()).collect();
 
-        // Calibration arrays in the model's input order, cast to the declared types.
         let samples = set.samples()?;
-        for name in set.inputs.keys() {
-            if !runner.input_names().contains(name) {
-                let known: Vec<&str> = runner.input_names().iter().map(String::as_str).collect();
-                return Err(Error::Usage(format!(
-                    "--calibrate {name}: the model has no input of that name{}",
-                    crate::pass::pipeline::suggestion(name, &known)
-                )));
-            }
+        let input_types = check_inputs(model, &runner, set, &facts)?;
+        let sample_bytes = bytes_per_sample(
+            model,
+            set,
+            &runner,
+            &exposed.iter().map(|&i| observed[i]).collect::<Vec<_>>(),
+        )?;
+        let declared = declared_batch(model, &runner, &facts);
+        let budget_batch = (MEMORY_BUDGET / sample_bytes.max(1)).max(1);
+        let batch = declared.unwrap_or(set.batch.min(budget_batch)).max(1);
+        if declared.is_none() && batch < set.batch {
+            cx.remark(
+                "<calibration>",
+                format!(
+                    "batch lowered from {} to {batch}: one sample's activations take {} MB",
+                    set.batch,
+                    sample_bytes >> 20
+                ),
+            );
         }
-        let mut declared_batch = None;
-        let mut input_types = Vec::new();
-        for name in runner.input_names() {
-            if !set.inputs.contains_key(name) {
-                return Err(Error::Usage(format!(
-                    "calibration: no data for model input '{name}' (add --calibrate {name}=FILE.npy)"
-                )));
-            }
-            let v = model.graph.find_value(name).expect("graph input");
-            let f = facts.get(v);
-            input_types.push(f.and_then(|f| f.dtype));
-            if let Some(Some(d)) = f
-                .and_then(|f| f.shape.as_ref())
-                .map(|s| s.first().and_then(|d| d.known()))
-            {
-                declared_batch = Some(d as usize);
-            }
-        }
-        // A model whose batch dimension is fixed takes exactly that many samples per run.
-        let batch = declared_batch.unwrap_or(set.batch).max(1);
         if samples < batch {
             return Err(Error::Usage(format!(
                 "calibration has {samples} samples, fewer than one batch of {batch}"
             )));
         }
-
-        let mut observers: Vec<Observer> = vec![Observer::default(); outputs.len()];
-        let mut plans: HashMap<Vec<Vec<usize>>, crate::runner::Plan> = HashMap::new();
-        let progress = set.progress && std::io::stderr().is_terminal();
         let runs = samples / batch;
-        for run in 0..runs {
+        let batch_inputs = |run: usize| -> Result<Vec<Array>> {
             let (start, end) = (run * batch, (run + 1) * batch);
-            let inputs: Vec<crate::ir::Array> = runner
+            runner
                 .input_names()
                 .iter()
                 .zip(&input_types)
@@ -118,22 +96,51 @@ impl Pass for Calibrate {
                         _ => Ok(rows),
                     }
                 })
-                .collect::<Result<_>>()?;
-            let key: Vec<Vec<usize>> = inputs.iter().map(|a| a.shape().to_vec()).collect();
-            if !plans.contains_key(&key) {
-                let refs: Vec<&crate::ir::Array> = inputs.iter().collect();
-                plans.insert(key.clone(), runner.plan(&refs, Some(&outputs))?);
-            }
-            plans[&key].run_visit_f32(&inputs, |i, view| {
-                observers[i].observe(view.iter().map(|&x| x as f64));
-            })?;
-            if progress {
-                draw_progress(end, samples);
-            }
-        }
+                .collect()
+        };
+        // Every full batch has the same shapes: one plan serves all workers.
+        let first = batch_inputs(0)?;
+        let plan = runner.plan(&first.iter().collect::<Vec<_>>(), Some(&outputs))?;
+        let histogram = !matches!(set.method, CalibrationMethod::MinMax);
+        let progress = set.progress && std::io::stderr().is_terminal();
+        let done = AtomicUsize::new(0);
+        let workers = WORKERS.min(runs);
+        let chunk = runs.div_ceil(workers);
+        let results: Vec<Result<Vec<Observer>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (plan, batch_inputs, done) = (&plan, &batch_inputs, &done);
+                    let n = outputs.len();
+                    scope.spawn(move || -> Result<Vec<Observer>> {
+                        let mut observers = vec![Observer::new(histogram); n];
+                        for run in w * chunk..((w + 1) * chunk).min(runs) {
+                            observe_batch(plan, &batch_inputs(run)?, &mut observers)?;
+                            let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                            if progress {
+                                draw_progress(finished * batch, runs * batch);
+                            }
+                        }
+                        Ok(observers)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("calibration worker panicked"))
+                .collect()
+        });
         if progress {
             eprintln!();
         }
+        let mut merged: Option<Vec<Observer>> = None;
+        for r in results {
+            let part = r?;
+            match &mut merged {
+                None => merged = Some(part),
+                Some(all) => all.iter_mut().zip(&part).for_each(|(a, b)| a.merge(b)),
+            }
+        }
+        let observers = merged.unwrap_or_default();
         if runs * batch < samples {
             cx.remark(
                 "<calibration>",
@@ -144,6 +151,10 @@ impl Pass for Calibrate {
             );
         }
         for (k, observer) in observers.into_iter().enumerate() {
+            // Values tract did not give as f32 saw nothing.
+            if observer.count == 0 {
+                continue;
+            }
             let v = observed[exposed[k]];
             model.graph.value_mut(v).stats = Some(Arc::new(observer));
             cx.report.rewritten += 1;
@@ -154,11 +165,110 @@ impl Pass for Calibrate {
             format!(
                 "{} samples in {runs} runs of {batch}; {} values observed",
                 runs * batch,
-                exposed.len()
+                cx.report.rewritten
             ),
         );
         Ok(())
     }
+}
+
+/// Float graph inputs and every non-constant op result that is float, or of a type intone
+/// does not infer (tract knows, and only f32 results are observed).
+fn candidates(model: &Model, facts: &GraphFacts) -> Result<Vec<ValueId>> {
+    let g = &model.graph;
+    let mut observed: Vec<ValueId> = g
+        .inputs()
+        .iter()
+        .filter(|&&id| matches!(g.node(id).kind, NodeKind::Input(_)))
+        .map(|&id| ValueId { node: id, slot: 0 })
+        .filter(|&v| facts.get(v).and_then(|f| f.dtype) == Some(DataType::Float))
+        .collect();
+    for id in g.topological_order()? {
+        for v in g.outputs_of(id) {
+            let f = facts.get(v);
+            let constant = f.is_some_and(|f| f.value.is_some()) || g.constant(v).is_some();
+            let dtype = f.and_then(|f| f.dtype);
+            if !constant && matches!(dtype, Some(DataType::Float) | None) {
+                observed.push(v);
+            }
+        }
+    }
+    Ok(observed)
+}
+
+/// Checks the calibration inputs against the model's; returns the declared input types.
+fn check_inputs(
+    model: &Model,
+    runner: &Runner,
+    set: &crate::quant::CalibrationSet,
+    facts: &GraphFacts,
+) -> Result<Vec<Option<DataType>>> {
+    for name in set.inputs.keys() {
+        if !runner.input_names().contains(name) {
+            let known: Vec<&str> = runner.input_names().iter().map(String::as_str).collect();
+            return Err(Error::Usage(format!(
+                "--calibrate {name}: the model has no input of that name{}",
+                crate::pass::pipeline::suggestion(name, &known)
+            )));
+        }
+    }
+    runner
+        .input_names()
+        .iter()
+        .map(|name| {
+            if !set.inputs.contains_key(name) {
+                return Err(Error::Usage(format!("calibration: no data for model input '{name}' (add --calibrate {name}=FILE.npy)")));
+            }
+            let v = model.graph.find_value(name).expect("graph input");
+            Ok(facts.get(v).and_then(|f| f.dtype))
+        })
+        .collect()
+}
+
+/// The batch a model with a fixed first dimension must be run with.
+fn declared_batch(model: &Model, runner: &Runner, facts: &GraphFacts) -> Option<usize> {
+    runner.input_names().iter().find_map(|name| {
+        let v = model.graph.find_value(name)?;
+        match facts.get(v)?.shape.as_ref()?.first()? {
+            Dim::Known(d) if *d > 0 => Some(*d as usize),
+            _ => None,
+        }
+    })
+}
+
+/// Bytes of the observed values for one sample: shapes inferred with the inputs pinned to a
+/// single sample (values of unknown size count as one row of their known part).
+fn bytes_per_sample(
+    model: &Model,
+    set: &crate::quant::CalibrationSet,
+    runner: &Runner,
+    values: &[ValueId],
+) -> Result<usize> {
+    let mut pins = std::collections::BTreeMap::new();
+    for name in runner.input_names() {
+        let mut shape: Vec<i64> = set.inputs[name].shape().iter().map(|&d| d as i64).collect();
+        if let Some(d) = shape.first_mut() {
+            *d = 1;
+        }
+        pins.insert(name.clone(), shape);
+    }
+    // Pinning fails when a model fixes another batch size; then only the budget's default holds.
+    let Ok(facts) = ops::analyze(model, &pins, 1 << 16) else {
+        return Ok(1);
+    };
+    Ok(values
+        .iter()
+        .filter_map(|&v| facts.get(v).and_then(|f| f.element_count()))
+        .map(|n| n * 4)
+        .sum())
+}
+
+/// Runs one batch and folds every f32 output into its observer.
+fn observe_batch(plan: &Plan, inputs: &[Array], observers: &mut [Observer]) -> Result<()> {
+    plan.run_visit_f32(inputs, |i, view| match view.as_slice() {
+        Some(values) => observers[i].observe(values),
+        None => observers[i].observe(&view.iter().copied().collect::<Vec<f32>>()),
+    })
 }
 
 fn draw_progress(done: usize, total: usize) {

@@ -184,10 +184,28 @@ fn weight_matmul(
     })
 }
 
+/// Why an op must stay float when one of `values` cannot be quantized (no calibration plan).
+fn uncalibrated(lw: &Lowering, values: &[ValueId]) -> Option<Outcome> {
+    values.iter().find(|&&v| !lw.can_quantize(v)).map(|&v| {
+        Outcome::Kept(format!(
+            "input '{}' has no calibration statistics",
+            lw.model().graph.value_name(v)
+        ))
+    })
+}
+
 fn lower_matmul(lw: &mut Lowering, id: NodeId, inputs: &[Option<ValueId>]) -> Result<Outcome> {
     let (Some(a), Some(b)) = (inputs[0], inputs[1]) else {
         return Ok(Outcome::Float);
     };
+    let needs = if lw.model().graph.constant(b).is_some() {
+        vec![a]
+    } else {
+        vec![a, b]
+    };
+    if let Some(kept) = uncalibrated(lw, &needs) {
+        return Ok(kept);
+    }
     let y = out(id, 0);
     let Some(out_rank) = rank(lw, y) else {
         return Ok(Outcome::Kept("output rank unknown".into()));
@@ -247,6 +265,9 @@ fn lower_gemm(
     let (Some(a), b) = (inputs[0], inputs.get(1).copied().flatten()) else {
         return Ok(Outcome::Float);
     };
+    if let Some(kept) = uncalibrated(lw, &[a]) {
+        return Ok(kept);
+    }
     if op.attr_int("transA", 0)? != 0 {
         return Ok(Outcome::Kept("transA=1".into()));
     }
@@ -296,6 +317,9 @@ fn lower_conv(
     let Some(x) = inputs[0] else {
         return Ok(Outcome::Float);
     };
+    if let Some(kept) = uncalibrated(lw, &[x]) {
+        return Ok(kept);
+    }
     let Some(w) = constant_f32(lw, inputs.get(1).copied().flatten()) else {
         return Ok(Outcome::Kept("weight is not a constant f32".into()));
     };
@@ -377,7 +401,7 @@ fn add_bias(
         return Ok(None);
     }
     let q = match &rep.scale {
-        Scale::PerTensor(s) => bias.mapv(|b| (b as f64 / s).round_ties_even()),
+        Scale::PerTensor(s) => bias.mapv(|b| crate::quant::rounding::round_half_even(b as f64 / s)),
         Scale::PerAxis { axis, scales } => {
             let n = scales.len();
             // The bias, broadcast to a shape that has the channel dimension.
@@ -400,7 +424,7 @@ fn add_bias(
                 return Ok(None);
             };
             ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&shape), |i| {
-                (b[&i] as f64 / scales[i[channel_at]]).round_ties_even()
+                crate::quant::rounding::round_half_even(b[&i] as f64 / scales[i[channel_at]])
             })
         }
     };
@@ -449,11 +473,31 @@ fn lower_add(
         _ => None,
     };
     if let Some((x, c)) = bias_case {
-        let Some(rep) = lw.rep(x).cloned() else {
+        let Some(mut rep) = lw.rep(x).cloned() else {
             return Ok(Outcome::Float);
         };
         if rep.dtype != DataType::Int32 {
-            return Ok(Outcome::Kept("constant added to an 8-bit value".into()));
+            // Widen to int32 first; the zero point comes off there.
+            if !rep.is_per_tensor() {
+                return Ok(Outcome::Kept(
+                    "constant added to a per-channel 8-bit value".into(),
+                ));
+            }
+            let to_i32 = crate::ir::attr::int("to", DataType::Int32 as i32 as i64);
+            let wide = lw.op("Cast", "widen", &[rep.value], vec![to_i32])?;
+            let zp = rep.zero_point;
+            rep = IntRep {
+                value: wide,
+                zero_point: 0,
+                dtype: DataType::Int32,
+                range: (rep.range.0 - zp, rep.range.1 - zp),
+                ..rep
+            };
+            if zp != 0 {
+                let z = lw.constant("zero_point", &Array::scalar(zp as i32))?;
+                rep.value = lw.op("Sub", "unshift", &[rep.value, z], vec![])?;
+            }
+            lw.note(&rep, 32, true);
         }
         let c = if negate { c.mapv(|v| -v) } else { c };
         let Some(r) = rank(lw, out(id, 0)) else {
@@ -480,6 +524,9 @@ fn lower_add(
     }
     if lw.rep(a).is_none() && lw.rep(b).is_none() {
         return Ok(Outcome::Float);
+    }
+    if let Some(kept) = uncalibrated(lw, &[a, b, y]) {
+        return Ok(kept);
     }
     let plan = lw.plan(y)?;
     let Scale::PerTensor(scale) = plan.scale else {
@@ -526,8 +573,13 @@ fn lower_scale(
     let Some(rep) = lw.rep(x).cloned() else {
         return Ok(Outcome::Float);
     };
-    if c.iter().any(|&v| v <= 0.0 || !v.is_finite()) {
-        return Ok(Outcome::Kept("the constant is not positive".into()));
+    // Negative factors are fine per channel (signed scales); a uniform one would flip the
+    // whole tensor, which a float op does as cheaply.
+    if c.iter().any(|&v| v == 0.0 || !v.is_finite()) || (c.len() == 1 && c.iter().all(|&v| v < 0.0))
+    {
+        return Ok(Outcome::Kept(
+            "the constant is zero, infinite or a negative scalar".into(),
+        ));
     }
     let factor = |v: f32| if divide { 1.0 / v as f64 } else { v as f64 };
     let scale = if c.len() == 1 {
@@ -577,6 +629,7 @@ fn movable(lw: &mut Lowering, v: ValueId) -> Result<Option<IntRep>> {
     match lw.rep(v).cloned() {
         None => Ok(None),
         Some(rep) if rep.is_per_tensor() => Ok(Some(rep)),
+        Some(_) if lw.model().graph.value(v).quant.is_none() => Ok(None),
         Some(_) => lw.operand(v, Form::Stored8).map(Some),
     }
 }
@@ -664,7 +717,9 @@ fn lower_gather(
     } else {
         1.0
     };
-    let q = table.mapv(|x| ((x as f64 / scale).round_ties_even()).clamp(-127.0, 127.0) as i8);
+    let q = table.mapv(|x| {
+        crate::quant::rounding::round_half_even(x as f64 / scale).clamp(-127.0, 127.0) as i8
+    });
     let lo = q.iter().copied().min().unwrap_or(0) as i64;
     let hi = q.iter().copied().max().unwrap_or(0) as i64;
     let tq = lw.constant("table_i8", &Array::I8(q))?;

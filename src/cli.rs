@@ -139,6 +139,10 @@ struct RunArgs {
     /// Write each output to DIR/<output name>.npy.
     #[arg(long = "output-dir", value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// Run N more times after the first and print the median time of one run (tract, one
+    /// thread, the plan built once).
+    #[arg(long, value_name = "N")]
+    repeat: Option<usize>,
 }
 
 pub fn main() -> ExitCode {
@@ -373,8 +377,8 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
     let float_ops = intone::quant::report::float_ops(&model)?;
 
     let nodes = |c: &BTreeMap<String, usize>| c.values().sum::<usize>();
-    eprintln!(
-        "intone: {} -> {} ({} passes, {} -> {} ops, {:.2} s)",
+    let mut summary = format!(
+        "intone: {} -> {} ({} passes, {} -> {} ops, {:.2} s)\n",
         args.input.display(),
         args.output.display(),
         reports.len(),
@@ -384,11 +388,23 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
     );
     for r in &reports {
         if r.matched + r.skipped > 0 {
-            eprintln!(
-                "  {:<24} rewrote {}, skipped {}",
+            summary.push_str(&format!(
+                "  {:<24} rewrote {}, skipped {}\n",
                 r.pass, r.rewritten, r.skipped
-            );
+            ));
         }
+    }
+    if reports.iter().any(|r| r.pass == "quantize") {
+        let total: usize = float_ops.iter().map(|f| f.count).sum();
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for f in &float_ops {
+            *kinds.entry(f.op.as_str()).or_default() += f.count;
+        }
+        let kinds: Vec<String> = kinds.iter().map(|(op, n)| format!("{n} {op}")).collect();
+        summary.push_str(&format!(
+            "  float ops remaining: {total} ({})\n",
+            kinds.join(", ")
+        ));
     }
     if let Some(path) = &args.report {
         let report = CompileReport {
@@ -397,7 +413,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             pipeline: pipeline.to_text(),
             ops_before,
             ops_after,
-            float_ops: float_ops.clone(),
+            float_ops,
             timings: args.timings.then(|| Timings {
                 load: (loaded - start).as_secs_f64(),
                 passes: (transformed - loaded).as_secs_f64(),
@@ -413,7 +429,15 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         let json = serde_json::to_string_pretty(&report)?;
         write_atomically(path, json.as_bytes())?;
     }
+    // Diagnostics last, and never fatal: every file is written by now.
+    note(&summary);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes diagnostics to stderr, ignoring a reader that went away.
+fn note(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -459,7 +483,24 @@ fn run_model(args: RunArgs) -> Result<ExitCode> {
     let runner = intone::runner::Runner::new(&model)?;
     let inputs = read_inputs(&args.inputs, runner.input_names())?;
     let selected = (!args.outputs.is_empty()).then_some(args.outputs.as_slice());
-    let outputs = runner.run(&inputs, selected)?;
+    let refs: Vec<&Array> = inputs.iter().collect();
+    let plan = runner.plan(&refs, selected)?;
+    let outputs = plan.run(&inputs)?;
+    if let Some(n) = args.repeat {
+        let mut times: Vec<f64> = (0..n.max(1))
+            .map(|_| {
+                let start = Instant::now();
+                plan.run(&inputs)
+                    .map(|_| start.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        times.sort_by(f64::total_cmp);
+        emit(&format!(
+            "latency: median {:.3} ms over {} runs\n",
+            times[times.len() / 2],
+            times.len()
+        ));
+    }
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -594,7 +635,7 @@ fn check(args: CheckArgs) -> Result<ExitCode> {
     if failures.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("check failed: {}", failures.join("; "));
+        note(&format!("check failed: {}\n", failures.join("; ")));
         Ok(ExitCode::from(1))
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Every change of scale is an `intone.Requant` (see `requant.rs`) until legalization.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use super::dyadic::Dyadic;
 use super::requant::RequantParams;
@@ -93,16 +93,22 @@ pub fn choose_dyadics(ratios: &[f64], magnitude: i128, bits: u32) -> Result<Vec<
     let magnitude = magnitude.max(1);
     let attempt = |product: i128, cap: i64| -> Option<Vec<Dyadic>> {
         let bound = ((product / magnitude) as i64).min(cap);
+        // A negative ratio (a sign-flipping scale) is the negated dyadic of its magnitude.
         ratios
             .iter()
-            .map(|&r| Dyadic::approximate(r, bound))
+            .map(|&r| {
+                Dyadic::approximate(r.abs(), bound).map(|d| Dyadic {
+                    multiplier: if r < 0.0 { -d.multiplier } else { d.multiplier },
+                    ..d
+                })
+            })
             .collect()
     };
     let tolerance = 2f64.powi(-(bits as i32 + 2));
     if let Some(d) = attempt(INT32_PRODUCT, 1 << 30) {
         if d.iter()
             .zip(ratios)
-            .all(|(d, &r)| d.relative_error(r) <= tolerance)
+            .all(|(d, &r)| d.relative_error(r).abs() <= tolerance)
         {
             return Ok(d);
         }
@@ -131,7 +137,8 @@ pub fn quantize_weight(w: &ndarray::ArrayD<f32>, axis: usize) -> (ndarray::Array
         scales.push(scale);
         let mut out = q.index_axis_mut(ndarray::Axis(axis), c);
         ndarray::Zip::from(&mut out).and(&lane).for_each(|o, &x| {
-            *o = ((x as f64 / scale).round_ties_even()).clamp(-127.0, 127.0) as i8;
+            *o = (crate::quant::rounding::round_half_even(x as f64 / scale)).clamp(-127.0, 127.0)
+                as i8;
         });
     }
     (q, scales)
@@ -167,6 +174,11 @@ impl<'m> Lowering<'m> {
 
     pub fn rep(&self, v: ValueId) -> Option<&IntRep> {
         self.reps.get(&v)
+    }
+
+    /// True when `v` has an integer form or a plan to get one.
+    pub fn can_quantize(&self, v: ValueId) -> bool {
+        self.reps.contains_key(&v) || self.model().graph.value(v).quant.is_some()
     }
 
     /// The quantization plan of a float value (from the `quantize` pass).
@@ -213,6 +225,18 @@ impl<'m> Lowering<'m> {
         if value.quant.is_none() {
             value.quant = Some(rep.facts(bits, signed));
         }
+    }
+
+    /// Rank of a value, from the facts of the float graph or of the value's producer inputs.
+    pub fn rank_of(&self, v: ValueId) -> Option<usize> {
+        self.facts.get(v).and_then(|f| f.rank()).or_else(|| {
+            // A new integer value has the rank of the float value it stands for.
+            self.reps
+                .iter()
+                .find(|(_, r)| r.value == v)
+                .and_then(|(f, _)| self.facts.get(*f))
+                .and_then(|f| f.rank())
+        })
     }
 
     /// Dimension size for range analysis: known, or the symbolic bound.
@@ -439,6 +463,32 @@ impl<'m> Lowering<'m> {
 
     /// `DequantizeLinear` of a representation back to f32.
     pub fn dequantize(&mut self, rep: &IntRep) -> Result<ValueId> {
+        // DequantizeLinear takes positive scales: negative per-channel scales (a sign-flipping
+        // constant folded in) dequantize with |scale| and multiply by the signs.
+        if let Scale::PerAxis { axis, scales } = &rep.scale {
+            if scales.iter().any(|&s| s < 0.0) {
+                let positive = IntRep {
+                    scale: Scale::PerAxis {
+                        axis: *axis,
+                        scales: scales.iter().map(|s| s.abs()).collect(),
+                    },
+                    ..rep.clone()
+                };
+                let x = self.dequantize(&positive)?;
+                let signs: Vec<f32> = scales
+                    .iter()
+                    .map(|&s| if s < 0.0 { -1.0 } else { 1.0 })
+                    .collect();
+                let n = signs.len();
+                let trailing = self
+                    .rank_of(rep.value)
+                    .map_or(0, |r| r.saturating_sub(axis + 1));
+                let mut shape = vec![n];
+                shape.extend(std::iter::repeat_n(1, trailing));
+                let signs = self.constant("signs", &Array::from_vec(&shape, signs)?)?;
+                return self.op("Mul", "signed", &[x, signs], vec![]);
+            }
+        }
         let (scale, axis) = match &rep.scale {
             Scale::PerTensor(s) => (Array::scalar(*s as f32), None),
             Scale::PerAxis { axis, scales } => (
@@ -529,25 +579,30 @@ pub fn requant_range(p: &RequantParams, input: (i64, i64)) -> (i64, i64) {
     (lo, hi)
 }
 
-/// Per-column bounds of `Σ_k a_k · w_kc` for `a` in `a_range` (after its zero point).
+/// Per-channel bounds of `Σ_k a_k · w_kc` for `a` in `a_range` (after its zero point), hulled
+/// over channels; `channel_axis` indexes the weight's output channels.
 pub fn matmul_range(
     weights: &ndarray::ArrayD<i8>,
     channel_axis: usize,
     a_range: (i64, i64),
 ) -> (i64, i64) {
-    let mut per_channel: BTreeMap<usize, (i128, i128)> = BTreeMap::new();
-    for (index, &w) in weights.indexed_iter() {
-        let c = index[channel_axis];
-        let (p, q) = (w as i128 * a_range.0 as i128, w as i128 * a_range.1 as i128);
-        let e = per_channel.entry(c).or_default();
-        e.0 += p.min(q);
-        e.1 += p.max(q);
+    let shape = weights.shape();
+    let channels = shape[channel_axis].max(1);
+    let inner: usize = shape[channel_axis + 1..].iter().product::<usize>().max(1);
+    let mut lo = vec![0i64; channels];
+    let mut hi = vec![0i64; channels];
+    let (a0, a1) = a_range;
+    let standard = weights.as_standard_layout();
+    let values = standard.as_slice().expect("standard layout");
+    for (i, &w) in values.iter().enumerate() {
+        let c = (i / inner) % channels;
+        let (p, q) = (w as i64 * a0, w as i64 * a1);
+        lo[c] += p.min(q);
+        hi[c] += p.max(q);
     }
-    let lo = per_channel.values().map(|e| e.0).min().unwrap_or(0);
-    let hi = per_channel.values().map(|e| e.1).max().unwrap_or(0);
     (
-        lo.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
-        hi.clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+        lo.into_iter().min().unwrap_or(0),
+        hi.into_iter().max().unwrap_or(0),
     )
 }
 

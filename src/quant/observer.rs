@@ -54,60 +54,127 @@ pub struct Observer {
     pub max: f64,
     pub count: u64,
     pub sum: f64,
-    /// Counts of |x| in bins of `width`; bin i covers [i·width, (i+1)·width).
+    /// Counts of |x| in bins of `width`; bin i covers [i·width, (i+1)·width). Empty when the
+    /// calibration method needs only the extremes.
     bins: Vec<u64>,
     width: f64,
 }
 
-impl Default for Observer {
-    fn default() -> Self {
+impl Observer {
+    /// An empty observer; `histogram` adds the |x| histogram percentile and MSE clips need.
+    pub fn new(histogram: bool) -> Observer {
         Observer {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             count: 0,
             sum: 0.0,
-            bins: vec![0; BINS],
+            bins: if histogram { vec![0; BINS] } else { Vec::new() },
             width: 0.0,
         }
     }
-}
 
-impl Observer {
-    /// Adds a batch of values. NaNs are ignored.
-    pub fn observe(&mut self, values: impl IntoIterator<Item = f64> + Clone) {
-        let mut batch_max = 0f64;
-        for v in values.clone() {
-            if v.is_nan() {
-                continue;
+    /// Adds a batch of values in one pass. NaNs are ignored.
+    pub fn observe(&mut self, values: &[f32]) {
+        // Independent lanes so the loop vectorises; `f32::min`/`max` already skip NaN.
+        const LANES: usize = 16;
+        let (mut lo, mut hi, mut sum, mut n) = (
+            [f32::INFINITY; LANES],
+            [f32::NEG_INFINITY; LANES],
+            [0f64; LANES],
+            [0u32; LANES],
+        );
+        let mut chunks = values.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for j in 0..LANES {
+                let v = chunk[j];
+                lo[j] = lo[j].min(v);
+                hi[j] = hi[j].max(v);
+                let ok = !v.is_nan();
+                sum[j] += if ok { v as f64 } else { 0.0 };
+                n[j] += ok as u32;
             }
-            self.min = self.min.min(v);
-            self.max = self.max.max(v);
-            self.count += 1;
-            self.sum += v;
-            batch_max = batch_max.max(v.abs());
         }
+        let (mut lo, mut hi) = (
+            lo.iter().copied().fold(f32::INFINITY, f32::min),
+            hi.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        );
+        let mut sum: f64 = sum.iter().sum();
+        let mut n: u64 = n.iter().map(|&c| c as u64).sum();
+        for &v in chunks.remainder() {
+            if !v.is_nan() {
+                lo = lo.min(v);
+                hi = hi.max(v);
+                sum += v as f64;
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        self.min = self.min.min(lo as f64);
+        self.max = self.max.max(hi as f64);
+        self.sum += sum;
+        self.count += n;
+        if self.bins.is_empty() {
+            return;
+        }
+        let batch_max = (lo.abs().max(hi.abs())) as f64;
         if batch_max == 0.0 && self.width == 0.0 {
-            // Only zeros so far: count them in bin 0 once a width exists.
-            self.bins[0] += values.into_iter().filter(|v| !v.is_nan()).count() as u64;
+            self.bins[0] += n;
             return;
         }
         if self.width == 0.0 {
             self.width = batch_max / BINS as f64;
         }
-        // Widen by powers of two, merging bin pairs, until the batch fits.
-        while batch_max >= self.width * BINS as f64 {
+        self.widen_to(batch_max);
+        let inv = (1.0 / self.width) as f32;
+        for &v in values {
+            if !v.is_nan() {
+                let i = ((v.abs() * inv) as usize).min(BINS - 1);
+                self.bins[i] += 1;
+            }
+        }
+    }
+
+    /// Doubles the bin width (merging bin pairs) until `max` fits.
+    fn widen_to(&mut self, max: f64) {
+        while max >= self.width * BINS as f64 {
             for i in 0..BINS / 2 {
                 self.bins[i] = self.bins[2 * i] + self.bins[2 * i + 1];
             }
             self.bins[BINS / 2..].iter_mut().for_each(|b| *b = 0);
             self.width *= 2.0;
         }
-        for v in values {
-            if v.is_nan() {
-                continue;
-            }
-            let i = ((v.abs() / self.width) as usize).min(BINS - 1);
-            self.bins[i] += 1;
+    }
+
+    /// Adds another observer's statistics (from another worker). Deterministic for a given
+    /// pair; histograms of other bin widths are re-binned by bin centre.
+    pub fn merge(&mut self, other: &Observer) {
+        if other.count == 0 {
+            return;
+        }
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        self.count += other.count;
+        if self.bins.is_empty() || other.bins.is_empty() {
+            return;
+        }
+        if other.width == 0.0 {
+            self.bins[0] += other.bins.iter().sum::<u64>();
+            return;
+        }
+        if self.width == 0.0 {
+            let zeros = self.bins[0];
+            self.bins.clone_from(&other.bins);
+            self.bins[0] += zeros;
+            self.width = other.width;
+            return;
+        }
+        self.widen_to(other.abs_max());
+        for (i, &n) in other.bins.iter().enumerate() {
+            let center = (i as f64 + 0.5) * other.width;
+            self.bins[((center / self.width) as usize).min(BINS - 1)] += n;
         }
     }
 
@@ -131,7 +198,7 @@ impl Observer {
     /// (127 for int8), never above the largest |x| seen.
     pub fn clip(&self, method: CalibrationMethod, levels: f64) -> f64 {
         let abs_max = self.abs_max();
-        if self.width == 0.0 || abs_max == 0.0 {
+        if self.bins.is_empty() || self.width == 0.0 || abs_max == 0.0 {
             return abs_max;
         }
         let clip = match method {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::ir::{Array, DataType, DataTypeInfo, Model, NodeId, Op, ValueId};
+use crate::ir::{Array, DataType, DataTypeInfo, Element, Model, NodeId, Op, ValueId};
 use crate::ops::GraphFacts;
 use crate::{Error, Result};
 
@@ -35,10 +35,11 @@ fn array_interval(a: &Array) -> Option<Interval> {
     if !a.dtype().is_integer() && a.dtype() != DataType::Bool {
         return None;
     }
-    let v = a.to_i64_vec().ok()?;
-    let lo = *v.iter().min()? as i128;
-    let hi = *v.iter().max()? as i128;
-    Some((lo, hi))
+    crate::for_each_array!(a, v => {
+        let mut it = v.iter().map(|x| x.to_i128().unwrap_or(0));
+        let first = it.next()?;
+        Some(it.fold((first, first), |(lo, hi), x| (lo.min(x), hi.max(x))))
+    })
 }
 
 /// Propagates intervals; returns per-value intervals (where known) and the ops that were
@@ -249,12 +250,10 @@ fn interval_of(
                 .and_then(|w| g.constant(w))
                 .and_then(|t| t.decode().ok());
             let b_zero = get(3).map_or(0, |z| z.0);
-            if let (Some(a), Some(w)) = (a, weight.as_ref()) {
-                let values = w.to_i64_vec().ok();
-                let shape = w.shape().to_vec();
-                if let Some(values) = values {
-                    return Ok(Some(per_channel_bound(&values, &shape, conv, a, b_zero)));
-                }
+            if let (Some(a), Some(Array::I8(w))) = (a, weight.as_ref()) {
+                let w = w.as_standard_layout();
+                let values = w.as_slice().expect("standard layout");
+                return Ok(Some(per_channel_bound(values, w.shape(), conv, a, b_zero)));
             }
             let b = get(1).map(|b| shift_by_zero_point(b, get(3)));
             let k: i128 = if conv {
@@ -317,7 +316,7 @@ fn interval_of(
 /// Bounds of `Σ_k (w − zp)·a` per output channel (the last axis of a MatMul weight, the first
 /// of a Conv weight), over `a` in `a`, hulled over channels.
 fn per_channel_bound(
-    values: &[i64],
+    values: &[i8],
     shape: &[usize],
     conv: bool,
     a: Interval,

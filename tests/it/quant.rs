@@ -53,6 +53,15 @@ proptest! {
     }
 
     #[test]
+    fn fast_round_half_even_matches_the_library(x in any::<f64>(), k in -60i32..60) {
+        let x = if x.is_finite() { x } else { 0.0 };
+        let scaled = x * 2f64.powi(k) / 1e3;
+        for v in [scaled, scaled.trunc() + 0.5, -(scaled.trunc() + 0.5)] {
+            prop_assert_eq!(intone::quant::rounding::round_half_even(v), v.round_ties_even(), "at {}", v);
+        }
+    }
+
+    #[test]
     fn requant_reference_is_exact(x in -(1i64 << 40)..(1i64 << 40), m in 1i64..(1 << 31), b in -(1i64 << 40)..(1i64 << 40), c in 0u32..=40, zp in -200i64..200) {
         let p = RequantParams {
             multiplier: vec![m], offset: vec![b], shift: vec![c], rounding: Rounding::HalfUp,
