@@ -75,15 +75,15 @@ pub fn round_real(x: f64, rounding: Rounding) -> f64 {
     }
 }
 
-/// `x` rounded to the nearest integer, ties to even, without a libm call: adding and removing
-/// 1.5·2^52 leaves an f64 with no fraction bits, rounded by the FPU's default round-to-nearest-
-/// even. Exact for |x| < 2^51; larger values are integers already.
+/// `x` rounded to the nearest integer, ties to even, mostly without a libm call: adding and
+/// removing 1.5·2^52 leaves an f64 with no fraction bits, rounded by the FPU's default
+/// round-to-nearest-even. Exact for |x| < 2^51; beyond, the library does it.
 #[inline]
 pub fn round_half_even(x: f64) -> f64 {
     const MAGIC: f64 = 6755399441055744.0;
     if x.abs() < 2251799813685248.0 {
         (x + MAGIC) - MAGIC
     } else {
-        x
+        x.round_ties_even()
     }
 }

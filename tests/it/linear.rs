@@ -398,24 +398,18 @@ fn requantizations_equal_the_reference_kernel_on_real_activations() {
         run_ort(&exposed, &[("pixels", &batch)], dir.path())
             .into_iter()
             .collect();
+    // Each engine's requantizations equal the reference kernel on that engine's own inputs
+    // (the inputs themselves can differ by a unit where a float op precedes them).
     for (params, x, y) in &requants {
-        let input = tract[x].to_i64_vec().unwrap();
-        let expected = params.apply_all(&input, tract[x].shape());
-        assert_eq!(
-            tract[y].to_i64_vec().unwrap(),
-            expected,
-            "tract: requantization {x} -> {y}"
-        );
-        assert_eq!(
-            ort[x].to_i64_vec().unwrap(),
-            input,
-            "onnxruntime computes a different {x}"
-        );
-        assert_eq!(
-            ort[y].to_i64_vec().unwrap(),
-            expected,
-            "onnxruntime: requantization {x} -> {y}"
-        );
+        for (engine, values) in [("tract", &tract), ("onnxruntime", &ort)] {
+            let input = values[x].to_i64_vec().unwrap();
+            let expected = params.apply_all(&input, values[x].shape());
+            assert_eq!(
+                values[y].to_i64_vec().unwrap(),
+                expected,
+                "{engine}: requantization {x} -> {y}"
+            );
+        }
     }
 }
 
