@@ -118,6 +118,7 @@ fn lower_op(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Outcome> {
         "Gather" => lower_gather(lw, id, op, &inputs),
         "Concat" => lower_concat(lw, id, op, &inputs),
         "Relu" => lower_relu(lw, id, &inputs),
+        "Where" => lower_where(lw, id, &inputs),
         t if DATA_MOVEMENT.contains(&t) => lower_data_movement(lw, id, op, &inputs),
         _ => Ok(Outcome::Float),
     }
@@ -810,5 +811,53 @@ fn lower_relu(lw: &mut Lowering, id: NodeId, inputs: &[Option<ValueId>]) -> Resu
         32,
         true,
     );
+    Ok(Outcome::Lowered)
+}
+
+/// `Where(cond, x, c)` (or `Where(cond, c, x)`) with a scalar constant c and an int32 x: the
+/// select runs on the integers, c at x's scale. A constant beyond x's proven range (an attention
+/// mask's −3.4e38) saturates to one range width past it, which keeps later requantizations in
+/// int32 while staying below every value x can take.
+fn lower_where(lw: &mut Lowering, id: NodeId, inputs: &[Option<ValueId>]) -> Result<Outcome> {
+    let (Some(cond), Some(a), Some(b)) = (inputs[0], inputs[1], inputs[2]) else {
+        return Ok(Outcome::Float);
+    };
+    let scalar = |v: ValueId| {
+        constant_f32(lw, Some(v)).and_then(|c| (c.len() == 1).then(|| c.iter().next().copied()).flatten())
+    };
+    let (x, c, x_first) = match (lw.rep(a).cloned(), lw.rep(b).cloned()) {
+        (Some(r), None) => match scalar(b) {
+            Some(c) => (r, c, true),
+            None => return Ok(Outcome::Float),
+        },
+        (None, Some(r)) => match scalar(a) {
+            Some(c) => (r, c, false),
+            None => return Ok(Outcome::Float),
+        },
+        _ => return Ok(Outcome::Float),
+    };
+    if lw.model().graph.constant(cond).is_some() && lw.rank_of(cond).is_none() {
+        return Ok(Outcome::Float);
+    }
+    if !x.is_per_tensor() || x.zero_point != 0 || x.dtype != DataType::Int32 {
+        return Ok(Outcome::Kept("selects from a value that is not per-tensor int32".into()));
+    }
+    let span = (x.range.1 - x.range.0).max(1);
+    let fill = (c as f64 / x.scale.at(0))
+        .round()
+        .clamp((x.range.0 - span) as f64, (x.range.1 + span) as f64) as i64;
+    let fill_value = lw.constant("fill", &Array::scalar(fill as i32))?;
+    let (t, f) = if x_first {
+        (x.value, fill_value)
+    } else {
+        (fill_value, x.value)
+    };
+    let y = lw.op("Where", "select", &[cond, t, f], vec![])?;
+    let rep = IntRep {
+        value: y,
+        range: (x.range.0.min(fill), x.range.1.max(fill)),
+        ..x
+    };
+    lw.set_rep(out(id, 0), rep, 32, true);
     Ok(Outcome::Lowered)
 }

@@ -9,9 +9,17 @@ mod eliminate_dead_nodes;
 mod eliminate_identity;
 mod fold_constants;
 mod fold_dyadic_requant;
+mod fuse_attention_mask;
+mod fuse_gelu;
+mod fuse_layer_norm;
+mod fuse_softmax;
 mod legalize;
+mod lower_gelu;
+mod lower_layer_norm;
 mod lower_linear_to_integer;
+mod lower_softmax;
 mod quantize;
+mod replace_gelu_with_relu;
 mod upgrade_opset;
 
 use crate::pass::{OptionInfo, PassInfo, Preset};
@@ -95,6 +103,107 @@ pub const PASSES: &[PassInfo] = &[
         },
     },
     PassInfo {
+        name: "fuse-gelu",
+        summary: "erf, tanh and sigmoid GELU forms and com.microsoft Gelu/BiasGelu/FastGelu become one Gelu (opset 20)",
+        exact: true,
+        options: &[],
+        build: |_| Ok(Box::new(fuse_gelu::FuseGelu)),
+    },
+    PassInfo {
+        name: "fuse-layer-norm",
+        summary: "the decomposed LayerNorm of opset < 17 exports becomes LayerNormalization",
+        exact: true,
+        options: &[],
+        build: |_| Ok(Box::new(fuse_layer_norm::FuseLayerNorm)),
+    },
+    PassInfo {
+        name: "fuse-softmax",
+        summary: "Exp / ReduceSum(Exp) over one axis (with or without the max subtraction) becomes Softmax",
+        exact: true,
+        options: &[],
+        build: |_| Ok(Box::new(fuse_softmax::FuseSoftmax)),
+    },
+    PassInfo {
+        name: "fuse-attention-mask",
+        summary: "scores + f(int mask) (Cast/Sub/Mul chains) becomes Where(mask, scores, f(0)): no float mask",
+        exact: true,
+        options: &[],
+        build: |_| Ok(Box::new(fuse_attention_mask::FuseAttentionMask)),
+    },
+    PassInfo {
+        name: "replace-gelu-with-relu",
+        summary: "every GELU becomes ReLU; correct-relu-bias compensates the next bias for the mean shift",
+        exact: false,
+        options: &[OptionInfo {
+            name: "correct-relu-bias",
+            default: "false",
+            help: "add E[GELU(x)] − E[ReLU(x)] (from calibration statistics) through the next layer's bias",
+        }],
+        build: |options| {
+            Ok(Box::new(replace_gelu_with_relu::ReplaceGeluWithRelu::new(
+                options,
+            )?))
+        },
+    },
+    PassInfo {
+        name: "lower-softmax-to-shiftmax",
+        summary: "Softmax in integers: I-ViT Shiftmax (ShiftExp table, integer normalisation)",
+        exact: false,
+        options: &[
+            OptionInfo {
+                name: "out-bits",
+                default: "8",
+                help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1)",
+            },
+            OptionInfo {
+                name: "n",
+                default: "15",
+                help: "ShiftExp's clamp exponent: inputs below -n/log2(e) give 0",
+            },
+        ],
+        build: |options| Ok(Box::new(lower_softmax::LowerSoftmax::shiftmax(options)?)),
+    },
+    PassInfo {
+        name: "lower-softmax-to-ibert-exp",
+        summary: "Softmax in integers with I-BERT's polynomial i-exp",
+        exact: false,
+        options: &[OptionInfo {
+            name: "out-bits",
+            default: "8",
+            help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1)",
+        }],
+        build: |options| Ok(Box::new(lower_softmax::LowerSoftmax::ibert(options)?)),
+    },
+    PassInfo {
+        name: "lower-gelu-to-shiftgelu",
+        summary: "GELU in integers: I-ViT ShiftGELU over int8 inputs (a 256-entry table)",
+        exact: false,
+        options: &[],
+        build: |_| {
+            Ok(Box::new(lower_gelu::LowerGelu {
+                kernel: crate::quant::kernels::GeluKernel::Shift,
+            }))
+        },
+    },
+    PassInfo {
+        name: "lower-gelu-to-ibert-erf",
+        summary: "GELU in integers: I-BERT i-GELU (polynomial erf) over int8 inputs",
+        exact: false,
+        options: &[],
+        build: |_| {
+            Ok(Box::new(lower_gelu::LowerGelu {
+                kernel: crate::quant::kernels::GeluKernel::Polynomial,
+            }))
+        },
+    },
+    PassInfo {
+        name: "lower-layer-norm-to-int",
+        summary: "LayerNormalization in int32: I-LayerNorm with Newton's integer square root",
+        exact: false,
+        options: &[],
+        build: |_| Ok(Box::new(lower_layer_norm::LowerLayerNorm)),
+    },
+    PassInfo {
         name: "fold-dyadic-requant",
         summary: "fold biases into requantization offsets; merge requantization chains and requant→dequantize pairs",
         exact: false,
@@ -146,6 +255,38 @@ pub const PRESETS: &[Preset] = &[
         // quantizations of constants (class tokens) into integer constants.
         passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,eliminate-dead-nodes,\
                  calibrate,quantize,lower-linear-to-integer,fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
+    },
+    Preset {
+        name: "ivit",
+        summary: "integer-only: fuse GELU/LayerNorm/Softmax/mask, calibrate, quantize, lower linear ops, Shiftmax, ShiftGELU, I-LayerNorm, fold, legalize",
+        // Opset 20 has Gelu; the fusers run before calibration so that calibration observes
+        // the inputs of the fused ops; the non-linear lowerings close the islands the linear
+        // lowering leaves, and folding then merges their requantizations.
+        passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,\
+                 fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes,\
+                 calibrate,quantize,lower-linear-to-integer,\
+                 lower-softmax-to-shiftmax,lower-gelu-to-shiftgelu,lower-layer-norm-to-int,\
+                 fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
+    },
+    Preset {
+        name: "ivit-relu",
+        summary: "ivit with every GELU replaced by ReLU, the next biases corrected for the mean shift",
+        // The correction needs the GELU inputs' statistics; calibrating again then plans the
+        // ReLU model that is actually compiled.
+        passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,\
+                 fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes,\
+                 calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,quantize,lower-linear-to-integer,\
+                 lower-softmax-to-shiftmax,lower-layer-norm-to-int,\
+                 fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
+    },
+    Preset {
+        name: "ibert",
+        summary: "integer-only with I-BERT's polynomial exp and erf instead of the shift-based kernels",
+        passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,\
+                 fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes,\
+                 calibrate,quantize,lower-linear-to-integer,\
+                 lower-softmax-to-ibert-exp,lower-gelu-to-ibert-erf,lower-layer-norm-to-int,\
+                 fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
     },
     Preset {
         name: "cleanup",

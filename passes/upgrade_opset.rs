@@ -55,6 +55,8 @@ fn changes(op_type: &str) -> &'static [i64] {
         "Pad" | "Clip" => &[11],
         "Dropout" => &[12],
         "Upsample" => &[10],
+        // Axis and mode spellings changed; intone does not rewrite these (refused).
+        "DFT" | "GridSample" => &[20],
         _ => &[],
     }
 }

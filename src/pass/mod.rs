@@ -10,6 +10,7 @@
 //! decided. The manager collects them, with counts, into a [`PassReport`] per pass.
 
 pub mod manager;
+pub mod matcher;
 pub mod pattern;
 pub mod pipeline;
 pub(crate) mod rewriter;

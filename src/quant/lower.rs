@@ -534,6 +534,15 @@ impl<'m> Lowering<'m> {
             }
             self.rw.set_anchor(v.node);
             let dq = self.dequantize(&rep)?;
+            // The dequantized value is the float value: it keeps its plan and statistics,
+            // which the integer lowerings of the ops still reading it follow.
+            let (plan, stats) = {
+                let value = self.rw.graph().value(v);
+                (value.quant.clone(), value.stats.clone())
+            };
+            let value = self.rw.graph_mut().value_mut(dq);
+            value.quant = plan;
+            value.stats = stats;
             self.rw.replace(v, dq)?;
             dequantized += 1;
         }

@@ -4,6 +4,8 @@
 
 pub mod calibration;
 pub mod dyadic;
+pub mod island;
+pub mod kernels;
 pub mod lower;
 pub mod observer;
 pub mod range;

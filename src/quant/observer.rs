@@ -54,6 +54,8 @@ pub struct Observer {
     pub max: f64,
     pub count: u64,
     pub sum: f64,
+    /// Σx², for the variance (GELU→ReLU bias correction).
+    pub sum_squares: f64,
     /// Counts of |x| in bins of `width`; bin i covers [i·width, (i+1)·width). Empty when the
     /// calibration method needs only the extremes.
     bins: Vec<u64>,
@@ -68,6 +70,7 @@ impl Observer {
             max: f64::NEG_INFINITY,
             count: 0,
             sum: 0.0,
+            sum_squares: 0.0,
             bins: if histogram { vec![0; BINS] } else { Vec::new() },
             width: 0.0,
         }
@@ -77,9 +80,10 @@ impl Observer {
     pub fn observe(&mut self, values: &[f32]) {
         // Independent lanes so the loop vectorises; `f32::min`/`max` already skip NaN.
         const LANES: usize = 16;
-        let (mut lo, mut hi, mut sum, mut n) = (
+        let (mut lo, mut hi, mut sum, mut squares, mut n) = (
             [f32::INFINITY; LANES],
             [f32::NEG_INFINITY; LANES],
+            [0f64; LANES],
             [0f64; LANES],
             [0u32; LANES],
         );
@@ -90,7 +94,9 @@ impl Observer {
                 lo[j] = lo[j].min(v);
                 hi[j] = hi[j].max(v);
                 let ok = !v.is_nan();
-                sum[j] += if ok { v as f64 } else { 0.0 };
+                let x = if ok { v as f64 } else { 0.0 };
+                sum[j] += x;
+                squares[j] += x * x;
                 n[j] += ok as u32;
             }
         }
@@ -99,12 +105,14 @@ impl Observer {
             hi.iter().copied().fold(f32::NEG_INFINITY, f32::max),
         );
         let mut sum: f64 = sum.iter().sum();
+        let mut squares: f64 = squares.iter().sum();
         let mut n: u64 = n.iter().map(|&c| c as u64).sum();
         for &v in chunks.remainder() {
             if !v.is_nan() {
                 lo = lo.min(v);
                 hi = hi.max(v);
                 sum += v as f64;
+                squares += v as f64 * v as f64;
                 n += 1;
             }
         }
@@ -114,6 +122,7 @@ impl Observer {
         self.min = self.min.min(lo as f64);
         self.max = self.max.max(hi as f64);
         self.sum += sum;
+        self.sum_squares += squares;
         self.count += n;
         if self.bins.is_empty() {
             return;
@@ -156,6 +165,7 @@ impl Observer {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.sum += other.sum;
+        self.sum_squares += other.sum_squares;
         self.count += other.count;
         if self.bins.is_empty() || other.bins.is_empty() {
             return;
@@ -184,6 +194,15 @@ impl Observer {
         } else {
             self.min.abs().max(self.max.abs())
         }
+    }
+
+    /// Population standard deviation.
+    pub fn std(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let mean = self.mean();
+        (self.sum_squares / self.count as f64 - mean * mean).max(0.0).sqrt()
     }
 
     pub fn mean(&self) -> f64 {

@@ -275,13 +275,29 @@ fn interval_of(
             }
         }
         "ReduceSum" => {
-            let count: i128 = match (
+            // Elements per sum: the reduced axes' sizes when the axes are constant and those
+            // sizes known, else element counts, else the symbolic bound.
+            let reduced = (|| {
+                let shape = facts.get(inputs[0]?)?.shape.clone()?;
+                let axes = g.constant(inputs.get(1).copied().flatten()?)?.decode().ok()?;
+                let rank = shape.len() as i64;
+                axes.to_f64_vec()
+                    .into_iter()
+                    .map(|a| {
+                        let a = a as i64;
+                        let a = if a < 0 { a + rank } else { a };
+                        shape.get(a as usize)?.known().map(|d| d as i128)
+                    })
+                    .product::<Option<i128>>()
+            })();
+            let count: i128 = match (reduced, 
                 facts
                     .get(inputs[0].unwrap_or(y))
                     .and_then(|f| f.element_count()),
                 facts.get(y).and_then(|f| f.element_count()),
             ) {
-                (Some(n), Some(m)) if m > 0 => (n / m) as i128,
+                (Some(r), _, _) => r,
+                (None, Some(n), Some(m)) if m > 0 => (n / m) as i128,
                 _ => dim_bound as i128,
             };
             get(0).map(|a| (a.0.min(0) * count, a.1.max(0) * count))

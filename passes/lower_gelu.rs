@@ -1,0 +1,108 @@
+//! `lower-gelu-to-shiftgelu` and `lower-gelu-to-ibert-erf`: `Gelu(DequantizeLinear(q))` (either
+//! `approximate` mode) and `com.microsoft.QuickGelu` become a requantization and a table read.
+//!
+//! Rewrite: `i = requant(q → int8 at the input's planned scale S, + 128)` (int32 indices),
+//! `y = Gather(table, i)`, `table[i] = kernel(i − 128)` for the 256 int8 inputs. The kernel is
+//! I-ViT's ShiftGELU (`x·σ(1.6875x)` by ShiftExp, n = 23, 8-bit sigmoid; I-ViT §3.4) or I-BERT's
+//! i-GELU (`x·(erf(x/√2)+1)/2` with the second-order erf polynomial; I-BERT §3.4). Over int8
+//! inputs a function of the input alone is a table, so the graph computes exactly the kernel's
+//! integers with one Gather instead of its ~15 elementwise ops; `fold-dyadic-requant` then folds
+//! the reader's requantization into the table. ShiftGELU's stabiliser is per element
+//! (`max(1.6875x, 0)`) instead of I-ViT's row maximum, which makes it a function of x alone.
+//! Preconditions: `lower-linear-to-integer` ran and calibration planned the input.
+//! Error: the int8 input quantization (±S/2) plus the kernel's error (README table).
+
+use super::prelude::*;
+
+use crate::ir::quant::Scale;
+use crate::ir::{Array, DataType, attr};
+use crate::quant::island::{dequantized, emit_output, facts_of, plan_of};
+use crate::quant::kernels::{GeluKernel, gelu_table};
+use crate::quant::lower::{IntRep, Lowering, Target};
+
+pub struct LowerGelu {
+    pub kernel: GeluKernel,
+}
+
+impl Pass for LowerGelu {
+    fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
+        let facts = facts_of(model, cx)?;
+        let order = model.graph.topological_order()?;
+        let mut lw = Lowering::new(model, facts, cx.options.symbolic_dim_bound);
+        for id in order {
+            let Some(op) = lw.model().graph.op(id).cloned() else {
+                continue;
+            };
+            let is_gelu = op.is("Gelu")
+                || (op.domain() == "com.microsoft" && op.op_type() == "QuickGelu");
+            if !is_gelu {
+                continue;
+            }
+            cx.report.matched += 1;
+            let who = lw.model().graph.describe(id);
+            let Some(x) = lw.model().graph.input(id, 0) else {
+                continue;
+            };
+            let (Some(rep), Some(plan)) = (dequantized(&lw, x), plan_of(&lw, x)) else {
+                cx.report.skipped += 1;
+                cx.remark(
+                    who,
+                    "input is not dequantized from integers with a calibration plan",
+                );
+                continue;
+            };
+            let Scale::PerTensor(planned) = plan.scale else {
+                cx.report.skipped += 1;
+                cx.remark(who, "input plan is per channel");
+                continue;
+            };
+            // The plan's clip over 127 levels (a plan of more bits keeps its clip).
+            let levels = if plan.signed {
+                ((1u64 << (plan.bits - 1)) - 1) as f64
+            } else {
+                ((1u64 << plan.bits) - 1) as f64
+            };
+            let clip = planned * levels;
+            let s = (clip / 127.0) as f32 as f64;
+            lw.rw.set_anchor(id);
+            let index = lw.convert(
+                &rep,
+                &Target {
+                    scale: s,
+                    zero_point: 128,
+                    lo: 1,
+                    hi: 255,
+                    dtype: DataType::Int32,
+                },
+                "index",
+            )?;
+            lw.note(&index, 8, true);
+            let (table, scale) = gelu_table(self.kernel, s);
+            let range = (
+                *table.iter().min().expect("256 entries"),
+                *table.iter().max().expect("256 entries"),
+            );
+            let table = lw.constant(
+                "gelu_table",
+                &Array::from_vec(&[256], table.into_iter().map(|v| v as i32).collect())?,
+            )?;
+            let y = lw.op(
+                "Gather",
+                "gelu",
+                &[table, index.value],
+                vec![attr::int("axis", 0)],
+            )?;
+            let out = IntRep {
+                value: y,
+                scale: Scale::PerTensor(scale),
+                zero_point: 0,
+                dtype: DataType::Int32,
+                range,
+            };
+            emit_output(&mut lw, ValueId { node: id, slot: 0 }, &out, 32, true)?;
+            cx.report.rewritten += 1;
+        }
+        lw.finish()?;
+        Ok(())
+    }
+}
