@@ -15,16 +15,209 @@
 use super::prelude::*;
 
 use crate::ir::{Array, Op};
-use crate::quant::lower::{choose_dyadics, requant_range};
+use crate::ops;
+use crate::quant::island;
+use crate::quant::lower::{Lowering, choose_dyadics, requant_range};
 use crate::quant::requant::{DOMAIN, RequantParams};
 
 pub struct FoldDyadicRequant;
 
 impl Pass for FoldDyadicRequant {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
+        apply_greedily(&ShapeOfDequantize, model, cx, MAX_ROUNDS)?;
+        apply_greedily(&MoveBeforeDequantize, model, cx, MAX_ROUNDS)?;
+        close_islands(model, cx)?;
         apply_greedily(&FoldBias, model, cx, MAX_ROUNDS)?;
         apply_greedily(&MergeChain, model, cx, MAX_ROUNDS)?;
-        apply_greedily(&IntoDequantize, model, cx, MAX_ROUNDS)
+        apply_greedily(&IntoDequantize, model, cx, MAX_ROUNDS)?;
+        apply_greedily(&IntoTable, model, cx, MAX_ROUNDS)
+    }
+}
+
+/// The `DequantizeLinear` producing `v`, with a constant scale and zero point.
+fn dequantize_of(model: &Model, v: ValueId) -> Option<NodeId> {
+    let g = &model.graph;
+    let op = g.op(v.node)?;
+    let constant = |slot| g.input(v.node, slot).is_none_or(|c| g.constant(c).is_some());
+    (op.is("DequantizeLinear") && constant(1) && constant(2)).then_some(v.node)
+}
+
+/// `Shape(DequantizeLinear(q))` → `Shape(q)` (and `Size`): exact, and no float is computed
+/// just to read its shape.
+struct ShapeOfDequantize;
+
+impl Pattern for ShapeOfDequantize {
+    type Found = (NodeId, ValueId);
+
+    fn roots(&self) -> &[&str] {
+        &["Shape", "Size"]
+    }
+
+    fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
+        let g = &model.graph;
+        let found = g
+            .input(root, 0)
+            .and_then(|v| dequantize_of(model, v))
+            .and_then(|dq| g.input(dq, 0));
+        Ok(found.map_or(Match::None, |q| Match::Apply((root, q))))
+    }
+
+    fn rewrite(&self, (root, q): Self::Found, rw: &mut Rewriter) -> Result<()> {
+        let old = rw.graph().input(root, 0).expect("input");
+        rw.graph_mut().set_input(root, 0, Some(q));
+        rw.erase_if_dead(old.node);
+        Ok(())
+    }
+}
+
+/// Data movement of a per-tensor dequantized value moves the integers instead:
+/// `T(DequantizeLinear(q, s, zp))` → `DequantizeLinear(T(q), s, zp)`. Exact.
+struct MoveBeforeDequantize;
+
+const MOVEMENT: &[&str] = &[
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Slice",
+    "Gather",
+    "Expand",
+    "Identity",
+];
+
+impl Pattern for MoveBeforeDequantize {
+    type Found = (NodeId, NodeId);
+
+    fn roots(&self) -> &[&str] {
+        MOVEMENT
+    }
+
+    fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
+        let g = &model.graph;
+        let Some(dq) = g.input(root, 0).and_then(|v| dequantize_of(model, v)) else {
+            return Ok(Match::None);
+        };
+        let per_tensor = g
+            .input(dq, 1)
+            .and_then(|s| g.constant(s))
+            .and_then(|t| t.element_count().ok())
+            == Some(1);
+        if !per_tensor {
+            return Ok(Match::Skip("the dequantization is per channel".into()));
+        }
+        Ok(Match::Apply((root, dq)))
+    }
+
+    fn rewrite(&self, (root, dq): Self::Found, rw: &mut Rewriter) -> Result<()> {
+        let op = rw.graph().op(root).expect("op").clone();
+        let q = rw.graph().input(dq, 0).expect("input");
+        let mut inputs = rw.graph().inputs_of(root);
+        inputs[0] = Some(q);
+        let moved = rw.op_node(
+            Op::new(op.op_type(), ""),
+            "int",
+            &inputs,
+            op.attrs().to_vec(),
+            1,
+        )?;
+        let moved = ValueId {
+            node: moved,
+            slot: 0,
+        };
+        let facts = rw.graph().value(q).quant.clone();
+        rw.graph_mut().value_mut(moved).quant = facts;
+        let dq_op = rw.graph().op(dq).expect("op").clone();
+        let mut dq_inputs = rw.graph().inputs_of(dq);
+        dq_inputs[0] = Some(moved);
+        let new = rw.op_node(
+            Op::new("DequantizeLinear", ""),
+            "dequantized",
+            &dq_inputs,
+            dq_op.attrs().to_vec(),
+            1,
+        )?;
+        rw.replace(
+            ValueId {
+                node: root,
+                slot: 0,
+            },
+            ValueId { node: new, slot: 0 },
+        )
+    }
+}
+
+/// A quantization of a dequantized value (`Cast(Clip(Round(DequantizeLinear(q)·c)))` or
+/// `QuantizeLinear`) becomes one requantization of `q`: the float island between them closes.
+fn close_islands(model: &mut Model, cx: &mut PassContext) -> Result<()> {
+    let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+    let order = model.graph.topological_order()?;
+    let mut lw = Lowering::new(model, facts, cx.options.symbolic_dim_bound);
+    for id in order {
+        if !lw.model().graph.contains(id) {
+            continue;
+        }
+        let v = ValueId { node: id, slot: 0 };
+        let Some(rep) = island::dequantized(&lw, v) else {
+            continue;
+        };
+        lw.rw.set_anchor(id);
+        let closed = island::requantize_readers(&mut lw, v, &rep)?;
+        if closed > 0 {
+            cx.report.matched += closed;
+            cx.report.rewritten += closed;
+            lw.rw.erase_if_dead(id);
+        }
+    }
+    lw.finish()?;
+    Ok(())
+}
+
+/// `Requant(Gather(T, i))` with a constant 1-D table: `Gather(requant(T), i)`. Exact (the
+/// requantization is applied to every entry at compile time).
+struct IntoTable;
+
+impl Pattern for IntoTable {
+    type Found = (NodeId, NodeId, Array);
+
+    fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
+        let Some(p) = requant_of(model, root) else {
+            return Ok(Match::None);
+        };
+        let g = &model.graph;
+        let Some(gather) = g.input(root, 0).filter(|v| {
+            g.op(v.node).is_some_and(|o| o.is("Gather"))
+                && g.uses(*v).len() == 1
+                && !g.is_graph_output(*v)
+        }) else {
+            return Ok(Match::None);
+        };
+        let Some(table) = g.input(gather.node, 0).and_then(|t| g.constant(t)) else {
+            return Ok(Match::None);
+        };
+        let axis = g.op(gather.node).expect("op").attr_int("axis", 0)?;
+        let Ok(values) = table.decode().and_then(|a| a.to_i64_vec()) else {
+            return Ok(Match::None);
+        };
+        if p.channels() != 1 || axis != 0 || table.dims().len() != 1 {
+            return Ok(Match::Skip("not a per-tensor requantization of a 1-D table".into()));
+        }
+        let mapped: Vec<i64> = values.iter().map(|&x| p.apply(x, 0)).collect();
+        let array = Array::from_vec(&[mapped.len()], mapped)?.cast(p.to)?;
+        Ok(Match::Apply((root, gather.node, array)))
+    }
+
+    fn rewrite(&self, (root, gather, table): Self::Found, rw: &mut Rewriter) -> Result<()> {
+        let t = rw.constant("table", &table)?;
+        let index = rw.graph().input(gather, 0 + 1).expect("indices");
+        let y = rw.op("Gather", "lookup", &[t, index], vec![crate::ir::attr::int("axis", 0)])?;
+        let out = ValueId {
+            node: root,
+            slot: 0,
+        };
+        let facts = rw.graph().value(out).quant.clone();
+        rw.graph_mut().value_mut(y).quant = facts;
+        rw.replace(out, y)
     }
 }
 

@@ -635,6 +635,38 @@ fn movable(lw: &mut Lowering, v: ValueId) -> Result<Option<IntRep>> {
     }
 }
 
+/// A float constant moved by a data-movement op (a class token expanded over the batch): it
+/// is quantized at the moved value's planned scale (the quantization of a constant folds away).
+fn constant_operand(lw: &mut Lowering, x: ValueId, y: ValueId) -> Result<Option<IntRep>> {
+    if constant_f32(lw, Some(x)).is_none() {
+        return Ok(None);
+    }
+    let Some(plan) = lw.model().graph.value(y).quant.clone() else {
+        return Ok(None);
+    };
+    let Scale::PerTensor(scale) = plan.scale else {
+        return Ok(None);
+    };
+    let levels = if plan.signed {
+        ((1i64 << (plan.bits - 1)) - 1) as f64
+    } else {
+        ((1i64 << plan.bits) - 1) as f64
+    };
+    let (s, lo, hi, dtype) = if plan.signed {
+        (scale * levels / 127.0, -127, 127, DataType::Int8)
+    } else {
+        (scale * levels / 255.0, 0, 255, DataType::Uint8)
+    };
+    let target = Target {
+        scale: s as f32 as f64,
+        zero_point: 0,
+        lo,
+        hi,
+        dtype,
+    };
+    lw.quantize_float(x, &target).map(Some)
+}
+
 fn lower_data_movement(
     lw: &mut Lowering,
     id: NodeId,
@@ -656,8 +688,12 @@ fn lower_data_movement(
             return Ok(Outcome::Kept("Pad other than with zeros".into()));
         }
     }
-    let Some(rep) = movable(lw, x)? else {
-        return Ok(Outcome::Float);
+    let rep = match movable(lw, x)? {
+        Some(rep) => rep,
+        None => match constant_operand(lw, x, out(id, 0))? {
+            Some(rep) => rep,
+            None => return Ok(Outcome::Float),
+        },
     };
     if op.is("MaxPool") && !matches!(rep.dtype, DataType::Int8 | DataType::Uint8) {
         return Ok(Outcome::Float);

@@ -163,6 +163,19 @@ pub fn emit_output(
     signed: bool,
 ) -> Result<()> {
     lw.note(rep, bits, signed);
+    requantize_readers(lw, float, rep)?;
+    let g = &lw.model().graph;
+    if !g.uses(float).is_empty() || g.is_graph_output(float) {
+        let dq = lw.dequantize(rep)?;
+        lw.rw.replace(float, dq)?;
+    }
+    lw.rw.erase_if_dead(float.node);
+    Ok(())
+}
+
+/// Points every quantizing reader of `float` at a requantization of `rep` instead; returns
+/// how many there were.
+pub fn requantize_readers(lw: &mut Lowering, float: ValueId, rep: &IntRep) -> Result<usize> {
     let readers: Vec<NodeId> = {
         let g = &lw.model().graph;
         let mut r: Vec<NodeId> = g.uses(float).iter().map(|u| u.node).collect();
@@ -170,6 +183,7 @@ pub fn emit_output(
         r.dedup();
         r
     };
+    let mut closed = 0;
     for reader in readers {
         let Some(q) = quantization_at(&lw.model().graph, float, reader) else {
             continue;
@@ -189,14 +203,9 @@ pub fn emit_output(
             value.origin = origin;
         }
         lw.rw.erase_if_dead(q.last);
+        closed += 1;
     }
-    let g = &lw.model().graph;
-    if !g.uses(float).is_empty() || g.is_graph_output(float) {
-        let dq = lw.dequantize(rep)?;
-        lw.rw.replace(float, dq)?;
-    }
-    lw.rw.erase_if_dead(float.node);
-    Ok(())
+    Ok(closed)
 }
 
 /// An int32 constant shaped to broadcast against a value of rank `rank` along `axis` (for
