@@ -87,7 +87,7 @@ const MOVEMENT: &[&str] = &[
 ];
 
 impl Pattern for MoveBeforeDequantize {
-    type Found = (NodeId, NodeId);
+    type Found = (NodeId, NodeId, Option<i64>);
 
     fn roots(&self) -> &[&str] {
         MOVEMENT
@@ -103,13 +103,24 @@ impl Pattern for MoveBeforeDequantize {
             .and_then(|s| g.constant(s))
             .and_then(|t| t.element_count().ok())
             == Some(1);
-        if !per_tensor {
-            return Ok(Match::Skip("the dequantization is per channel".into()));
+        if per_tensor {
+            return Ok(Match::Apply((root, dq, None)));
         }
-        Ok(Match::Apply((root, dq)))
+        // Per channel: a Gather of one index along another axis keeps the channels (on an
+        // axis one lower when the gathered axis came before them).
+        let op = g.op(root).expect("op");
+        let channel = g.op(dq).expect("op").attr_int("axis", 1)?;
+        let index = g.input(root, 1).and_then(|i| g.constant(i));
+        let scalar_index = index.is_some_and(|t| t.dims().is_empty());
+        let gathered = op.attr_int("axis", 0)?;
+        if op.is("Gather") && scalar_index && gathered >= 0 && channel > 0 && gathered != channel {
+            let moved = if gathered < channel { channel - 1 } else { channel };
+            return Ok(Match::Apply((root, dq, Some(moved))));
+        }
+        Ok(Match::Skip("the dequantization is per channel".into()))
     }
 
-    fn rewrite(&self, (root, dq): Self::Found, rw: &mut Rewriter) -> Result<()> {
+    fn rewrite(&self, (root, dq, channel): Self::Found, rw: &mut Rewriter) -> Result<()> {
         let op = rw.graph().op(root).expect("op").clone();
         let q = rw.graph().input(dq, 0).expect("input");
         let mut inputs = rw.graph().inputs_of(root);
@@ -125,9 +136,19 @@ impl Pattern for MoveBeforeDequantize {
             node: moved,
             slot: 0,
         };
-        let facts = rw.graph().value(q).quant.clone();
+        let mut facts = rw.graph().value(q).quant.clone();
+        let mut dq_op = rw.graph().op(dq).expect("op").clone();
+        if let Some(axis) = channel {
+            dq_op.set_attr(crate::ir::attr::int("axis", axis));
+            if let Some(crate::ir::quant::QuantFacts {
+                scale: crate::ir::quant::Scale::PerAxis { axis: a, .. },
+                ..
+            }) = facts.as_mut()
+            {
+                *a = axis as usize;
+            }
+        }
         rw.graph_mut().value_mut(moved).quant = facts;
-        let dq_op = rw.graph().op(dq).expect("op").clone();
         let mut dq_inputs = rw.graph().inputs_of(dq);
         dq_inputs[0] = Some(moved);
         let new = rw.op_node(

@@ -285,6 +285,9 @@ struct CompileReport {
     ops_after: BTreeMap<String, usize>,
     /// Ops that still compute in float, and why.
     float_ops: Vec<intone::quant::report::FloatOps>,
+    /// Float values between the input quantization and the output dequantization (none in
+    /// an integer-only model).
+    float_between: Vec<String>,
     passes: Vec<PassReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timings: Option<Timings>,
@@ -375,6 +378,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
     let saved = Instant::now();
     let ops_after = op_counts(&model);
     let float_ops = intone::quant::report::float_ops(&model)?;
+    let float_between = intone::quant::report::float_between(&model)?;
 
     let nodes = |c: &BTreeMap<String, usize>| c.values().sum::<usize>();
     let mut summary = format!(
@@ -405,6 +409,13 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             "  float ops remaining: {total} ({})\n",
             kinds.join(", ")
         ));
+        summary.push_str(&match float_between.len() {
+            0 => "  integer-only: no float value between input quantization and output dequantization\n".to_string(),
+            n => format!(
+                "  {n} float values between input quantization and output dequantization (first: {})\n",
+                float_between[0]
+            ),
+        });
     }
     if let Some(path) = &args.report {
         let report = CompileReport {
@@ -414,6 +425,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             ops_before,
             ops_after,
             float_ops,
+            float_between: float_between.clone(),
             timings: args.timings.then(|| Timings {
                 load: (loaded - start).as_secs_f64(),
                 passes: (transformed - loaded).as_secs_f64(),

@@ -102,3 +102,55 @@ pub fn float_ops(model: &Model) -> Result<Vec<FloatOps>> {
         })
         .collect())
 }
+
+/// Float values computed *between* the input quantization and the output dequantization:
+/// values that depend on an integer value the model computed and that some integer op later
+/// reads. An integer-only model has none. (Float work before the first quantization of an
+/// input, or after the last dequantization, is outside the integer part.)
+pub fn float_between(model: &Model) -> Result<Vec<String>> {
+    let facts = crate::ops::analyze(model, &Default::default(), 1 << 16)?;
+    let g = &model.graph;
+    let dtype = |v: ValueId| facts.get(v).and_then(|f| f.dtype);
+    let is_float = |v: ValueId| dtype(v).is_some_and(|t| t.is_float());
+    // Shapes and indices are integers too, but not the model's numbers: only values that
+    // descend from a computed integer tensor count as the integer part's.
+    let order = g.topological_order()?;
+    let mut after_integer: HashSet<ValueId> = HashSet::new();
+    for &id in &order {
+        let Some(op) = g.op(id) else { continue };
+        if op.is("Shape") || op.is("Size") {
+            continue;
+        }
+        let from_integer = g.inputs_of(id).into_iter().flatten().any(|v| {
+            after_integer.contains(&v)
+                || (g.op(v.node).is_some()
+                    && g.constant(v).is_none()
+                    && dtype(v).is_some_and(|t| t.is_integer())
+                    && !is_float(v))
+        });
+        if from_integer {
+            after_integer.extend(g.outputs_of(id));
+        }
+    }
+    let mut feeds_integer: HashSet<ValueId> = HashSet::new();
+    for &id in order.iter().rev() {
+        let outs: Vec<ValueId> = g.outputs_of(id).collect();
+        let integer_op = outs
+            .iter()
+            .any(|&v| dtype(v).is_some_and(|t| t.is_integer()));
+        let read_on = outs.iter().any(|v| feeds_integer.contains(v));
+        if integer_op || read_on {
+            for v in g.inputs_of(id).into_iter().flatten() {
+                feeds_integer.insert(v);
+            }
+        }
+    }
+    let mut between: Vec<String> = order
+        .iter()
+        .flat_map(|&id| g.outputs_of(id).collect::<Vec<_>>())
+        .filter(|&v| is_float(v) && after_integer.contains(&v) && feeds_integer.contains(&v))
+        .map(|v| g.value_name(v).to_string())
+        .collect();
+    between.dedup();
+    Ok(between)
+}
