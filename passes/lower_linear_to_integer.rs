@@ -21,6 +21,9 @@
 
 use super::prelude::*;
 
+#[path = "lower_linear_to_integer/pooling.rs"]
+mod pooling;
+
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, Op};
 use crate::quant::Rounding;
@@ -119,6 +122,9 @@ fn lower_op(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Outcome> {
         "Concat" => lower_concat(lw, id, op, &inputs),
         "Relu" => lower_relu(lw, id, &inputs),
         "Where" => lower_where(lw, id, &inputs),
+        "Cast" => pooling::lower_mask_cast(lw, id, op, &inputs),
+        "ReduceSum" => pooling::lower_reduce_sum(lw, id, op, &inputs),
+        "Clip" => pooling::lower_clip(lw, id, &inputs),
         t if DATA_MOVEMENT.contains(&t) => lower_data_movement(lw, id, op, &inputs),
         _ => Ok(Outcome::Float),
     }
@@ -569,6 +575,7 @@ fn lower_scale(
     let (x, c) = match (constant_f32(lw, Some(a)), constant_f32(lw, Some(b))) {
         (None, Some(c)) => (a, c),
         (Some(c), None) if !divide => (b, c),
+        (None, None) => return pooling::lower_product(lw, id, divide, a, b),
         _ => return Ok(Outcome::Float),
     };
     let Some(rep) = lw.rep(x).cloned() else {

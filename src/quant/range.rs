@@ -202,7 +202,8 @@ fn interval_of(
         }
         "Clip" => {
             let (lo, hi) = (get(1), get(2));
-            get(0).map(|a| {
+            // An input of unknown range still ends up between two known bounds.
+            get(0).or(lo.zip(hi).map(|(l, h)| (l.0, h.1))).map(|a| {
                 let lo_v = lo.map_or(a.0, |l| a.0.max(l.0));
                 let hi_v = hi.map_or(a.1, |h| a.1.min(h.1));
                 (lo_v.min(hi_v), hi_v.max(lo_v))

@@ -1,0 +1,258 @@
+//! Masked mean pooling in integers (sentence encoders): `Σ(h · mask) / max(Σ mask, ε)`.
+//!
+//! - `Cast(mask → float)` of an integer tensor that calibration saw only as 0 and 1:
+//!   `Clip(Cast(mask → int32), 0, 1)`, scale 1 (the clip states the 0/1 assumption).
+//! - `x · m` with m such a mask and x lowered: int32 product, x's scale.
+//! - `ReduceSum` of a per-tensor int32 value: the integer sum, same scale.
+//! - `Clip(x, lo, hi)` with constant bounds on a per-tensor value: the bounds at x's scale,
+//!   rounded inward (exact: `Clip(count, 1e-9)` of integer counts is `Max(count, 1)`).
+//! - `x / n` with n a positive integer count (scale 1): `(x · 2^p) / n`, truncated, at scale
+//!   `s/2^p`, p as large as int32 allows.
+
+use super::*;
+use crate::ir::DataTypeInfo;
+
+/// The representation of a 0/1 integer mask cast to float, if `v` is one.
+fn is_mask(lw: &Lowering, v: ValueId) -> bool {
+    lw.rep(v)
+        .is_some_and(|r| r.scale == Scale::PerTensor(1.0) && r.range == (0, 1))
+}
+
+pub(super) fn lower_mask_cast(
+    lw: &mut Lowering,
+    id: NodeId,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+) -> Result<Outcome> {
+    let Some(x) = inputs[0] else {
+        return Ok(Outcome::Float);
+    };
+    let y = out(id, 0);
+    let to_float = lw
+        .facts
+        .get(y)
+        .and_then(|f| f.dtype)
+        .is_some_and(|t| t == DataType::Float);
+    let from_integer = lw
+        .facts
+        .get(x)
+        .and_then(|f| f.dtype)
+        .is_some_and(|t| t.is_integer() || t == DataType::Bool);
+    let zero_one = lw
+        .model()
+        .graph
+        .value(y)
+        .stats
+        .as_ref()
+        .is_some_and(|s| s.count > 0 && s.min >= 0.0 && s.max <= 1.0);
+    if !(to_float && from_integer && zero_one) || lw.model().graph.constant(x).is_some() {
+        return Ok(Outcome::Float);
+    }
+    let _ = op;
+    let to_i32 = crate::ir::attr::int("to", DataType::Int32 as i32 as i64);
+    let wide = lw.op("Cast", "mask_i32", &[x], vec![to_i32])?;
+    let lo = lw.constant("zero", &Array::scalar(0i32))?;
+    let hi = lw.constant("one", &Array::scalar(1i32))?;
+    let mask = lw.op("Clip", "mask", &[wide, lo, hi], vec![])?;
+    let rep = IntRep {
+        value: mask,
+        scale: Scale::PerTensor(1.0),
+        zero_point: 0,
+        dtype: DataType::Int32,
+        range: (0, 1),
+    };
+    lw.set_rep(y, rep, 1, false);
+    Ok(Outcome::Lowered)
+}
+
+/// `x · mask` and `x / count`.
+pub(super) fn lower_product(
+    lw: &mut Lowering,
+    id: NodeId,
+    divide: bool,
+    a: ValueId,
+    b: ValueId,
+) -> Result<Outcome> {
+    let y = out(id, 0);
+    if !divide {
+        let (x, m) = if is_mask(lw, b) {
+            (a, b)
+        } else if is_mask(lw, a) {
+            (b, a)
+        } else {
+            return Ok(Outcome::Float);
+        };
+        let Some(plan) = lw.model().graph.value(x).quant.clone() else {
+            return Ok(Outcome::Float);
+        };
+        let Scale::PerTensor(s) = plan.scale else {
+            return Ok(Outcome::Float);
+        };
+        // 16 bits of x over its planned clip: the pooled mean keeps more than an 8-bit plan.
+        let levels = if plan.signed {
+            ((1i64 << (plan.bits - 1)) - 1) as f64
+        } else {
+            ((1i64 << plan.bits) - 1) as f64
+        };
+        let target = Target {
+            scale: (s * levels / 32767.0) as f32 as f64,
+            zero_point: 0,
+            lo: -32767,
+            hi: 32767,
+            dtype: DataType::Int32,
+        };
+        let rx = lw.to_target(x, &target, "pool_operand")?;
+        lw.note(&rx, 16, true);
+        let mask = lw.rep(m).expect("mask").value;
+        let product = lw.op("Mul", "masked", &[rx.value, mask], vec![])?;
+        let rep = IntRep {
+            value: product,
+            range: (rx.range.0.min(0), rx.range.1.max(0)),
+            ..rx
+        };
+        lw.set_rep(y, rep, 16, true);
+        return Ok(Outcome::Lowered);
+    }
+    let (Some(x), Some(n)) = (lw.rep(a).cloned(), lw.rep(b).cloned()) else {
+        return Ok(Outcome::Float);
+    };
+    let counts = n.scale == Scale::PerTensor(1.0) && n.zero_point == 0 && n.range.0 >= 1;
+    if !counts || !x.is_per_tensor() || x.zero_point != 0 || x.dtype != DataType::Int32 {
+        return Ok(Outcome::Kept("division by something other than a positive count".into()));
+    }
+    let magnitude = x.magnitude().max(1);
+    let p = (30 - (128 - magnitude.leading_zeros()) as i64).clamp(0, 20) as u32;
+    let mut numerator = x.value;
+    if p > 0 {
+        let Some(factor) = crate::quant::island::spread_int32(lw, "pool_shift", 1 << p, y, None)?
+        else {
+            return Ok(Outcome::Kept("no axis of known size for the shift constant".into()));
+        };
+        numerator = lw.op("Mul", "pool_numerator", &[x.value, factor], vec![])?;
+    }
+    let mean = lw.op("Div", "mean", &[numerator, n.value], vec![])?;
+    let bound = (magnitude as i64) << p;
+    let rep = IntRep {
+        value: mean,
+        scale: Scale::PerTensor(x.scale.at(0) / (1u64 << p) as f64),
+        zero_point: 0,
+        dtype: DataType::Int32,
+        range: (-bound, bound),
+    };
+    lw.set_rep(y, rep, 32, true);
+    Ok(Outcome::Lowered)
+}
+
+pub(super) fn lower_reduce_sum(
+    lw: &mut Lowering,
+    id: NodeId,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+) -> Result<Outcome> {
+    let Some(x) = inputs[0] else {
+        return Ok(Outcome::Float);
+    };
+    let Some(rep) = lw.rep(x).cloned() else {
+        return Ok(Outcome::Float);
+    };
+    if !rep.is_per_tensor() || rep.zero_point != 0 || rep.dtype != DataType::Int32 {
+        return Ok(Outcome::Float);
+    }
+    let y = out(id, 0);
+    let count = match (
+        lw.facts.get(x).and_then(|f| f.element_count()),
+        lw.facts.get(y).and_then(|f| f.element_count()),
+    ) {
+        (Some(n), Some(m)) if m > 0 => (n / m) as i64,
+        _ => {
+            // The reduced axes' sizes, or the symbolic bound for each.
+            let axes = inputs
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|v| lw.model().graph.constant(v))
+                .and_then(|t| t.decode().ok())
+                .map(|a| a.to_f64_vec());
+            let rank = lw.rank_of(x).unwrap_or(0) as i64;
+            match axes {
+                Some(axes) => axes
+                    .iter()
+                    .map(|&a| {
+                        let a = if a < 0.0 { a as i64 + rank } else { a as i64 };
+                        lw.dim_or_bound(x, (rank - 1 - a).max(0) as usize)
+                    })
+                    .product(),
+                None => return Ok(Outcome::Float),
+            }
+        }
+    };
+    let range = (rep.range.0.min(0) * count, rep.range.1.max(0) * count);
+    if range.0 < i32::MIN as i64 || range.1 > i32::MAX as i64 {
+        return Ok(Outcome::Kept(format!("the int32 sum could reach {range:?}")));
+    }
+    let mut new_inputs = inputs.to_vec();
+    new_inputs[0] = Some(rep.value);
+    let node = lw.rw.op_node(
+        Op::new("ReduceSum", ""),
+        "int",
+        &new_inputs,
+        op.attrs().to_vec(),
+        1,
+    )?;
+    let rep = IntRep {
+        value: out(node, 0),
+        range,
+        ..rep
+    };
+    lw.set_rep(y, rep, 32, true);
+    Ok(Outcome::Lowered)
+}
+
+pub(super) fn lower_clip(
+    lw: &mut Lowering,
+    id: NodeId,
+    inputs: &[Option<ValueId>],
+) -> Result<Outcome> {
+    let Some(x) = inputs[0] else {
+        return Ok(Outcome::Float);
+    };
+    let Some(rep) = lw.rep(x).cloned() else {
+        return Ok(Outcome::Float);
+    };
+    if !rep.is_per_tensor() || rep.zero_point != 0 || rep.dtype != DataType::Int32 {
+        return Ok(Outcome::Float);
+    }
+    let bound = |slot: usize| -> Option<Option<f64>> {
+        match inputs.get(slot).copied().flatten() {
+            None => Some(None),
+            Some(v) => constant_f32(lw, Some(v))
+                .filter(|c| c.len() == 1)
+                .map(|c| Some(*c.iter().next().expect("one") as f64)),
+        }
+    };
+    let (Some(lo), Some(hi)) = (bound(1), bound(2)) else {
+        return Ok(Outcome::Float);
+    };
+    let s = rep.scale.at(0);
+    let lo = lo.map(|l| ((l / s).ceil() as i64).max(rep.range.0));
+    let hi = hi.map(|h| ((h / s).floor() as i64).min(rep.range.1));
+    let mut value = rep.value;
+    let mut range = rep.range;
+    if let Some(l) = lo {
+        let c = lw.constant("lo", &Array::scalar(l as i32))?;
+        value = lw.op("Max", "at_least", &[value, c], vec![])?;
+        range = (range.0.max(l), range.1.max(l));
+    }
+    if let Some(h) = hi {
+        let c = lw.constant("hi", &Array::scalar(h as i32))?;
+        value = lw.op("Min", "at_most", &[value, c], vec![])?;
+        range = (range.0.min(h), range.1.min(h));
+    }
+    let rep = IntRep {
+        value,
+        range,
+        ..rep
+    };
+    lw.set_rep(out(id, 0), rep, 32, true);
+    Ok(Outcome::Lowered)
+}
