@@ -1,7 +1,7 @@
 //! `fuse-attention-mask`: the additive attention mask of BERT-style exports becomes a select.
 //!
 //! Rewrite: `scores + f(mask)`, where `f` is a chain of elementwise ops with scalar constants
-//! (`Cast`, `Sub`, `Mul`, `Add`, `Div`, `Neg`) and data movement (`Unsqueeze`, `Reshape`,
+//! (`Cast`, `Sub`, `Mul`, `Add`, `Div`, `Neg`, `Where(mask, c₁, c₂)`) and data movement (`Unsqueeze`, `Reshape`,
 //! `Expand`, `Squeeze`) from an integer or bool `mask`, with `f(1) = 0` and `f(0) ≤ −10⁴` →
 //! `Where(Cast<bool>(mask) moved the same way, scores, f(0))`. Lowering then selects in
 //! integers (a saturating large negative), and no float mask exists.
@@ -66,6 +66,12 @@ impl MaskPattern {
             at = match op.op_type() {
                 t if MOVEMENT.contains(&t) => g.input(at.node, 0)?,
                 "Cast" | "Neg" => g.input(at.node, 0)?,
+                // `Where(keep, 0, −big)`: a select between two constants on the mask.
+                "Where" => {
+                    scalar(g, g.input(at.node, 1))?;
+                    scalar(g, g.input(at.node, 2))?;
+                    g.input(at.node, 0)?
+                }
                 "Sub" | "Mul" | "Add" | "Div" => {
                     let (a, b) = (g.input(at.node, 0)?, g.input(at.node, 1)?);
                     match (scalar(g, Some(a)), scalar(g, Some(b))) {
@@ -95,6 +101,13 @@ impl MaskPattern {
                         }
                     }
                     "Neg" => -x,
+                    "Where" => {
+                        if x != 0.0 {
+                            constant(1)?
+                        } else {
+                            constant(2)?
+                        }
+                    }
                     "Sub" => match constant(0) {
                         Some(c) => c - x,
                         None => x - constant(1)?,
