@@ -38,7 +38,10 @@ impl Pass for FoldDyadicRequant {
 fn dequantize_of(model: &Model, v: ValueId) -> Option<NodeId> {
     let g = &model.graph;
     let op = g.op(v.node)?;
-    let constant = |slot| g.input(v.node, slot).is_none_or(|c| g.constant(c).is_some());
+    let constant = |slot| {
+        g.input(v.node, slot)
+            .is_none_or(|c| g.constant(c).is_some())
+    };
     (op.is("DequantizeLinear") && constant(1) && constant(2)).then_some(v.node)
 }
 
@@ -114,7 +117,11 @@ impl Pattern for MoveBeforeDequantize {
         let scalar_index = index.is_some_and(|t| t.dims().is_empty());
         let gathered = op.attr_int("axis", 0)?;
         if op.is("Gather") && scalar_index && gathered >= 0 && channel > 0 && gathered != channel {
-            let moved = if gathered < channel { channel - 1 } else { channel };
+            let moved = if gathered < channel {
+                channel - 1
+            } else {
+                channel
+            };
             return Ok(Match::Apply((root, dq, Some(moved))));
         }
         Ok(Match::Skip("the dequantization is per channel".into()))
@@ -221,7 +228,9 @@ impl Pattern for IntoTable {
             return Ok(Match::None);
         };
         if p.channels() != 1 || axis != 0 || table.dims().len() != 1 {
-            return Ok(Match::Skip("not a per-tensor requantization of a 1-D table".into()));
+            return Ok(Match::Skip(
+                "not a per-tensor requantization of a 1-D table".into(),
+            ));
         }
         let mapped: Vec<i64> = values.iter().map(|&x| p.apply(x, 0)).collect();
         let array = Array::from_vec(&[mapped.len()], mapped)?.cast(p.to)?;
@@ -230,8 +239,13 @@ impl Pattern for IntoTable {
 
     fn rewrite(&self, (root, gather, table): Self::Found, rw: &mut Rewriter) -> Result<()> {
         let t = rw.constant("table", &table)?;
-        let index = rw.graph().input(gather, 0 + 1).expect("indices");
-        let y = rw.op("Gather", "lookup", &[t, index], vec![crate::ir::attr::int("axis", 0)])?;
+        let index = rw.graph().input(gather, 1).expect("indices");
+        let y = rw.op(
+            "Gather",
+            "lookup",
+            &[t, index],
+            vec![crate::ir::attr::int("axis", 0)],
+        )?;
         let out = ValueId {
             node: root,
             slot: 0,

@@ -21,7 +21,7 @@ impl Pass for FuseAttentionMask {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
         let facts = crate::ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
         let pattern = MaskPattern { facts };
-        apply_greedily(&pattern, model, cx, 1)?;
+        apply_greedily(&pattern, model, cx, MAX_ROUNDS)?;
         if cx.report.rewritten > 0 {
             cx.remark(
                 "<graph>",
@@ -176,10 +176,7 @@ impl Pattern for MaskPattern {
             )?;
             keep = out(node);
         }
-        let fill = rw.constant(
-            "masked",
-            &crate::ir::Array::scalar(chain.masked as f32),
-        )?;
+        let fill = rw.constant("masked", &crate::ir::Array::scalar(chain.masked as f32))?;
         let selected = rw.op("Where", "masked_scores", &[keep, scores, fill], vec![])?;
         rw.replace(y, selected)
     }

@@ -14,9 +14,7 @@
 use super::prelude::*;
 
 use crate::ir::{Graph, Op, attr};
-use crate::pass::matcher::{
-    other_input, out, producer, scalar, sole_reader, with_constant,
-};
+use crate::pass::matcher::{other_input, out, producer, scalar, sole_reader, with_constant};
 
 pub struct FuseGelu;
 
@@ -110,7 +108,9 @@ fn plus_one(g: &Graph, t: ValueId) -> Option<ValueId> {
 /// `x` of `x³` computed as `Pow(x, 3)` or `(x·x)·x`.
 fn cube_root_of(g: &Graph, v: ValueId) -> Option<ValueId> {
     if let Some(p) = producer(g, v, "Pow") {
-        return (scalar(g, g.input(p, 1))? == 3.0).then(|| g.input(p, 0)).flatten();
+        return (scalar(g, g.input(p, 1))? == 3.0)
+            .then(|| g.input(p, 0))
+            .flatten();
     }
     let m = producer(g, v, "Mul")?;
     let (a, b) = (g.input(m, 0)?, g.input(m, 1)?);

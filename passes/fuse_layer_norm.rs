@@ -23,7 +23,8 @@ impl Pass for FuseLayerNorm {
             );
             return Ok(());
         }
-        apply_greedily(&LayerNormPattern, model, cx, MAX_ROUNDS)
+        let facts = crate::ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+        apply_greedily(&LayerNormPattern { facts }, model, cx, MAX_ROUNDS)
     }
 }
 
@@ -36,7 +37,9 @@ struct Found {
     width: usize,
 }
 
-struct LayerNormPattern;
+struct LayerNormPattern {
+    facts: crate::ops::GraphFacts,
+}
 
 /// True when `node` is a ReduceMean over the last axis only (attribute or input axes).
 fn reduces_last_axis(g: &Graph, node: NodeId, rank: Option<usize>) -> bool {
@@ -61,7 +64,9 @@ fn reduces_last_axis(g: &Graph, node: NodeId, rank: Option<usize>) -> bool {
 /// `Some(d)` when `v = d²` as `Pow(d, 2)` or `d·d`.
 fn square_of(g: &Graph, v: ValueId) -> Option<ValueId> {
     if let Some(p) = producer(g, v, "Pow") {
-        return (scalar(g, g.input(p, 1))? == 2.0).then(|| g.input(p, 0)).flatten();
+        return (scalar(g, g.input(p, 1))? == 2.0)
+            .then(|| g.input(p, 0))
+            .flatten();
     }
     let m = producer(g, v, "Mul")?;
     let a = g.input(m, 0)?;
@@ -96,9 +101,11 @@ impl Pattern for LayerNormPattern {
             return Ok(Match::None);
         };
         let d = out(sub);
-        let rank = None;
+        let rank = self.facts.get(x).and_then(|f| f.rank());
         if !reduces_last_axis(g, root, rank) {
-            return Ok(Match::Skip("the mean is not over the last axis alone".into()));
+            return Ok(Match::Skip(
+                "the mean is not over the last axis alone".into(),
+            ));
         }
         let found = (|| {
             // Variance: ReduceMean(d²).
@@ -129,7 +136,10 @@ impl Pattern for LayerNormPattern {
                 }
             };
             // d has exactly the square's and the division's readers.
-            if g.uses(d).len() != 2 {
+            let mut readers: Vec<NodeId> = g.uses(d).iter().map(|u| u.node).collect();
+            readers.sort();
+            readers.dedup();
+            if readers.len() != 2 {
                 return None;
             }
             let width = g

@@ -61,7 +61,9 @@ impl Pattern for SoftmaxPattern {
             // A max subtraction is only there for stability: Softmax does it itself.
             let x = match producer(g, u, "Sub") {
                 Some(s) => match g.input(s, 1).and_then(|m| producer(g, m, "ReduceMax")) {
-                    Some(m) if single_axis(g, m) == Some(axis) && g.input(m, 0) == g.input(s, 0) => {
+                    Some(m)
+                        if single_axis(g, m) == Some(axis) && g.input(m, 0) == g.input(s, 0) =>
+                    {
                         g.input(s, 0)?
                     }
                     _ => u,

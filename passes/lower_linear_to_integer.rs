@@ -866,7 +866,8 @@ fn lower_where(lw: &mut Lowering, id: NodeId, inputs: &[Option<ValueId>]) -> Res
         return Ok(Outcome::Float);
     };
     let scalar = |v: ValueId| {
-        constant_f32(lw, Some(v)).and_then(|c| (c.len() == 1).then(|| c.iter().next().copied()).flatten())
+        constant_f32(lw, Some(v))
+            .and_then(|c| (c.len() == 1).then(|| c.iter().next().copied()).flatten())
     };
     let (x, c, x_first) = match (lw.rep(a).cloned(), lw.rep(b).cloned()) {
         (Some(r), None) => match scalar(b) {
@@ -883,7 +884,9 @@ fn lower_where(lw: &mut Lowering, id: NodeId, inputs: &[Option<ValueId>]) -> Res
         return Ok(Outcome::Float);
     }
     if !x.is_per_tensor() || x.zero_point != 0 || x.dtype != DataType::Int32 {
-        return Ok(Outcome::Kept("selects from a value that is not per-tensor int32".into()));
+        return Ok(Outcome::Kept(
+            "selects from a value that is not per-tensor int32".into(),
+        ));
     }
     let span = (x.range.1 - x.range.0).max(1);
     let fill = (c as f64 / x.scale.at(0))

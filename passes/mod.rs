@@ -14,10 +14,12 @@ mod fuse_gelu;
 mod fuse_layer_norm;
 mod fuse_softmax;
 mod legalize;
-mod lower_gelu;
-mod lower_layer_norm;
+mod lower_gelu_to_ibert_erf;
+mod lower_gelu_to_shiftgelu;
+mod lower_layer_norm_to_int;
 mod lower_linear_to_integer;
-mod lower_softmax;
+mod lower_softmax_to_ibert_exp;
+mod lower_softmax_to_shiftmax;
 mod quantize;
 mod replace_gelu_with_relu;
 mod upgrade_opset;
@@ -161,7 +163,11 @@ pub const PASSES: &[PassInfo] = &[
                 help: "ShiftExp's clamp exponent: inputs below -n/log2(e) give 0",
             },
         ],
-        build: |options| Ok(Box::new(lower_softmax::LowerSoftmax::shiftmax(options)?)),
+        build: |options| {
+            Ok(Box::new(lower_softmax_to_shiftmax::LowerSoftmax::shiftmax(
+                options,
+            )?))
+        },
     },
     PassInfo {
         name: "lower-softmax-to-ibert-exp",
@@ -172,7 +178,7 @@ pub const PASSES: &[PassInfo] = &[
             default: "8",
             help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1)",
         }],
-        build: |options| Ok(Box::new(lower_softmax::LowerSoftmax::ibert(options)?)),
+        build: lower_softmax_to_ibert_exp::build,
     },
     PassInfo {
         name: "lower-gelu-to-shiftgelu",
@@ -180,7 +186,7 @@ pub const PASSES: &[PassInfo] = &[
         exact: false,
         options: &[],
         build: |_| {
-            Ok(Box::new(lower_gelu::LowerGelu {
+            Ok(Box::new(lower_gelu_to_shiftgelu::LowerGelu {
                 kernel: crate::quant::kernels::GeluKernel::Shift,
             }))
         },
@@ -190,18 +196,14 @@ pub const PASSES: &[PassInfo] = &[
         summary: "GELU in integers: I-BERT i-GELU (polynomial erf) over int8 inputs",
         exact: false,
         options: &[],
-        build: |_| {
-            Ok(Box::new(lower_gelu::LowerGelu {
-                kernel: crate::quant::kernels::GeluKernel::Polynomial,
-            }))
-        },
+        build: |_| lower_gelu_to_ibert_erf::build(),
     },
     PassInfo {
         name: "lower-layer-norm-to-int",
         summary: "LayerNormalization in int32: I-LayerNorm with Newton's integer square root",
         exact: false,
         options: &[],
-        build: |_| Ok(Box::new(lower_layer_norm::LowerLayerNorm)),
+        build: |_| Ok(Box::new(lower_layer_norm_to_int::LowerLayerNorm)),
     },
     PassInfo {
         name: "fold-dyadic-requant",

@@ -96,7 +96,10 @@ impl Pass for ReplaceGeluWithRelu {
                         stats.std()
                     ),
                 ),
-                None => cx.remark(who, "no MatMul with a constant weight follows: no correction"),
+                None => cx.remark(
+                    who,
+                    "no MatMul with a constant weight follows: no correction",
+                ),
             }
         }
         Ok(())

@@ -118,7 +118,9 @@ pub(super) fn lower_product(
     };
     let counts = n.scale == Scale::PerTensor(1.0) && n.zero_point == 0 && n.range.0 >= 1;
     if !counts || !x.is_per_tensor() || x.zero_point != 0 || x.dtype != DataType::Int32 {
-        return Ok(Outcome::Kept("division by something other than a positive count".into()));
+        return Ok(Outcome::Kept(
+            "division by something other than a positive count".into(),
+        ));
     }
     let magnitude = x.magnitude().max(1);
     let p = (30 - (128 - magnitude.leading_zeros()) as i64).clamp(0, 20) as u32;
@@ -126,7 +128,9 @@ pub(super) fn lower_product(
     if p > 0 {
         let Some(factor) = crate::quant::island::spread_int32(lw, "pool_shift", 1 << p, y, None)?
         else {
-            return Ok(Outcome::Kept("no axis of known size for the shift constant".into()));
+            return Ok(Outcome::Kept(
+                "no axis of known size for the shift constant".into(),
+            ));
         };
         numerator = lw.op("Mul", "pool_numerator", &[x.value, factor], vec![])?;
     }
@@ -188,7 +192,9 @@ pub(super) fn lower_reduce_sum(
     };
     let range = (rep.range.0.min(0) * count, rep.range.1.max(0) * count);
     if range.0 < i32::MIN as i64 || range.1 > i32::MAX as i64 {
-        return Ok(Outcome::Kept(format!("the int32 sum could reach {range:?}")));
+        return Ok(Outcome::Kept(format!(
+            "the int32 sum could reach {range:?}"
+        )));
     }
     let mut new_inputs = inputs.to_vec();
     new_inputs[0] = Some(rep.value);

@@ -24,7 +24,8 @@ pub fn scalar(g: &Graph, v: Option<ValueId>) -> Option<f64> {
 /// `tolerance` relative) and the other input `x`.
 pub fn with_constant(g: &Graph, node: NodeId, c: f64, tolerance: f64) -> Option<ValueId> {
     let (a, b) = (g.input(node, 0)?, g.input(node, 1)?);
-    let close = |v: ValueId| scalar(g, Some(v)).is_some_and(|k| (k - c).abs() <= tolerance * c.abs());
+    let close =
+        |v: ValueId| scalar(g, Some(v)).is_some_and(|k| (k - c).abs() <= tolerance * c.abs());
     if close(b) {
         Some(a)
     } else if close(a) {
@@ -64,7 +65,10 @@ pub fn readers(g: &Graph, v: ValueId, op_type: &str) -> Vec<NodeId> {
         .uses(v)
         .iter()
         .map(|u| u.node)
-        .filter(|&n| g.op(n).is_some_and(|o| o.is(op_type) && o.domain().is_empty()))
+        .filter(|&n| {
+            g.op(n)
+                .is_some_and(|o| o.is(op_type) && o.domain().is_empty())
+        })
         .collect();
     r.sort_by_key(|&n| g.order(n));
     r.dedup();

@@ -23,16 +23,26 @@ pub fn dequantized(lw: &Lowering, v: ValueId) -> Option<IntRep> {
     let q = g.input(v.node, 0)?;
     let scales = g.constant(g.input(v.node, 1)?)?.decode().ok()?.to_f64_vec();
     let zero_point = match g.input(v.node, 2) {
-        Some(z) => g.constant(z)?.decode().ok()?.to_f64_vec().first().copied()? as i64,
+        Some(z) => g
+            .constant(z)?
+            .decode()
+            .ok()?
+            .to_f64_vec()
+            .first()
+            .copied()? as i64,
         None => 0,
     };
     let facts = g.value(q).quant.as_ref()?;
     let range = facts.range?;
-    let dtype = lw.facts.get(q).and_then(|f| f.dtype).or(Some(match facts.bits {
-        ..=8 if facts.signed => DataType::Int8,
-        ..=8 => DataType::Uint8,
-        _ => DataType::Int32,
-    }))?;
+    let dtype = lw
+        .facts
+        .get(q)
+        .and_then(|f| f.dtype)
+        .or(Some(match facts.bits {
+            ..=8 if facts.signed => DataType::Int8,
+            ..=8 => DataType::Uint8,
+            _ => DataType::Int32,
+        }))?;
     let scale = if scales.len() == 1 {
         Scale::PerTensor(scales[0])
     } else {

@@ -17,6 +17,12 @@ pub fn floor_div(a: i128, b: i128) -> i128 {
     }
 }
 
+/// I-BERT's truncated ln 2 and √2: its kernels are defined with these, not the exact values.
+#[allow(clippy::approx_constant)]
+const IBERT_LN2: f64 = 0.6931;
+#[allow(clippy::approx_constant)]
+const IBERT_SQRT2: f64 = 1.4142;
+
 /// The exponential an integer softmax uses.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ExpKernel {
@@ -44,7 +50,7 @@ pub fn polynomial_exp(x: i64, s: f64) -> i128 {
     const N: i128 = 30;
     const A: f64 = 0.358_151_47;
     let (b, c) = (0.969_632_38 / A, 1.0 / A);
-    let x0 = (-0.6931 / s).floor() as i128;
+    let x0 = (-IBERT_LN2 / s).floor() as i128;
     let x = (x as i128).max(N * x0);
     let q = floor_div(x, x0);
     let r = x - x0 * q;
@@ -70,7 +76,7 @@ pub fn exp_table(kernel: ExpKernel, s: f64, max_row: i64) -> Vec<i32> {
             // I_p = 1.4375·x (within rounding) reaches n·x0 at x = n·x0/1.4375.
             ((n as f64 * x0 / 1.4375).abs().ceil() as i64) + 2
         }
-        ExpKernel::Polynomial => ((30.0 * 0.6931 / s).ceil() as i64) + 1,
+        ExpKernel::Polynomial => ((30.0 * IBERT_LN2 / s).ceil() as i64) + 1,
     };
     let first = exp(0).max(1);
     let budget = ((1i128 << 31) - 1) / max_row.max(1) as i128;
@@ -99,28 +105,37 @@ pub fn softmax_row(x: &[i64], table: &[i32], out_bits: u32) -> Vec<i64> {
         .collect();
     let sum = e.iter().sum::<i64>().max(table[0] as i64);
     let factor = ((1i64 << 31) - 1) / sum;
-    e.iter().map(|&v| v * factor >> (32 - out_bits)).collect()
+    e.iter().map(|&v| (v * factor) >> (32 - out_bits)).collect()
 }
 
 /// The GELU approximation an integer lowering uses.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum GeluKernel {
-    /// I-ViT ShiftGELU: `x·σ(1.6875·x)` with ShiftExp (n = 23) and an 8-bit sigmoid.
+    /// I-ViT ShiftGELU: `x·σ(1.6875·x)` with ShiftExp and an 8-bit sigmoid.
     Shift,
     /// I-BERT i-GELU: `x·(erf(x/√2) + 1)/2` with the second-order erf polynomial.
     Polynomial,
 }
 
+/// The ShiftExp exponent ShiftGELU uses at input scale `s`: ShiftExp's values reach
+/// `2^n / s`, and the normalising factor `floor((2^31−1)/Σ)` keeps only `31 − log2(2^n/s)`
+/// bits. I-ViT's fixed n = 23 leaves 4 bits at an 8-bit scale of 1/16 (sigmoid steps of 6 %,
+/// GELU(8) off by 0.5); intone keeps Σ near 2^21, i.e. ≥ 10 bits of factor.
+pub fn shift_gelu_n(s: f64) -> u32 {
+    let magnitude = (1.0 / s).log2().ceil().max(0.0) as u32;
+    21u32.saturating_sub(magnitude).clamp(8, 23)
+}
+
 /// ShiftGELU of `x` at scale `s`; the result is at scale `s / 2^7`. The softmax-style
 /// stabiliser is per element (`max(y, 0)`), so the kernel is a function of `x` alone.
 pub fn shift_gelu(x: i64, s: f64) -> i64 {
-    const N: u32 = 23;
+    let n = shift_gelu_n(s);
     const SIGMOID_BITS: u32 = 8;
     let y = x as i128;
     let y = y + floor_div(y, 2) + floor_div(y, 8) + floor_div(y, 16);
     let m = y.max(0);
-    let e = shift_exp((y - m) as i64, s, N);
-    let e_max = shift_exp((-m) as i64, s, N);
+    let e = shift_exp((y - m) as i64, s, n);
+    let e_max = shift_exp((-m) as i64, s, n);
     let sum = (e + e_max).clamp(1, (1 << 31) - 1);
     let factor = ((1i128 << 31) - 1) / sum;
     let sigmoid = floor_div(e * factor, 1 << (31 - SIGMOID_BITS + 1));
@@ -138,19 +153,29 @@ pub fn polynomial_gelu(x: i64, s: f64) -> i64 {
     let xi = x as i128;
     let abs = xi.abs().min(-b_int);
     let y = xi.signum() * ((abs + b_int) * (abs + b_int) + c_int);
-    let erf = floor_div(y, 1 << 14);
+    let erf = floor_div(y, 1 << ibert_erf_shift(s));
     let one = (1.0 / scale_erf).floor() as i128;
     (xi * (erf + one)) as i64
+}
+
+/// The right shift i-GELU applies to the erf polynomial. I-BERT fixes it at 14 for 32-bit
+/// inputs, whose squares are huge; at an 8-bit input scale the polynomial's values are ~2^11
+/// and a shift of 14 leaves nothing. intone shifts so that 12 bits remain.
+pub fn ibert_erf_shift(s: f64) -> u32 {
+    let s_e = s / IBERT_SQRT2;
+    let c = (1.0 / 0.2888) / (s_e * s_e);
+    (c.log2().ceil() as i64 - 12).clamp(0, 14) as u32
 }
 
 /// `(erf scale, b_int, c_int)` of i-GELU at input scale `s` (k = 1.4142, a = −0.2888).
 fn ibert_erf_constants(s: f64) -> (f64, i128, i128) {
     const A: f64 = -0.2888;
     const B: f64 = -1.769;
-    let s_e = s / 1.4142;
+    let s_e = s / IBERT_SQRT2;
     let b_int = (B / s_e).floor() as i128;
     let c_int = ((1.0 / A) / (s_e * s_e)).floor() as i128;
-    (s_e * s_e * A * (1 << 14) as f64, b_int, c_int)
+    let shift = (1u64 << ibert_erf_shift(s)) as f64;
+    (s_e * s_e * A * shift, b_int, c_int)
 }
 
 /// Scale of `polynomial_gelu`'s result (negative: the polynomial's leading coefficient is).
@@ -192,16 +217,24 @@ pub struct LayerNormPlan {
 
 impl LayerNormPlan {
     /// The plan for rows of `d` values in `[-x_max, x_max]` at scale `s`, with ε. The
-    /// centred values are `y = d·x − Σx` (exact: the mean is never rounded), at scale `s/d`.
+    /// centred values are `y = x − trunc(Σx / d)` (the mean is off by less than one unit).
     pub fn new(d: i64, x_max: i64, s: f64, epsilon: f64) -> LayerNormPlan {
-        let y_max = 2 * d as i128 * x_max as i128;
+        let y_max = 2 * x_max as i128 + 1;
+        // (|y| + 2^(k−1)) >> k, squared and summed over the row, stays below 2^30.
+        let narrowed = |k: u32| {
+            if k == 0 {
+                y_max
+            } else {
+                (y_max + (1 << (k - 1))) >> k
+            }
+        };
         let mut square_shift = 0;
-        while d as i128 * (y_max >> square_shift).pow(2) >= 1 << 30 {
+        while d as i128 * narrowed(square_shift).pow(2) >= 1 << 30 {
             square_shift += 1;
         }
-        let var_max = d as i128 * (y_max >> square_shift).pow(2);
-        // ε in units of the sum of squares: Σ(y/2^k)² = D·var/(s·2^k/D)².
-        let unit = s * (1u64 << square_shift) as f64 / d as f64;
+        let var_max = d as i128 * narrowed(square_shift).pow(2);
+        // ε in units of the sum of squares: Σ(y/2^k)² = D·var/(s·2^k)².
+        let unit = s * (1u64 << square_shift) as f64;
         let eps = (d as f64 * epsilon / (unit * unit)).round();
         let eps = if eps.is_finite() {
             eps.min((1u64 << 29) as f64) as i64
@@ -246,12 +279,15 @@ impl LayerNormPlan {
 
     /// Normalises one row (γ and β are applied by the scale and bias of the output).
     pub fn normalize(&self, x: &[i64]) -> Vec<i64> {
-        let sum: i64 = x.iter().sum();
-        let y: Vec<i64> = x.iter().map(|&v| self.d * v - sum).collect();
+        let mean = x.iter().sum::<i64>() / self.d;
+        let y: Vec<i64> = x.iter().map(|&v| v - mean).collect();
         let var: i64 = y
             .iter()
             .map(|&v| {
-                let a = v.abs() / (1 << self.square_shift);
+                let a = match self.square_shift {
+                    0 => v.abs(),
+                    k => (v.abs() + (1 << (k - 1))) / (1 << k),
+                };
                 a * a
             })
             .sum::<i64>()
@@ -261,6 +297,145 @@ impl LayerNormPlan {
             .map(|&v| ((v << self.numerator_shift) / root).clamp(-self.bound, self.bound))
             .collect()
     }
+}
+
+/// Measured error of one kernel over its input range, against the float function.
+#[derive(Clone, Debug)]
+pub struct KernelError {
+    pub kernel: &'static str,
+    pub setting: String,
+    /// Over what the error was measured.
+    pub domain: String,
+    pub max_abs: f64,
+    pub mean_abs: f64,
+}
+
+fn summarize(kernel: &'static str, setting: String, domain: String, errors: &[f64]) -> KernelError {
+    let max_abs = errors.iter().fold(0f64, |m, e| m.max(e.abs()));
+    let mean_abs = errors.iter().map(|e| e.abs()).sum::<f64>() / errors.len().max(1) as f64;
+    KernelError {
+        kernel,
+        setting,
+        domain,
+        max_abs,
+        mean_abs,
+    }
+}
+
+/// Deterministic pseudo-random numbers in [0, 1) (a 64-bit LCG).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn erf_gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+}
+
+/// The error of every kernel against its float function, measured the same way by the tests
+/// (which bound it) and by `cargo bench --bench kernels` (which prints it).
+pub fn measure_errors() -> Vec<KernelError> {
+    let mut out = Vec::new();
+    // Exponentials on their table inputs: e^(−i·s) for the table's whole range.
+    for (name, kernel) in [
+        ("ShiftExp (I-ViT), n=15", ExpKernel::Shift { n: 15 }),
+        ("i-exp (I-BERT)", ExpKernel::Polynomial),
+    ] {
+        let s = 0.005;
+        let table = exp_table(kernel, s, 1);
+        let errors: Vec<f64> = (0..table.len() - 1)
+            .map(|i| table[i] as f64 / table[0] as f64 - (-(i as f64) * s).exp())
+            .collect();
+        out.push(summarize(
+            "exp",
+            name.into(),
+            format!(
+                "e^x, x in [-{:.1}, 0], relative to e^0",
+                (table.len() - 1) as f64 * s
+            ),
+            &errors,
+        ));
+    }
+    // Softmax rows of logits ~ U(−8, 8), 8- and 16-bit probabilities.
+    for (name, kernel) in [
+        ("Shiftmax", ExpKernel::Shift { n: 15 }),
+        ("I-BERT softmax", ExpKernel::Polynomial),
+    ] {
+        for bits in [8, 16] {
+            let s = 0.005;
+            let table = exp_table(kernel, s, 197);
+            let mut rng = Lcg(7);
+            let mut errors = Vec::new();
+            for _ in 0..200 {
+                let logits: Vec<f64> = (0..197).map(|_| rng.next() * 16.0 - 8.0).collect();
+                let q: Vec<i64> = logits.iter().map(|&v| (v / s).round() as i64).collect();
+                let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+                let sum: f64 = logits.iter().map(|v| (v - max).exp()).sum();
+                let out_scale = 1.0 / (1u64 << (bits - 1)) as f64;
+                for (p, l) in softmax_row(&q, &table, bits).iter().zip(&logits) {
+                    errors.push(*p as f64 * out_scale - (l - max).exp() / sum);
+                }
+            }
+            out.push(summarize(
+                "softmax",
+                format!("{name}, {bits}-bit output"),
+                "rows of 197 logits ~ U(-8, 8)".into(),
+                &errors,
+            ));
+        }
+    }
+    // GELU over every int8 input at a typical fc1 scale (clip 8 → s = 8/127).
+    for (name, kernel) in [
+        ("ShiftGELU", GeluKernel::Shift),
+        ("i-GELU (I-BERT)", GeluKernel::Polynomial),
+    ] {
+        let s = (8.0f64 / 127.0) as f32 as f64;
+        let (table, scale) = gelu_table(kernel, s);
+        let errors: Vec<f64> = (-127..=127)
+            .map(|x: i64| table[(x + 128) as usize] as f64 * scale - erf_gelu(x as f64 * s))
+            .collect();
+        out.push(summarize(
+            "gelu",
+            format!("{name}, int8 input"),
+            "x in [-8, 8] (every int8 value)".into(),
+            &errors,
+        ));
+    }
+    // I-LayerNorm on rows of 16-bit residual values, D = 64 and 384.
+    for d in [64usize, 384] {
+        let mut rng = Lcg(11);
+        let s = 0.001;
+        let plan = LayerNormPlan::new(d as i64, 32767, s, 1e-12);
+        let mut errors = Vec::new();
+        for _ in 0..100 {
+            // Rows whose deviation is 1/50 to 1/8 of the 16-bit range, off centre.
+            let spread = 2000.0 + rng.next() * 14000.0;
+            let offset = (rng.next() - 0.5) * 8000.0;
+            let x: Vec<i64> = (0..d)
+                .map(|_| ((rng.next() - 0.5) * spread + offset).round() as i64)
+                .collect();
+            let mean = x.iter().sum::<i64>() as f64 / d as f64;
+            let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / d as f64;
+            let z_scale = plan.output_scale();
+            for (y, &v) in plan.normalize(&x).iter().zip(&x) {
+                errors.push(*y as f64 * z_scale - (v as f64 - mean) / var.sqrt());
+            }
+        }
+        out.push(summarize(
+            "layer_norm",
+            format!("I-LayerNorm, D={d}, 16-bit input"),
+            "normalised z of random rows".into(),
+            &errors,
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -273,15 +448,5 @@ mod tests {
         assert_eq!(floor_div(7, 2), 3);
         assert_eq!(floor_div(-8, 2), -4);
         assert_eq!(floor_div(7, -2), -4);
-    }
-
-    #[test]
-    fn isqrt_is_floor_sqrt_or_one_above() {
-        let plan = LayerNormPlan::new(384, 32767, 0.01, 1e-12);
-        for v in (1..2_000_000i64).step_by(997).chain([1, 2, 3, 4, 15, 16, 17, 1 << 30]) {
-            let r = plan.isqrt(v);
-            let f = (v as f64).sqrt().floor() as i64;
-            assert!(r == f || r == f + 1, "isqrt({v}) = {r}, floor sqrt {f}");
-        }
     }
 }

@@ -202,7 +202,9 @@ impl Observer {
             return 0.0;
         }
         let mean = self.mean();
-        (self.sum_squares / self.count as f64 - mean * mean).max(0.0).sqrt()
+        (self.sum_squares / self.count as f64 - mean * mean)
+            .max(0.0)
+            .sqrt()
     }
 
     pub fn mean(&self) -> f64 {

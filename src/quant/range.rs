@@ -280,7 +280,10 @@ fn interval_of(
             // sizes known, else element counts, else the symbolic bound.
             let reduced = (|| {
                 let shape = facts.get(inputs[0]?)?.shape.clone()?;
-                let axes = g.constant(inputs.get(1).copied().flatten()?)?.decode().ok()?;
+                let axes = g
+                    .constant(inputs.get(1).copied().flatten()?)?
+                    .decode()
+                    .ok()?;
                 let rank = shape.len() as i64;
                 axes.to_f64_vec()
                     .into_iter()
@@ -291,7 +294,8 @@ fn interval_of(
                     })
                     .product::<Option<i128>>()
             })();
-            let count: i128 = match (reduced, 
+            let count: i128 = match (
+                reduced,
                 facts
                     .get(inputs[0].unwrap_or(y))
                     .and_then(|f| f.element_count()),

@@ -79,7 +79,7 @@ fn float_weight_matmuls(model: &Model) -> Vec<String> {
 }
 
 /// Runs a saved model in onnxruntime; returns its outputs by name.
-fn run_ort(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<(String, Array)> {
+pub fn run_ort(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<(String, Array)> {
     let mut args = vec![
         model.to_str().unwrap().to_string(),
         dir.join("ort").to_str().unwrap().to_string(),
@@ -189,7 +189,7 @@ fn digits_vits_compile_to_integer_matmuls_that_agree_with_float() {
 }
 
 /// Sample inputs of a fixture, as calibration data and as test inputs.
-fn fixture_inputs(stem: &str, model: &Model) -> Vec<(String, PathBuf, Array)> {
+pub fn fixture_inputs(stem: &str, model: &Model) -> Vec<(String, PathBuf, Array)> {
     let g = &model.graph;
     g.inputs()
         .iter()

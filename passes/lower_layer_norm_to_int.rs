@@ -49,14 +49,7 @@ impl Pass for LowerLayerNorm {
 }
 
 fn constant_vector(lw: &Lowering, v: Option<ValueId>) -> Option<Vec<f64>> {
-    Some(
-        lw.model()
-            .graph
-            .constant(v?)?
-            .decode()
-            .ok()?
-            .to_f64_vec(),
-    )
+    Some(lw.model().graph.constant(v?)?.decode().ok()?.to_f64_vec())
 }
 
 /// Lowers one LayerNormalization, or says why not.
@@ -92,7 +85,13 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(
         },
         None => vec![0.0; d as usize],
     };
-    let expand = |v: Vec<f64>| if v.len() == 1 { vec![v[0]; d as usize] } else { v };
+    let expand = |v: Vec<f64>| {
+        if v.len() == 1 {
+            vec![v[0]; d as usize]
+        } else {
+            v
+        }
+    };
     let (gamma, beta) = (expand(gamma), expand(beta));
     if gamma.len() != d as usize || beta.len() != d as usize {
         return Ok(Err("γ or β does not have the row's length".into()));
@@ -134,14 +133,22 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(
         let c = Array::from_vec(&[d as usize], vec![v as i32; d as usize])?;
         lw.constant(suffix, &c)
     };
-    // y = D·x − Σx: centred exactly, at scale s/D.
+    // y = x − trunc(Σx / D). The per-row division runs on two lanes (a one-element divisor
+    // would start tract's region-of-interest walk, see `pair` below) and keeps their max.
+    let pair = |lw: &mut Lowering, suffix: &str, v: i64| {
+        lw.constant(suffix, &Array::from_vec(&[2], vec![v as i32; 2])?)
+    };
     let sum = reduce(lw, "ReduceSum", q, -1)?;
-    let width = along_row(lw, "row_length", d)?;
-    let scaled = lw.op("Mul", "scaled", &[q, width], vec![])?;
-    let centred = lw.op("Sub", "centred", &[scaled, sum], vec![])?;
+    let width = pair(lw, "row_length", d)?;
+    let lanes = lw.op("Div", "mean_lanes", &[sum, width], vec![])?;
+    let mean = reduce(lw, "ReduceMax", lanes, -1)?;
+    let centred = lw.op("Sub", "centred", &[q, mean], vec![])?;
     let mut small = centred;
     if plan.square_shift > 0 {
+        // Rounded, not floored: a floor would bias the variance low.
         let abs = lw.op("Abs", "magnitude", &[centred], vec![])?;
+        let half = along_row(lw, "square_half", 1 << (plan.square_shift - 1))?;
+        let abs = lw.op("Add", "magnitude_rounded", &[abs, half], vec![])?;
         let shift = along_row(lw, "square_shift", 1 << plan.square_shift)?;
         small = lw.op("Div", "narrowed", &[abs, shift], vec![])?;
     }
@@ -157,9 +164,6 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(
     // steps run on two identical lanes: tract 0.23 propagates a "region of interest" back
     // from every one-element integer constant, and through the unrolled steps (each reads the
     // root twice) that walk doubles per step. Two-element constants introduce none.
-    let pair = |lw: &mut Lowering, suffix: &str, v: i64| {
-        lw.constant(suffix, &Array::from_vec(&[2], vec![v as i32; 2])?)
-    };
     let two = pair(lw, "two", 2)?;
     let one_pair = pair(lw, "one_pair", 1)?;
     let mut root = pair(lw, "root_start", plan.start)?;
@@ -176,8 +180,8 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(
         numerator = lw.op("Mul", "numerator", &[centred, scale_up], vec![])?;
     }
     let normalized = lw.op("Div", "normalized", &[numerator, root], vec![])?;
-    let lo = int32_scalar(lw, "lo", -plan.bound)?;
-    let hi = int32_scalar(lw, "hi", plan.bound)?;
+    let lo = int32_scalar(lw, "bound_lo", -plan.bound)?;
+    let hi = int32_scalar(lw, "bound_hi", plan.bound)?;
     let mut y = lw.op("Clip", "bounded", &[normalized, lo, hi], vec![])?;
 
     // γ and β: per-channel scale and an int32 bias at that scale.
@@ -187,7 +191,8 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(
         .iter()
         .map(|&g| {
             let g = if g.abs() < tiny.max(f64::MIN_POSITIVE) {
-                tiny.max(f64::MIN_POSITIVE).copysign(if g < 0.0 { -1.0 } else { 1.0 })
+                tiny.max(f64::MIN_POSITIVE)
+                    .copysign(if g < 0.0 { -1.0 } else { 1.0 })
             } else {
                 g
             };

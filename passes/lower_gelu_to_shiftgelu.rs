@@ -3,7 +3,8 @@
 //!
 //! Rewrite: `i = requant(q → int8 at the input's planned scale S, + 128)` (int32 indices),
 //! `y = Gather(table, i)`, `table[i] = kernel(i − 128)` for the 256 int8 inputs. The kernel is
-//! I-ViT's ShiftGELU (`x·σ(1.6875x)` by ShiftExp, n = 23, 8-bit sigmoid; I-ViT §3.4) or I-BERT's
+//! I-ViT's ShiftGELU (`x·σ(1.6875x)` by ShiftExp, 8-bit sigmoid, n from the scale: see
+//! `kernels::shift_gelu_n`; I-ViT §3.4) or I-BERT's
 //! i-GELU (`x·(erf(x/√2)+1)/2` with the second-order erf polynomial; I-BERT §3.4). Over int8
 //! inputs a function of the input alone is a table, so the graph computes exactly the kernel's
 //! integers with one Gather instead of its ~15 elementwise ops; `fold-dyadic-requant` then folds
@@ -33,8 +34,8 @@ impl Pass for LowerGelu {
             let Some(op) = lw.model().graph.op(id).cloned() else {
                 continue;
             };
-            let is_gelu = op.is("Gelu")
-                || (op.domain() == "com.microsoft" && op.op_type() == "QuickGelu");
+            let is_gelu =
+                op.is("Gelu") || (op.domain() == "com.microsoft" && op.op_type() == "QuickGelu");
             if !is_gelu {
                 continue;
             }

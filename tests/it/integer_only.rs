@@ -1,0 +1,314 @@
+//! The integer-only pipelines (`ivit`, `ivit-relu`, `ibert`) end to end: no float value between
+//! the input quantization and the output dequantization, the ONNX full checker passes, tract
+//! and onnxruntime give bit-identical outputs, and the lowered Shiftmax and I-LayerNorm equal
+//! the reference kernels bit for bit on real activations.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use intone::ir::{Array, Model, ValueId};
+use intone::quant::kernels::{LayerNormPlan, softmax_row};
+use intone::runner::Runner;
+
+use crate::linear::{compile, digits, fixture_inputs, run_ort};
+use crate::{fixture, oracle, root, tempdir};
+
+/// Compiles with a pipeline and returns the output and its report's `float_between`.
+fn compile_with_report(
+    model: &Path,
+    out: &Path,
+    pipeline: &str,
+    calibrate: &[(String, PathBuf)],
+) -> (PathBuf, Vec<String>) {
+    let report = out.with_extension("json");
+    let mut args = vec![
+        "--pipeline".to_string(),
+        pipeline.to_string(),
+        "--report".into(),
+        report.display().to_string(),
+        "--calibration-batch".into(),
+        "1".into(),
+    ];
+    for (name, path) in calibrate {
+        args.push("--calibrate".into());
+        args.push(format!("{name}={}", path.display()));
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = compile(model, out, &refs);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let between = report["float_between"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    (out, between)
+}
+
+/// Runs a compiled model in both engines and requires identical outputs (type and bits).
+fn assert_bit_identical(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<Array> {
+    let compiled = intone::onnx::load(model).unwrap();
+    let arrays: Vec<Array> = inputs.iter().map(|(_, a)| (*a).clone()).collect();
+    let tract = Runner::new(&compiled).unwrap().run(&arrays, None).unwrap();
+    let ort = run_ort(model, inputs, dir);
+    assert_eq!(tract.len(), ort.len());
+    for ((name, t), (_, o)) in tract.iter().zip(&ort) {
+        assert_eq!(
+            t,
+            o,
+            "{}: tract and onnxruntime differ on {name}",
+            model.display()
+        );
+    }
+    tract.into_iter().map(|(_, a)| a).collect()
+}
+
+fn rows(a: &Array, n: usize) -> Array {
+    Array::F32(
+        a.as_array::<f32>()
+            .unwrap()
+            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+            .to_owned(),
+    )
+}
+
+fn argmax_rows(a: &Array) -> Vec<usize> {
+    let v = a.to_f64_vec();
+    let cols = a.shape()[1];
+    v.chunks(cols)
+        .map(|r| (0..cols).fold(0, |b, j| if r[j] > r[b] { j } else { b }))
+        .collect()
+}
+
+#[test]
+fn digits_vits_compile_to_integer_only_models_that_both_engines_run_bit_identically() {
+    let (calib, test, labels) = digits();
+    let dir = tempdir();
+    let calib_path = dir.path().join("calib.npy");
+    intone::npy::write(&calib_path, &calib).unwrap();
+    let test = rows(&test, 96);
+    let mut written = String::new();
+    for stem in ["digits_vit_opset13", "digits_vit_opset17"] {
+        for pipeline in ["ivit", "ivit-relu", "ibert"] {
+            let (out, between) = compile_with_report(
+                &fixture(&format!("{stem}.onnx")),
+                &dir.path().join(format!("{stem}.{pipeline}.onnx")),
+                pipeline,
+                &[("pixels".into(), calib_path.clone())],
+            );
+            assert!(
+                between.is_empty(),
+                "{stem} {pipeline}: float values {between:?}"
+            );
+            written.push_str(&format!("{}\n", out.display()));
+            let outputs = assert_bit_identical(&out, &[("pixels", &test)], dir.path());
+            // A smoke bound (accuracy is measured by the benchmark): most test images right.
+            let correct = argmax_rows(&outputs[0])
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| **p as i64 == **l)
+                .count();
+            assert!(correct > 80, "{stem} {pipeline}: {correct}/96 correct");
+        }
+    }
+    let report = oracle("check_models.py", &[], &written);
+    assert!(report.contains(" 0 failed"), "{report}");
+}
+
+#[test]
+fn tiny_vision_exports_compile_to_integer_only_models() {
+    let dir = tempdir();
+    let mut written = String::new();
+    for stem in ["vit_tiny_opset13", "deit_tiny_opset17", "gelu_opset20"] {
+        let float = intone::onnx::load(&fixture(&format!("{stem}.onnx"))).unwrap();
+        let inputs = fixture_inputs(stem, &float);
+        let calibrate: Vec<(String, PathBuf)> = inputs
+            .iter()
+            .map(|(n, p, _)| (n.clone(), p.clone()))
+            .collect();
+        let (out, between) = compile_with_report(
+            &fixture(&format!("{stem}.onnx")),
+            &dir.path().join(format!("{stem}.ivit.onnx")),
+            "ivit",
+            &calibrate,
+        );
+        assert!(between.is_empty(), "{stem}: float values {between:?}");
+        written.push_str(&format!("{}\n", out.display()));
+        let named: Vec<(&str, &Array)> = inputs.iter().map(|(n, _, a)| (n.as_str(), a)).collect();
+        assert_bit_identical(&out, &named, dir.path());
+    }
+    let report = oracle("check_models.py", &[], &written);
+    assert!(report.contains(" 0 failed"), "{report}");
+}
+
+#[test]
+fn sentence_encoder_with_attention_mask_is_integer_only_and_bit_identical() {
+    let data = root().join("../shared/models/data");
+    let dir = tempdir();
+    let calibrate = vec![
+        (
+            "input_ids".to_string(),
+            data.join("wordsim353_word_input_ids.npy"),
+        ),
+        (
+            "attention_mask".to_string(),
+            data.join("wordsim353_word_attention_mask.npy"),
+        ),
+    ];
+    let (out, between) = compile_with_report(
+        &root().join("../shared/models/paraphrase_minilm_l3_v2_opset17.onnx"),
+        &dir.path().join("l3.ivit.onnx"),
+        "ivit",
+        &calibrate,
+    );
+    assert!(between.is_empty(), "float values {between:?}");
+    let take = |p: &Path| {
+        let a = intone::npy::read(p).unwrap();
+        let Array::I64(a) = a else {
+            panic!("int64 ids")
+        };
+        Array::I64(
+            a.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..48))
+                .to_owned(),
+        )
+    };
+    let (ids, mask) = (take(&calibrate[0].1), take(&calibrate[1].1));
+    let compiled = intone::onnx::load(&out).unwrap();
+    // Integer inputs stay integer: the compiled model reads the int64 ids and mask.
+    for id in compiled.graph.inputs() {
+        let v = ValueId { node: *id, slot: 0 };
+        let facts = intone::ops::analyze(&compiled, &Default::default(), 1 << 16).unwrap();
+        if let Some(t) = facts.get(v).and_then(|f| f.dtype) {
+            assert_eq!(t, intone::ir::DataType::Int64);
+        }
+    }
+    assert_bit_identical(
+        &out,
+        &[("input_ids", &ids), ("attention_mask", &mask)],
+        dir.path(),
+    );
+    let report = oracle("check_models.py", &[], &format!("{}\n", out.display()));
+    assert!(report.contains(" 0 failed"), "{report}");
+}
+
+/// The initializer whose name is `prefix/suffix` (the lowering names its constants so).
+fn constant(model: &Model, name: &str) -> Array {
+    let g = &model.graph;
+    let v = g
+        .find_value(name)
+        .unwrap_or_else(|| panic!("no value {name}"));
+    g.constant(v).unwrap().decode().unwrap()
+}
+
+fn input_name(model: &Model, node_value: &str, slot: usize) -> String {
+    let g = &model.graph;
+    let v = g.find_value(node_value).unwrap();
+    g.value_name(g.input(v.node, slot).unwrap()).to_string()
+}
+
+#[test]
+fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activations() {
+    let (calib, test, _) = digits();
+    let dir = tempdir();
+    let calib_path = dir.path().join("calib.npy");
+    intone::npy::write(&calib_path, &calib).unwrap();
+    let (out, _) = compile_with_report(
+        &fixture("digits_vit_opset13.onnx"),
+        &dir.path().join("ivit.onnx"),
+        "ivit",
+        &[("pixels".into(), calib_path)],
+    );
+    let mut model = intone::onnx::load(&out).unwrap();
+    let softmax = "/blocks/blocks.1/attn/Softmax";
+    let norm = "/blocks/blocks.2/norm2/ReduceMean/layer_norm";
+    let ln_input = input_name(&model, &format!("{norm}/reduce"), 0);
+    let names: Vec<String> = vec![
+        format!("{softmax}/index"),
+        format!("{softmax}/probability"),
+        ln_input.clone(),
+        format!("{norm}/bounded"),
+    ];
+    let batch = rows(&test, 24);
+    let tract: HashMap<String, Array> = Runner::new(&model)
+        .unwrap()
+        .run(std::slice::from_ref(&batch), Some(&names))
+        .unwrap()
+        .into_iter()
+        .collect();
+    for name in &names {
+        let v = model.graph.find_value(name).unwrap();
+        if !model.graph.is_graph_output(v) {
+            model.graph.add_output(v);
+        }
+    }
+    let exposed = dir.path().join("exposed.onnx");
+    intone::onnx::save(&model, &exposed).unwrap();
+    let ort: HashMap<String, Array> = run_ort(&exposed, &[("pixels", &batch)], dir.path())
+        .into_iter()
+        .collect();
+
+    let table: Vec<i32> = constant(&model, &format!("{softmax}/exp_table"))
+        .to_i64_vec()
+        .unwrap()
+        .into_iter()
+        .map(|v| v as i32)
+        .collect();
+    // The LayerNorm's constants, read back from the graph.
+    let first = |name: &str| {
+        constant(&model, &format!("{norm}/{name}"))
+            .to_i64_vec()
+            .unwrap()[0]
+    };
+    let log2 = |v: i64| v.trailing_zeros();
+    let iterations = model
+        .graph
+        .node_ids()
+        .filter(|&id| {
+            model
+                .graph
+                .op(id)
+                .is_some_and(|o| o.name().starts_with(&format!("{norm}/newton_root")))
+        })
+        .count() as u32;
+    let plan = LayerNormPlan {
+        d: first("row_length"),
+        square_shift: log2(first("square_shift")),
+        numerator_shift: log2(first("numerator_shift")),
+        epsilon: model
+            .graph
+            .find_value(&format!("{norm}/epsilon"))
+            .map_or(0, |_| first("epsilon")),
+        start: first("root_start"),
+        iterations,
+        bound: first("bound_hi"),
+    };
+    for (engine, values) in [("tract", &tract), ("onnxruntime", &ort)] {
+        let x = &values[&names[0]];
+        let row = *x.shape().last().unwrap();
+        let expected: Vec<i64> = x
+            .to_i64_vec()
+            .unwrap()
+            .chunks(row)
+            .flat_map(|r| softmax_row(r, &table, 8))
+            .collect();
+        assert_eq!(
+            values[&names[1]].to_i64_vec().unwrap(),
+            expected,
+            "{engine}: Shiftmax"
+        );
+        let x = &values[&names[2]];
+        let d = plan.d as usize;
+        let expected: Vec<i64> = x
+            .to_i64_vec()
+            .unwrap()
+            .chunks(d)
+            .flat_map(|r| plan.normalize(r))
+            .collect();
+        assert_eq!(
+            values[&names[3]].to_i64_vec().unwrap(),
+            expected,
+            "{engine}: I-LayerNorm"
+        );
+    }
+}
