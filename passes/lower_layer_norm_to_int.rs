@@ -166,7 +166,23 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(
     // root twice) that walk doubles per step. Two-element constants introduce none.
     let two = pair(lw, "two", 2)?;
     let one_pair = pair(lw, "one_pair", 1)?;
-    let mut root = pair(lw, "root_start", plan.start)?;
+    // The start: the smaller of two table bounds of √v (coarse and fine buckets of v).
+    let start_table = |lw: &mut Lowering, suffix: &str, table: &[i32], shift: u32| {
+        let divisor = pair(lw, &format!("{suffix}_bucket_width"), 1 << shift)?;
+        let bucket = lw.op("Div", &format!("{suffix}_bucket"), &[var, divisor], vec![])?;
+        let last = pair(lw, &format!("{suffix}_last"), table.len() as i64 - 1)?;
+        let bucket = lw.op("Min", &format!("{suffix}_index"), &[bucket, last], vec![])?;
+        let t = lw.constant(suffix, &Array::from_vec(&[table.len()], table.to_vec())?)?;
+        lw.op(
+            "Gather",
+            &format!("{suffix}_bound"),
+            &[t, bucket],
+            vec![crate::ir::attr::int("axis", 0)],
+        )
+    };
+    let coarse = start_table(lw, "sqrt_coarse", &plan.coarse, plan.coarse_shift)?;
+    let fine = start_table(lw, "sqrt_fine", &plan.fine, plan.fine_shift)?;
+    let mut root = lw.op("Min", "root_start", &[coarse, fine], vec![])?;
     for _ in 0..plan.iterations {
         let quotient = lw.op("Div", "newton_quotient", &[var, root], vec![])?;
         let total = lw.op("Add", "newton_sum", &[root, quotient], vec![])?;

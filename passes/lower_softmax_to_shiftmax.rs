@@ -18,7 +18,7 @@ use crate::Error;
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType};
 use crate::quant::island::{
-    dequantized, emit_output, facts_of, int32_scalar, reduce, spread_int32,
+    self, dequantized, emit_output, facts_of, int32_scalar, reduce, spread_int32,
 };
 use crate::quant::kernels::{ExpKernel, exp_table};
 use crate::quant::lower::{IntRep, Lowering, Target};
@@ -49,7 +49,7 @@ impl LowerSoftmax {
     }
 
     fn with(kernel: ExpKernel, options: &PassOptions) -> Result<LowerSoftmax> {
-        let out_bits = options.get("out-bits", 8u32)?;
+        let out_bits = options.get("out-bits", 16u32)?;
         if out_bits != 8 && out_bits != 16 {
             return Err(Error::Usage(format!(
                 "softmax lowering: out-bits={out_bits} must be 8 or 16"
@@ -58,14 +58,21 @@ impl LowerSoftmax {
         Ok(LowerSoftmax { kernel, out_bits })
     }
 
-    /// The index scale: the kernel's useful input range spread over the table.
-    fn index_scale(&self) -> f64 {
+    /// The index scale: the input's scale times the power of two that spreads the kernel's
+    /// useful input range over at most `TABLE_ENTRIES` entries. A power-of-two ratio makes
+    /// the requantization to indices a shift (no multiply, never int64).
+    fn index_scale(&self, input_scale: f64) -> f64 {
         let range = match self.kernel {
             // ShiftExp reaches its clamp 2^−n at x = −n / log2(e).
             ExpKernel::Shift { n } => n as f64 / std::f64::consts::LOG2_E,
             ExpKernel::Polynomial => 30.0 * std::f64::consts::LN_2,
         };
-        (range / TABLE_ENTRIES) as f32 as f64
+        let finest = range / TABLE_ENTRIES;
+        let mut s = input_scale;
+        while s < finest {
+            s *= 2.0;
+        }
+        s
     }
 }
 
@@ -105,8 +112,10 @@ impl Pass for LowerSoftmax {
             let axis = if axis < 0 { axis + rank as i64 } else { axis };
             let row = lw.dim_or_bound(x, rank - 1 - axis as usize);
             lw.rw.set_anchor(id);
-            let out = self.lower(&mut lw, x, &rep, axis, row)?;
-            emit_output(&mut lw, ValueId { node: id, slot: 0 }, &out, 32, false)?;
+            let output = ValueId { node: id, slot: 0 };
+            if let Some(out) = self.lower(&mut lw, x, output, &rep, axis, row)? {
+                emit_output(&mut lw, output, &out, 32, false)?;
+            }
             cx.report.rewritten += 1;
         }
         lw.finish()?;
@@ -119,11 +128,12 @@ impl LowerSoftmax {
         &self,
         lw: &mut Lowering,
         float: ValueId,
+        output: ValueId,
         rep: &IntRep,
         axis: i64,
         row: i64,
-    ) -> Result<IntRep> {
-        let s = self.index_scale();
+    ) -> Result<Option<IntRep>> {
+        let s = self.index_scale(rep.scale.at(0));
         let table = exp_table(self.kernel, s, row);
         let x = lw.convert(
             rep,
@@ -156,37 +166,80 @@ impl LowerSoftmax {
         // The row maximum contributes table[0]: the sum is never smaller.
         let floor = int32_scalar(lw, "sum_floor", first)?;
         let sum = lw.op("Max", "sum", &[sum, floor], vec![])?;
+        // When one reader quantizes the probabilities (the attention·V MatMul's operand), the
+        // last division lands on the reader's scale directly, rounded half up, with no
+        // requantization after: factor = 2^30/Σ (so that adding half a divisor fits int32),
+        // out = (e·factor + D/2) / D with D = 2^30·s_reader. Otherwise I-ViT's
+        // factor = (2^31−1)/Σ, out = e·factor / 2^(32−out_bits).
+        let direct = island::sole_quantization(lw, output)
+            .filter(|q| q.target.zero_point == 0 && q.target.lo == 0 && q.target.scale < 0.5);
+        let numerator_value = match direct {
+            Some(_) => 1i64 << 30,
+            None => i32::MAX as i64,
+        };
         // Constants spread along a known axis (tract: see `spread_int32`); the per-row
         // factor falls back to two lanes and a max when no other axis has a known size.
         let row_axis = Some(axis as usize);
-        let factor = match spread_int32(lw, "numerator", i32::MAX as i64, float, row_axis)? {
+        let factor = match spread_int32(lw, "numerator", numerator_value, float, row_axis)? {
             Some(numerator) => lw.op("Div", "factor", &[numerator, sum], vec![])?,
             None => {
                 // Two lanes along the softmax axis (size 1 in the per-row sum).
                 let rank = lw.rank_of(float).unwrap_or(axis as usize + 1);
                 let mut dims = vec![2];
                 dims.extend(std::iter::repeat_n(1, rank - axis as usize - 1));
-                let lanes = Array::from_vec(&[2], vec![i32::MAX; 2])?.into_shape(&dims)?;
+                let lanes =
+                    Array::from_vec(&[2], vec![numerator_value as i32; 2])?.into_shape(&dims)?;
                 let numerator = lw.constant("numerator", &lanes)?;
                 let lanes = lw.op("Div", "factor_lanes", &[numerator, sum], vec![])?;
                 reduce(lw, "ReduceMax", lanes, axis)?
             }
         };
-        let scaled = lw.op("Mul", "scaled", &[exp, factor], vec![])?;
-        let shift = 1i64 << (32 - self.out_bits);
-        let divisor = spread_int32(lw, "shift", shift, float, None)?.ok_or_else(|| {
+        let mut scaled = lw.op("Mul", "scaled", &[exp, factor], vec![])?;
+        let (divisor, scale, hi) = match &direct {
+            Some(q) => {
+                let d = ((1u64 << 30) as f64 * q.target.scale).round().max(2.0) as i64;
+                let half = lw.constant("half", &Array::scalar((d / 2) as i32))?;
+                scaled = lw.op("Add", "rounded", &[scaled, half], vec![])?;
+                (d, d as f64 / (1u64 << 30) as f64, q.target.hi)
+            }
+            None => {
+                let shift = 1i64 << (32 - self.out_bits);
+                let levels = 1i64 << (self.out_bits - 1);
+                (shift, 1.0 / levels as f64, levels - 1)
+            }
+        };
+        let divisor = spread_int32(lw, "shift", divisor, float, None)?.ok_or_else(|| {
             Error::unsupported(format!(
                 "softmax on '{}': no axis of known size (pin shapes with --input-shape)",
                 lw.model().graph.value_name(float)
             ))
         })?;
         let out = lw.op("Div", "probability", &[scaled, divisor], vec![])?;
-        Ok(IntRep {
+        let rep = IntRep {
             value: out,
-            scale: Scale::PerTensor(1.0 / (1u64 << (self.out_bits - 1)) as f64),
+            scale: Scale::PerTensor(scale),
             zero_point: 0,
             dtype: DataType::Int32,
-            range: (0, (1i64 << (self.out_bits - 1)) - 1),
-        })
+            range: (0, hi),
+        };
+        match direct {
+            None => Ok(Some(rep)),
+            Some(q) => {
+                // Probabilities above the reader's clip (never above 2^31/divisor) are clipped.
+                let top = lw.constant("top", &Array::scalar(hi as i32))?;
+                let clipped = lw.op("Min", "clipped", &[out, top], vec![])?;
+                let to = crate::ir::attr::int("to", q.target.dtype as i32 as i64);
+                let cast = lw.op("Cast", "quantized", &[clipped], vec![to])?;
+                let rep = IntRep {
+                    value: cast,
+                    dtype: q.target.dtype,
+                    ..rep
+                };
+                lw.note(&rep, 8, false);
+                island::replace_quantization(lw, &q, cast)?;
+                lw.rw.erase_if_dead(output.node);
+                Ok(None)
+            }
+        }
     }
 }

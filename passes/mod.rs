@@ -154,8 +154,8 @@ pub const PASSES: &[PassInfo] = &[
         options: &[
             OptionInfo {
                 name: "out-bits",
-                default: "8",
-                help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1)",
+                default: "16",
+                help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1); the reader requantizes them",
             },
             OptionInfo {
                 name: "n",
@@ -175,8 +175,8 @@ pub const PASSES: &[PassInfo] = &[
         exact: false,
         options: &[OptionInfo {
             name: "out-bits",
-            default: "8",
-            help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1)",
+            default: "16",
+            help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1); the reader requantizes them",
         }],
         build: lower_softmax_to_ibert_exp::build,
     },

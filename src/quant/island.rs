@@ -69,10 +69,10 @@ pub fn plan_of(lw: &Lowering, v: ValueId) -> Option<QuantFacts> {
 
 /// A reader that quantizes a float value: the target it quantizes to, the integer value it
 /// produces, and its last node.
-struct Quantization {
-    target: Target,
-    result: ValueId,
-    last: NodeId,
+pub struct Quantization {
+    pub target: Target,
+    pub result: ValueId,
+    pub last: NodeId,
 }
 
 fn scalar(g: &crate::ir::Graph, v: Option<ValueId>) -> Option<f64> {
@@ -160,6 +160,27 @@ fn quantization_at(g: &crate::ir::Graph, v: ValueId, reader: NodeId) -> Option<Q
         result: out(cast),
         last: cast,
     })
+}
+
+/// The quantization that is `float`'s only reader (and `float` no graph output), if any.
+pub fn sole_quantization(lw: &Lowering, float: ValueId) -> Option<Quantization> {
+    let g = &lw.model().graph;
+    let uses = g.uses(float);
+    if uses.len() != 1 || g.is_graph_output(float) {
+        return None;
+    }
+    quantization_at(g, float, uses[0].node)
+}
+
+/// Points the readers of a quantization's result at `value` and drops the quantization.
+pub fn replace_quantization(lw: &mut Lowering, q: &Quantization, value: ValueId) -> Result<()> {
+    let origin = lw.model().graph.value(q.result).origin.clone();
+    lw.rw.replace(q.result, value)?;
+    if lw.rw.graph().value(value).origin.is_none() {
+        lw.rw.graph_mut().value_mut(value).origin = origin;
+    }
+    lw.rw.erase_if_dead(q.last);
+    Ok(())
 }
 
 /// Gives `float`'s readers the integer result `rep` (with its facts): every quantizing reader

@@ -97,6 +97,20 @@ pub fn exp_table(kernel: ExpKernel, s: f64, max_row: i64) -> Vec<i32> {
 /// `2^−(out_bits−1)`, I-ViT's normalisation `factor = floor((2^31−1)/Σ)`,
 /// `out = floor(e·factor / 2^(32−out_bits))`. `x` must lie within ±2^29.
 pub fn softmax_row(x: &[i64], table: &[i32], out_bits: u32) -> Vec<i64> {
+    softmax_row_divided(x, table, i32::MAX as i64, 1 << (32 - out_bits), false)
+}
+
+/// Integer softmax of one row, `factor = floor(numerator / Σ)` and
+/// `out = (e·factor [+ divisor/2]) / divisor`: the probability at scale `divisor/numerator`.
+/// The lowering targets its reader's scale this way (numerator 2^30, rounded half up).
+pub fn softmax_row_divided(
+    x: &[i64],
+    table: &[i32],
+    numerator: i64,
+    divisor: i64,
+    half_up: bool,
+) -> Vec<i64> {
+    let half = if half_up { divisor / 2 } else { 0 };
     let last = table.len() as i64 - 1;
     let max = x.iter().copied().max().unwrap_or(0);
     let e: Vec<i64> = x
@@ -104,8 +118,8 @@ pub fn softmax_row(x: &[i64], table: &[i32], out_bits: u32) -> Vec<i64> {
         .map(|&v| table[(max - v).min(last) as usize] as i64)
         .collect();
     let sum = e.iter().sum::<i64>().max(table[0] as i64);
-    let factor = ((1i64 << 31) - 1) / sum;
-    e.iter().map(|&v| (v * factor) >> (32 - out_bits)).collect()
+    let factor = numerator / sum;
+    e.iter().map(|&v| (v * factor + half) / divisor).collect()
 }
 
 /// The GELU approximation an integer lowering uses.
@@ -197,6 +211,21 @@ pub fn gelu_table(kernel: GeluKernel, s: f64) -> (Vec<i64>, f64) {
     ((-128..128).map(|x| sign * f(x)).collect(), scale.abs())
 }
 
+/// Entries of Newton's start tables: 2^12 each.
+const SQRT_TABLE_BITS: u32 = 12;
+
+/// `floor(√v)`, exactly.
+fn isqrt_floor(v: i128) -> i128 {
+    let mut r = (v as f64).sqrt() as i128;
+    while r * r > v {
+        r -= 1;
+    }
+    while (r + 1) * (r + 1) <= v {
+        r += 1;
+    }
+    r
+}
+
 /// The integer constants of one I-LayerNorm lowering.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerNormPlan {
@@ -208,8 +237,14 @@ pub struct LayerNormPlan {
     pub numerator_shift: u32,
     /// Added to the sum of squares (ε at the variance's scale), at least 0.
     pub epsilon: i64,
-    /// Newton's start (a power of two at or above the largest root) and iteration count.
-    pub start: i64,
+    /// Newton's start comes from two tables of upper bounds of √v: `coarse[v >> coarse_shift]`
+    /// and `fine[min(v >> fine_shift, fine.len() − 1)]` (the last entry a sentinel above every
+    /// root), the smaller of the two. Within a fine bucket the start is at most √2 above the
+    /// root (8× in the first one), so few Newton steps remain.
+    pub coarse: Vec<i32>,
+    pub coarse_shift: u32,
+    pub fine: Vec<i32>,
+    pub fine_shift: u32,
     pub iterations: u32,
     /// Normalised outputs are clipped to ±bound (they provably stay near ±2^(p+k)).
     pub bound: i64,
@@ -242,10 +277,19 @@ impl LayerNormPlan {
             0
         };
         let var_max = var_max + eps as i128;
-        let mut h = 0;
-        while (1i128 << h) * (1i128 << h) < var_max {
-            h += 1;
-        }
+        let bits = 128 - var_max.leading_zeros();
+        let coarse_shift = bits.saturating_sub(SQRT_TABLE_BITS);
+        let fine_shift = coarse_shift.saturating_sub(SQRT_TABLE_BITS);
+        // An upper bound of √v for every v in a bucket of width 2^shift.
+        let bound = |i: i128, shift: u32| (isqrt_floor(((i + 1) << shift) - 1) + 1) as i32;
+        let coarse: Vec<i32> = (0..=(var_max >> coarse_shift))
+            .map(|i| bound(i, coarse_shift))
+            .collect();
+        let mut fine: Vec<i32> = (0..(1i128 << SQRT_TABLE_BITS))
+            .map(|i| bound(i, fine_shift))
+            .collect();
+        // Above every coarse bound: for v beyond the fine buckets the coarse bound is taken.
+        fine.push(coarse.iter().max().copied().unwrap_or(1) + 1);
         // ŷ ≈ z·2^(p+k)/√D keeps 16 bits: 2^(p+k+1) ≤ 2^16, and y·2^p stays in int32.
         let bits_y = 128 - y_max.leading_zeros();
         let numerator_shift = 15u32
@@ -256,9 +300,13 @@ impl LayerNormPlan {
             square_shift,
             numerator_shift,
             epsilon: eps,
-            start: 1 << h,
-            // Halving from 2^h to √var takes at most h steps, the quadratic phase ≤ 6 more.
-            iterations: h + 6,
+            coarse,
+            coarse_shift,
+            fine,
+            fine_shift,
+            // The first fine bucket starts up to 2^(fine_shift/2) above the root (that many
+            // halvings); from within √2 the quadratic phase needs five more.
+            iterations: fine_shift.div_ceil(2) + 5,
             bound: 1 << (numerator_shift + square_shift + 1),
         }
     }
@@ -268,9 +316,16 @@ impl LayerNormPlan {
         (self.d as f64).sqrt() / (1u64 << (self.numerator_shift + self.square_shift)) as f64
     }
 
+    /// Newton's start for `var`, from the two tables.
+    pub fn start(&self, var: i64) -> i64 {
+        let coarse = self.coarse[((var >> self.coarse_shift) as usize).min(self.coarse.len() - 1)];
+        let fine = self.fine[((var >> self.fine_shift) as usize).min(self.fine.len() - 1)];
+        coarse.min(fine) as i64
+    }
+
     /// Newton's integer square root, unrolled, as the graph computes it.
     pub fn isqrt(&self, var: i64) -> i64 {
-        let mut k = self.start;
+        let mut k = self.start(var);
         for _ in 0..self.iterations {
             k = ((k + var / k) / 2).max(1);
         }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use intone::ir::{Array, Model, ValueId};
-use intone::quant::kernels::{LayerNormPlan, softmax_row};
+use intone::quant::kernels::{LayerNormPlan, softmax_row_divided};
 use intone::runner::Runner;
 
 use crate::linear::{compile, digits, fixture_inputs, run_ort};
@@ -254,6 +254,10 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
         .into_iter()
         .map(|v| v as i32)
         .collect();
+    // The final division: by 2^30 times the attention·V operand's scale, rounded half up.
+    let divisor = constant(&model, &format!("{softmax}/shift"))
+        .to_i64_vec()
+        .unwrap()[0];
     // The LayerNorm's constants, read back from the graph.
     let first = |name: &str| {
         constant(&model, &format!("{norm}/{name}"))
@@ -261,6 +265,14 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
             .unwrap()[0]
     };
     let log2 = |v: i64| v.trailing_zeros();
+    let table_of = |name: &str| -> Vec<i32> {
+        constant(&model, &format!("{norm}/{name}"))
+            .to_i64_vec()
+            .unwrap()
+            .into_iter()
+            .map(|v| v as i32)
+            .collect()
+    };
     let iterations = model
         .graph
         .node_ids()
@@ -279,7 +291,10 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
             .graph
             .find_value(&format!("{norm}/epsilon"))
             .map_or(0, |_| first("epsilon")),
-        start: first("root_start"),
+        coarse: table_of("sqrt_coarse"),
+        coarse_shift: log2(first("sqrt_coarse_bucket_width")),
+        fine: table_of("sqrt_fine"),
+        fine_shift: log2(first("sqrt_fine_bucket_width")),
         iterations,
         bound: first("bound_hi"),
     };
@@ -290,7 +305,7 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
             .to_i64_vec()
             .unwrap()
             .chunks(row)
-            .flat_map(|r| softmax_row(r, &table, 8))
+            .flat_map(|r| softmax_row_divided(r, &table, 1 << 30, divisor, true))
             .collect();
         assert_eq!(
             values[&names[1]].to_i64_vec().unwrap(),
