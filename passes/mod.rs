@@ -7,6 +7,7 @@
 mod calibrate;
 mod eliminate_dead_nodes;
 mod eliminate_identity;
+mod expose_integer_io;
 mod fold_constants;
 mod fold_dyadic_requant;
 mod fuse_attention_mask;
@@ -222,6 +223,13 @@ pub const PASSES: &[PassInfo] = &[
             help: "integer (Div-based shifts, opset ≥ 15) or integer-opset28 (signed BitShift)",
         }],
         build: |options| Ok(Box::new(legalize::Legalize::new(options)?)),
+    },
+    PassInfo {
+        name: "expose-integer-io",
+        summary: "inputs and outputs become the integers around the quantization (scales in metadata)",
+        exact: true,
+        options: &[],
+        build: |_| Ok(Box::new(expose_integer_io::ExposeIntegerIo)),
     },
     PassInfo {
         name: "upgrade-opset",

@@ -124,6 +124,10 @@ struct CompileArgs {
     /// Run the pipeline up to and including this pass, then write the result (for bisecting).
     #[arg(long = "stop-after", value_name = "PASS")]
     stop_after: Option<String>,
+    /// Keep integer inputs and outputs (no input quantization or output dequantization in
+    /// the model); their scales go into the metadata key `intone.io`.
+    #[arg(long = "integer-io")]
+    integer_io: bool,
 }
 
 #[derive(clap::Args)]
@@ -329,6 +333,17 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         (_, Some(spec)) => Pipeline::parse(spec, PASSES)?,
         (Some(name), None) => Pipeline::preset(name, PRESETS, PASSES)?,
         (None, None) => Pipeline::preset("cleanup", PRESETS, PASSES)?,
+    };
+    let pipeline = if args.integer_io {
+        let text = pipeline.to_text();
+        let spec = if text.is_empty() {
+            "expose-integer-io".to_string()
+        } else {
+            format!("{text},expose-integer-io")
+        };
+        Pipeline::parse(&spec, PASSES)?
+    } else {
+        pipeline
     };
     let mut manager = Manager::new(&pipeline, PASSES)?;
     manager.verify_each = !args.no_verify;

@@ -462,6 +462,11 @@ impl Graph {
         self.outputs[index].value = value;
     }
 
+    /// Replaces the declaration (type, doc string) of graph output `index`.
+    pub fn set_output_info(&mut self, index: usize, info: crate::onnx::proto::ValueInfoProto) {
+        self.outputs[index].info = info;
+    }
+
     pub(crate) fn push_output(&mut self, output: GraphOutput) {
         self.outputs.push(output);
     }

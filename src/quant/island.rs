@@ -93,7 +93,7 @@ fn sole_reader(g: &crate::ir::Graph, v: ValueId, op_type: &str) -> Option<NodeId
 }
 
 /// Matches `Cast(Clip(Round(v · c) [+ zp], lo, hi))` or `QuantizeLinear(v, s, zp)` at `reader`.
-fn quantization_at(g: &crate::ir::Graph, v: ValueId, reader: NodeId) -> Option<Quantization> {
+pub fn quantization_at(g: &crate::ir::Graph, v: ValueId, reader: NodeId) -> Option<Quantization> {
     let out = |id: NodeId| ValueId { node: id, slot: 0 };
     let op = g.op(reader)?;
     if !op.domain().is_empty() {

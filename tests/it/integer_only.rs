@@ -327,3 +327,72 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
         );
     }
 }
+
+#[test]
+fn integer_io_keeps_integers_at_the_boundary_and_records_their_scales() {
+    let (calib, test, _) = digits();
+    let dir = tempdir();
+    let calib_path = dir.path().join("calib.npy");
+    intone::npy::write(&calib_path, &calib).unwrap();
+    let calibrate = format!("pixels={}", calib_path.display());
+    let model = fixture("digits_vit_opset13.onnx");
+    let float_io = compile(
+        &model,
+        &dir.path().join("f.onnx"),
+        &["--pipeline", "ivit", "--calibrate", &calibrate],
+    );
+    let int_io = compile(
+        &model,
+        &dir.path().join("i.onnx"),
+        &[
+            "--pipeline",
+            "ivit",
+            "--calibrate",
+            &calibrate,
+            "--integer-io",
+        ],
+    );
+    let int_model = intone::onnx::load(&int_io).unwrap();
+    let io: serde_json::Value = serde_json::from_str(
+        int_model
+            .header
+            .metadata_props
+            .iter()
+            .find(|p| p.key() == "intone.io")
+            .expect("intone.io metadata")
+            .value(),
+    )
+    .unwrap();
+    let (input, output) = (&io[0], &io[1]);
+    assert_eq!(input["direction"], "input");
+    assert_eq!(input["dtype"], "uint8");
+    assert_eq!(output["direction"], "output");
+    // Quantize as the float-io model does (multiply by the f32 reciprocal, round half to even).
+    let inverse = (1.0 / input["scale"][0].as_f64().unwrap()) as f32;
+    let zp = input["zero_point"].as_i64().unwrap() as f32;
+    let x = rows(&test, 16);
+    let q = x
+        .as_array::<f32>()
+        .unwrap()
+        .mapv(|v| ((v * inverse).round_ties_even() + zp).clamp(0.0, 255.0) as u8);
+    let ints = Runner::new(&int_model)
+        .unwrap()
+        .run(&[Array::U8(q.into_dyn())], None)
+        .unwrap();
+    let floats = Runner::new(&intone::onnx::load(&float_io).unwrap())
+        .unwrap()
+        .run(&[x], None)
+        .unwrap();
+    let scales: Vec<f64> = output["scale"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .collect();
+    let logits = ints[0].1.to_i64_vec().unwrap();
+    let expected = floats[0].1.to_f64_vec();
+    for (i, (q, e)) in logits.iter().zip(&expected).enumerate() {
+        let s = scales[i % scales.len()] as f32;
+        assert_eq!((*q as f32 * s) as f64, *e, "logit {i}");
+    }
+}
