@@ -5,12 +5,9 @@
 //! `sign(x)·[a(min(|x|, −b) + b)² + 1]`, a = −0.2888, b = −1.769 (I-BERT §3.4). The
 //! polynomial's right shift adapts to the input scale (`kernels::ibert_erf_shift`).
 
-use super::lower_gelu_to_shiftgelu::LowerGelu;
+use super::lower_gelu_to_shiftgelu::ibert_gelu;
 use super::prelude::*;
-use crate::quant::kernels::GeluKernel;
 
 pub fn build() -> Result<Box<dyn Pass>> {
-    Ok(Box::new(LowerGelu {
-        kernel: GeluKernel::Polynomial,
-    }))
+    Ok(Box::new(ibert_gelu()))
 }

@@ -21,11 +21,34 @@ use crate::quant::island::{dequantized, emit_output, facts_of, plan_of};
 use crate::quant::kernels::{GeluKernel, gelu_table};
 use crate::quant::lower::{IntRep, Lowering, Target};
 
-pub struct LowerGelu {
-    pub kernel: GeluKernel,
+/// A unary op lowered as a table over int8 inputs: which ops, and the table (entries for
+/// inputs −128..=127 at the given input scale, and the entries' scale).
+pub struct LowerByTable {
+    pub matches: fn(&crate::ir::Op) -> bool,
+    pub table: fn(f64) -> (Vec<i64>, f64),
 }
 
-impl Pass for LowerGelu {
+fn is_gelu(op: &crate::ir::Op) -> bool {
+    op.is("Gelu") || (op.domain() == "com.microsoft" && op.op_type() == "QuickGelu")
+}
+
+/// ShiftGELU (I-ViT) by table.
+pub fn shift_gelu() -> LowerByTable {
+    LowerByTable {
+        matches: is_gelu,
+        table: |s| gelu_table(GeluKernel::Shift, s),
+    }
+}
+
+/// i-GELU (I-BERT) by table.
+pub fn ibert_gelu() -> LowerByTable {
+    LowerByTable {
+        matches: is_gelu,
+        table: |s| gelu_table(GeluKernel::Polynomial, s),
+    }
+}
+
+impl Pass for LowerByTable {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
         let facts = facts_of(model, cx)?;
         let order = model.graph.topological_order()?;
@@ -34,9 +57,7 @@ impl Pass for LowerGelu {
             let Some(op) = lw.model().graph.op(id).cloned() else {
                 continue;
             };
-            let is_gelu =
-                op.is("Gelu") || (op.domain() == "com.microsoft" && op.op_type() == "QuickGelu");
-            if !is_gelu {
+            if !(self.matches)(&op) {
                 continue;
             }
             cx.report.matched += 1;
@@ -78,7 +99,7 @@ impl Pass for LowerGelu {
                 "index",
             )?;
             lw.note(&index, 8, true);
-            let (table, scale) = gelu_table(self.kernel, s);
+            let (table, scale) = (self.table)(s);
             let range = (
                 *table.iter().min().expect("256 entries"),
                 *table.iter().max().expect("256 entries"),

@@ -21,6 +21,7 @@ mod lower_layer_norm_to_int;
 mod lower_linear_to_integer;
 mod lower_softmax_to_ibert_exp;
 mod lower_softmax_to_shiftmax;
+mod lower_tanh_sigmoid_to_table;
 mod quantize;
 mod replace_gelu_with_relu;
 mod upgrade_opset;
@@ -186,11 +187,7 @@ pub const PASSES: &[PassInfo] = &[
         summary: "GELU in integers: I-ViT ShiftGELU over int8 inputs (a 256-entry table)",
         exact: false,
         options: &[],
-        build: |_| {
-            Ok(Box::new(lower_gelu_to_shiftgelu::LowerGelu {
-                kernel: crate::quant::kernels::GeluKernel::Shift,
-            }))
-        },
+        build: |_| Ok(Box::new(lower_gelu_to_shiftgelu::shift_gelu())),
     },
     PassInfo {
         name: "lower-gelu-to-ibert-erf",
@@ -198,6 +195,13 @@ pub const PASSES: &[PassInfo] = &[
         exact: false,
         options: &[],
         build: |_| lower_gelu_to_ibert_erf::build(),
+    },
+    PassInfo {
+        name: "lower-tanh-sigmoid-to-table",
+        summary: "Tanh and Sigmoid in integers: int8 input, a 256-entry table (BERT's pooler)",
+        exact: false,
+        options: &[],
+        build: |_| Ok(Box::new(lower_tanh_sigmoid_to_table::LowerTanhSigmoid)),
     },
     PassInfo {
         name: "lower-layer-norm-to-int",
@@ -275,7 +279,7 @@ pub const PRESETS: &[Preset] = &[
         passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,\
                  fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes,\
                  calibrate,quantize,lower-linear-to-integer,\
-                 lower-softmax-to-shiftmax,lower-gelu-to-shiftgelu,lower-layer-norm-to-int,\
+                 lower-softmax-to-shiftmax,lower-gelu-to-shiftgelu,lower-tanh-sigmoid-to-table,lower-layer-norm-to-int,\
                  fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
     },
     Preset {
@@ -286,7 +290,7 @@ pub const PRESETS: &[Preset] = &[
         passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,\
                  fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes,\
                  calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,quantize,lower-linear-to-integer,\
-                 lower-softmax-to-shiftmax,lower-layer-norm-to-int,\
+                 lower-softmax-to-shiftmax,lower-tanh-sigmoid-to-table,lower-layer-norm-to-int,\
                  fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
     },
     Preset {
@@ -295,7 +299,7 @@ pub const PRESETS: &[Preset] = &[
         passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,\
                  fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes,\
                  calibrate,quantize,lower-linear-to-integer,\
-                 lower-softmax-to-ibert-exp,lower-gelu-to-ibert-erf,lower-layer-norm-to-int,\
+                 lower-softmax-to-ibert-exp,lower-gelu-to-ibert-erf,lower-tanh-sigmoid-to-table,lower-layer-norm-to-int,\
                  fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
     },
     Preset {

@@ -117,10 +117,17 @@ fn digits_vits_compile_to_integer_only_models_that_both_engines_run_bit_identica
 }
 
 #[test]
-fn tiny_vision_exports_compile_to_integer_only_models() {
+fn tiny_vit_and_bert_exports_compile_to_integer_only_models() {
     let dir = tempdir();
     let mut written = String::new();
-    for stem in ["vit_tiny_opset13", "deit_tiny_opset17", "gelu_opset20"] {
+    for stem in [
+        "vit_tiny_opset13",
+        "deit_tiny_opset17",
+        "gelu_opset20",
+        // Attention mask from int64 input, pooler Tanh, classifier.
+        "bert_tiny_opset13",
+        "bert_tiny_opset17",
+    ] {
         let float = intone::onnx::load(&fixture(&format!("{stem}.onnx"))).unwrap();
         let inputs = fixture_inputs(stem, &float);
         let calibrate: Vec<(String, PathBuf)> = inputs
