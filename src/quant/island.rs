@@ -194,6 +194,16 @@ pub fn emit_output(
     signed: bool,
 ) -> Result<()> {
     lw.note(rep, bits, signed);
+    // The integer result stands for the float value (`intone check --per-layer` maps it back).
+    if lw.model().graph.value(rep.value).origin.is_none() {
+        let g = &lw.model().graph;
+        let origin = g
+            .value(float)
+            .origin
+            .clone()
+            .unwrap_or_else(|| g.value_name(float).to_string());
+        lw.rw.graph_mut().value_mut(rep.value).origin = Some(origin);
+    }
     requantize_readers(lw, float, rep)?;
     let g = &lw.model().graph;
     if !g.uses(float).is_empty() || g.is_graph_output(float) {
