@@ -274,7 +274,7 @@ fn compiles_are_byte_identical_with_identical_reports() {
     let dir = tempdir();
     let calib_path = dir.path().join("calib.npy");
     intone::npy::write(&calib_path, &calib).unwrap();
-    let run = |tag: &str| {
+    let run_with = |tag: &str, pipeline: &str| {
         let out = dir.path().join(format!("{tag}.onnx"));
         let report = dir.path().join(format!("{tag}.json"));
         compile(
@@ -282,7 +282,7 @@ fn compiles_are_byte_identical_with_identical_reports() {
             &out,
             &[
                 "--pipeline",
-                "linear",
+                pipeline,
                 "--calibrate",
                 &format!("pixels={}", calib_path.display()),
                 "--report",
@@ -294,6 +294,12 @@ fn compiles_are_byte_identical_with_identical_reports() {
             std::fs::read_to_string(report).unwrap().replace(tag, "RUN"),
         )
     };
+    // The integer-only pipeline too (its tables, roots and folds are deterministic).
+    let (a, ra) = run_with("first_ivit", "ivit");
+    let (b, rb) = run_with("second_ivit", "ivit");
+    assert!(a == b, "ivit: compiled models differ");
+    assert_eq!(ra.replace("first", "X"), rb.replace("second", "X"));
+    let run = |tag: &str| run_with(tag, "linear");
     let (a, ra) = run("first_run");
     let (b, rb) = run("second_run");
     assert!(a == b, "compiled models differ");
