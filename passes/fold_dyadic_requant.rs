@@ -25,7 +25,20 @@ pub struct FoldDyadicRequant;
 impl Pass for FoldDyadicRequant {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
         apply_greedily(&ShapeOfDequantize, model, cx, MAX_ROUNDS)?;
-        apply_greedily(&MoveBeforeDequantize, model, cx, MAX_ROUNDS)?;
+        // Moving data movement and concatenations past dequantizations feeds each other (a
+        // Slice moved exposes a Concat of dequantized values, and so on): to a fixpoint.
+        let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+        let movement = MoveBeforeDequantize { facts };
+        for _ in 0..MAX_ROUNDS {
+            let before = cx.report.rewritten;
+            apply_greedily(&movement, model, cx, MAX_ROUNDS)?;
+            apply_greedily(&ConcatOfDequantized, model, cx, MAX_ROUNDS)?;
+            // Data movement moved past dequantizations leaves new Shape readers behind.
+            apply_greedily(&ShapeOfDequantize, model, cx, MAX_ROUNDS)?;
+            if cx.report.rewritten == before {
+                break;
+            }
+        }
         close_islands(model, cx)?;
         apply_greedily(&FoldBias, model, cx, MAX_ROUNDS)?;
         apply_greedily(&MergeChain, model, cx, MAX_ROUNDS)?;
@@ -74,8 +87,13 @@ impl Pattern for ShapeOfDequantize {
 }
 
 /// Data movement of a per-tensor dequantized value moves the integers instead:
-/// `T(DequantizeLinear(q, s, zp))` → `DequantizeLinear(T(q), s, zp)`. Exact.
-struct MoveBeforeDequantize;
+/// `T(DequantizeLinear(q, s, zp))` → `DequantizeLinear(T(q), s, zp)`. Exact. Per channel, a
+/// Gather of one index on another axis and a Reshape that keeps the last (channel) axis move
+/// too; a `Cast` to float of the (float) dequantized value is dropped.
+struct MoveBeforeDequantize {
+    /// Shapes of the graph before the rewrites (outputs of movement ops keep theirs).
+    facts: ops::GraphFacts,
+}
 
 const MOVEMENT: &[&str] = &[
     "Reshape",
@@ -87,6 +105,9 @@ const MOVEMENT: &[&str] = &[
     "Gather",
     "Expand",
     "Identity",
+    "Cast",
+    "Pad",
+    "ReduceMean",
 ];
 
 impl Pattern for MoveBeforeDequantize {
@@ -101,18 +122,89 @@ impl Pattern for MoveBeforeDequantize {
         let Some(dq) = g.input(root, 0).and_then(|v| dequantize_of(model, v)) else {
             return Ok(Match::None);
         };
-        let per_tensor = g
+        let op = g.op(root).expect("op");
+        if op.is("Cast") {
+            // DequantizeLinear yields f32 here; a Cast to f32 of it does nothing.
+            let to_float = op.attr_int("to", 0)? == crate::ir::DataType::Float as i32 as i64;
+            return Ok(if to_float {
+                Match::Apply((root, dq, Some(-1)))
+            } else {
+                Match::None
+            });
+        }
+        let scales = g
             .input(dq, 1)
             .and_then(|s| g.constant(s))
-            .and_then(|t| t.element_count().ok())
-            == Some(1);
-        if per_tensor {
+            .and_then(|t| t.element_count().ok());
+        if op.is("Pad") {
+            // Zero padding of a symmetric value pads its integers with zeros.
+            let zero_pad = g.input(root, 2).is_none_or(|c| {
+                g.constant(c)
+                    .and_then(|t| t.decode().ok())
+                    .is_some_and(|a| a.to_f64_vec().iter().all(|&v| v == 0.0))
+            });
+            let symmetric = g.input(dq, 2).is_none_or(|z| {
+                g.constant(z)
+                    .and_then(|t| t.decode().ok())
+                    .is_some_and(|a| a.to_f64_vec().iter().all(|&v| v == 0.0))
+            });
+            let constant_mode = op.attr_string("mode")?.is_none_or(|m| m == "constant");
+            if !(zero_pad && symmetric && constant_mode && scales == Some(1)) {
+                return Ok(Match::Skip(
+                    "a Pad that is not zero padding of a per-tensor value".into(),
+                ));
+            }
+        }
+        if op.is("ReduceMean") {
+            // A mean of a symmetric per-tensor value: the integer sum at scale s/count, when
+            // the reduced axes have known sizes and the sum fits int32.
+            let count = self.reduced_count(model, root, ValueId { node: dq, slot: 0 });
+            let range = g
+                .input(dq, 0)
+                .and_then(|q| g.value(q).quant.as_ref()?.range);
+            let symmetric = g.input(dq, 2).is_none_or(|z| {
+                g.constant(z)
+                    .and_then(|t| t.decode().ok())
+                    .is_some_and(|a| a.to_f64_vec().iter().all(|&v| v == 0.0))
+            });
+            return Ok(match (count, range) {
+                (Some(n), Some((lo, hi)))
+                    if scales == Some(1)
+                        && symmetric
+                        && (lo.min(0) as i128 * n as i128) >= i32::MIN as i128
+                        && (hi.max(0) as i128 * n as i128) <= i32::MAX as i128 =>
+                {
+                    Match::Apply((root, dq, Some(-2 - n)))
+                }
+                _ => Match::Skip("a mean over unknown sizes, or one that could overflow".into()),
+            });
+        }
+        if scales == Some(1) {
             return Ok(Match::Apply((root, dq, None)));
         }
         // Per channel: a Gather of one index along another axis keeps the channels (on an
         // axis one lower when the gathered axis came before them).
-        let op = g.op(root).expect("op");
         let channel = g.op(dq).expect("op").attr_int("axis", 1)?;
+        let shape = |v: ValueId| self.facts.get(v).and_then(|f| f.shape.clone());
+        let x = ValueId { node: dq, slot: 0 };
+        let y = ValueId {
+            node: root,
+            slot: 0,
+        };
+        if op.is("Reshape") {
+            if let (Some(from), Some(to), Some(c)) = (shape(x), shape(y), scales) {
+                let last = |s: &Vec<crate::ops::Dim>| s.last().and_then(|d| d.known());
+                if channel as usize + 1 == from.len()
+                    && last(&from) == Some(c as i64)
+                    && last(&to) == Some(c as i64)
+                {
+                    return Ok(Match::Apply((root, dq, Some(to.len() as i64 - 1))));
+                }
+            }
+            return Ok(Match::Skip(
+                "a per-channel reshape that moves the channel axis".into(),
+            ));
+        }
         let index = g.input(root, 1).and_then(|i| g.constant(i));
         let scalar_index = index.is_some_and(|t| t.dims().is_empty());
         let gathered = op.attr_int("axis", 0)?;
@@ -128,6 +220,20 @@ impl Pattern for MoveBeforeDequantize {
     }
 
     fn rewrite(&self, (root, dq, channel): Self::Found, rw: &mut Rewriter) -> Result<()> {
+        if let Some(code) = channel.filter(|&c| c <= -3) {
+            return mean_as_sum(rw, root, dq, -2 - code);
+        }
+        if channel == Some(-1) {
+            // The float Cast of a dequantized value: read the dequantized value.
+            let x = ValueId { node: dq, slot: 0 };
+            return rw.replace(
+                ValueId {
+                    node: root,
+                    slot: 0,
+                },
+                x,
+            );
+        }
         let op = rw.graph().op(root).expect("op").clone();
         let q = rw.graph().input(dq, 0).expect("input");
         let mut inputs = rw.graph().inputs_of(root);
@@ -158,6 +264,187 @@ impl Pattern for MoveBeforeDequantize {
         rw.graph_mut().value_mut(moved).quant = facts;
         let mut dq_inputs = rw.graph().inputs_of(dq);
         dq_inputs[0] = Some(moved);
+        let new = rw.op_node(
+            Op::new("DequantizeLinear", ""),
+            "dequantized",
+            &dq_inputs,
+            dq_op.attrs().to_vec(),
+            1,
+        )?;
+        rw.replace(
+            ValueId {
+                node: root,
+                slot: 0,
+            },
+            ValueId { node: new, slot: 0 },
+        )
+    }
+}
+
+impl MoveBeforeDequantize {
+    /// Elements per mean of a ReduceMean over `x`, when the axes and their sizes are known.
+    fn reduced_count(&self, model: &Model, id: NodeId, x: ValueId) -> Option<i64> {
+        let g = &model.graph;
+        let shape = self.facts.get(x)?.shape.clone()?;
+        let op = g.op(id)?;
+        let axes: Vec<i64> = match op.attr_ints("axes").ok().flatten() {
+            Some(a) => a,
+            None => g
+                .constant(g.input(id, 1)?)?
+                .decode()
+                .ok()?
+                .to_f64_vec()
+                .into_iter()
+                .map(|v| v as i64)
+                .collect(),
+        };
+        let rank = shape.len() as i64;
+        axes.iter()
+            .map(|&a| {
+                shape
+                    .get((if a < 0 { a + rank } else { a }) as usize)?
+                    .known()
+            })
+            .product()
+    }
+}
+
+/// `ReduceMean(DQ(q, s))` → `DQ(ReduceSum(q), s/count)`.
+fn mean_as_sum(rw: &mut Rewriter, root: NodeId, dq: NodeId, count: i64) -> Result<()> {
+    let op = rw.graph().op(root).expect("op").clone();
+    let q = rw.graph().input(dq, 0).expect("input");
+    // 8-bit values are summed in int32.
+    let narrow = rw
+        .graph()
+        .value(q)
+        .quant
+        .as_ref()
+        .is_none_or(|f| f.bits <= 8);
+    let wide = if narrow {
+        let to = crate::ir::attr::int("to", crate::ir::DataType::Int32 as i32 as i64);
+        rw.op("Cast", "to_i32", &[q], vec![to])?
+    } else {
+        q
+    };
+    let mut inputs = rw.graph().inputs_of(root);
+    inputs[0] = Some(wide);
+    let sum = rw.op_node(
+        Op::new("ReduceSum", ""),
+        "int_sum",
+        &inputs,
+        op.attrs().to_vec(),
+        1,
+    )?;
+    let sum = ValueId { node: sum, slot: 0 };
+    let mut facts = rw.graph().value(q).quant.clone();
+    if let Some(f) = facts.as_mut() {
+        f.range = f
+            .range
+            .map(|(lo, hi)| (lo.min(0) * count, hi.max(0) * count));
+        f.bits = 32;
+        if let crate::ir::quant::Scale::PerTensor(s) = &mut f.scale {
+            *s /= count as f64;
+        }
+    }
+    rw.graph_mut().value_mut(sum).quant = facts;
+    let scale = rw
+        .graph()
+        .input(dq, 1)
+        .and_then(|c| rw.graph().constant(c))
+        .and_then(|t| t.decode().ok())
+        .map(|a| a.to_f64_vec()[0])
+        .expect("a constant scale");
+    let scale = rw.constant("mean_scale", &Array::scalar((scale / count as f64) as f32))?;
+    let new = rw.op("DequantizeLinear", "dequantized", &[sum, scale], vec![])?;
+    rw.replace(
+        ValueId {
+            node: root,
+            slot: 0,
+        },
+        new,
+    )
+}
+
+/// `Concat` of values dequantized with one per-tensor scale and zero point concatenates the
+/// integers: `Concat(DQ(a, s), DQ(b, s))` → `DQ(Concat(a, b), s)`. Exact.
+struct ConcatOfDequantized;
+
+impl Pattern for ConcatOfDequantized {
+    type Found = (NodeId, Vec<ValueId>, NodeId);
+
+    fn roots(&self) -> &[&str] {
+        &["Concat"]
+    }
+
+    fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
+        let g = &model.graph;
+        let inputs: Vec<Option<ValueId>> = g.inputs_of(root);
+        let dqs: Option<Vec<NodeId>> = inputs
+            .iter()
+            .map(|v| v.and_then(|v| dequantize_of(model, v)))
+            .collect();
+        let Some(dqs) = dqs.filter(|d| !d.is_empty()) else {
+            return Ok(Match::None);
+        };
+        let encoding = |dq: NodeId| -> Option<(Vec<f64>, Vec<f64>, Option<crate::ir::DataType>)> {
+            let values = |slot: usize| {
+                g.input(dq, slot)
+                    .and_then(|c| g.constant(c))
+                    .and_then(|t| t.decode().ok())
+                    .map(|a| a.to_f64_vec())
+            };
+            let q = g.input(dq, 0)?;
+            let dtype = g.value(q).quant.as_ref().map(|f| (f.bits, f.signed));
+            let _ = dtype;
+            Some((values(1)?, values(2).unwrap_or_default(), None))
+        };
+        let first = encoding(dqs[0]);
+        let same = first.as_ref().is_some_and(|(s, _, _)| s.len() == 1)
+            && dqs.iter().all(|&d| encoding(d) == first);
+        let types: Vec<_> = dqs
+            .iter()
+            .filter_map(|&d| g.input(d, 0))
+            .map(|q| g.value(q).quant.as_ref().map(|f| (f.bits > 8, f.signed)))
+            .collect();
+        if !same || types.windows(2).any(|w| w[0] != w[1]) {
+            return Ok(Match::Skip(
+                "inputs dequantize with different encodings".into(),
+            ));
+        }
+        let qs = dqs.iter().filter_map(|&d| g.input(d, 0)).collect();
+        Ok(Match::Apply((root, qs, dqs[0])))
+    }
+
+    fn rewrite(&self, (root, qs, dq): Self::Found, rw: &mut Rewriter) -> Result<()> {
+        let op = rw.graph().op(root).expect("op").clone();
+        let inputs: Vec<Option<ValueId>> = qs.iter().map(|&q| Some(q)).collect();
+        let joined = rw.op_node(
+            Op::new("Concat", ""),
+            "int",
+            &inputs,
+            op.attrs().to_vec(),
+            1,
+        )?;
+        let joined = ValueId {
+            node: joined,
+            slot: 0,
+        };
+        // The hull of the inputs' proven ranges.
+        let mut facts = rw.graph().value(qs[0]).quant.clone();
+        if let Some(f) = facts.as_mut() {
+            for &q in &qs[1..] {
+                if let (Some(r), Some(o)) = (
+                    f.range,
+                    rw.graph().value(q).quant.as_ref().and_then(|g| g.range),
+                ) {
+                    f.range = Some((r.0.min(o.0), r.1.max(o.1)));
+                }
+            }
+        }
+        rw.graph_mut().value_mut(joined).quant = facts;
+        let dq_op = rw.graph().op(dq).expect("op").clone();
+        let mut dq_inputs = rw.graph().inputs_of(dq);
+        dq_inputs[0] = Some(joined);
         let new = rw.op_node(
             Op::new("DequantizeLinear", ""),
             "dequantized",

@@ -58,7 +58,10 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(
     let Some(x) = g.input(id, 0) else {
         return Ok(Err("no input".into()));
     };
-    let Some(rank) = lw.rank_of(x) else {
+    // The output has the input's shape, and was analysed before this pass ran (the input may
+    // be the new dequantization of a LayerNorm lowered just before).
+    let y = ValueId { node: id, slot: 0 };
+    let Some(rank) = lw.rank_of(x).or_else(|| lw.rank_of(y)) else {
         return Ok(Err("input rank unknown".into()));
     };
     let axis = op.attr_int("axis", -1)?;
@@ -68,6 +71,7 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(
     let d = match lw
         .facts
         .get(x)
+        .or_else(|| lw.facts.get(y))
         .and_then(|f| f.shape.as_ref())
         .and_then(|s| s.last())
         .and_then(|d| d.known())

@@ -206,8 +206,34 @@ pub fn emit_output(
     }
     requantize_readers(lw, float, rep)?;
     let g = &lw.model().graph;
-    if !g.uses(float).is_empty() || g.is_graph_output(float) {
-        let dq = lw.dequantize(rep)?;
+    let read_inside = !g.uses(float).is_empty();
+    if read_inside || g.is_graph_output(float) {
+        // Per-channel results read by other ops (data movement on the way to a quantization)
+        // are first requantized per tensor, at the value's plan: data movement then moves
+        // integers (fold-dyadic-requant) whatever it does to the channel axis.
+        let per_tensor = match (&rep.scale, plan_of(lw, float)) {
+            (Scale::PerAxis { .. }, Some(plan)) if read_inside => match plan.scale {
+                Scale::PerTensor(scale) => {
+                    let max = (1i64 << (plan.bits.max(8) - 1)) - 1;
+                    let r = lw.convert(
+                        rep,
+                        &Target {
+                            scale,
+                            zero_point: 0,
+                            lo: -max,
+                            hi: max,
+                            dtype: DataType::Int32,
+                        },
+                        "per_tensor",
+                    )?;
+                    lw.note(&r, plan.bits.max(8), true);
+                    Some(r)
+                }
+                Scale::PerAxis { .. } => None,
+            },
+            _ => None,
+        };
+        let dq = lw.dequantize(per_tensor.as_ref().unwrap_or(rep))?;
         lw.rw.replace(float, dq)?;
     }
     lw.rw.erase_if_dead(float.node);

@@ -117,7 +117,7 @@ fn digits_vits_compile_to_integer_only_models_that_both_engines_run_bit_identica
 }
 
 #[test]
-fn tiny_vit_and_bert_exports_compile_to_integer_only_models() {
+fn tiny_vit_swin_bert_and_gpt2_exports_compile_to_integer_only_models() {
     let dir = tempdir();
     let mut written = String::new();
     for stem in [
@@ -127,6 +127,12 @@ fn tiny_vit_and_bert_exports_compile_to_integer_only_models() {
         // Attention mask from int64 input, pooler Tanh, classifier.
         "bert_tiny_opset13",
         "bert_tiny_opset17",
+        // Shifted windows (Slice/Concat rolls, Pad, window reshapes), global mean pool.
+        "swin_tiny_opset13",
+        "swin_tiny_opset17",
+        // tanh GELU, causal mask, float casts of dequantized values.
+        "gpt2_tiny_opset13",
+        "gpt2_tiny_opset17",
     ] {
         let float = intone::onnx::load(&fixture(&format!("{stem}.onnx"))).unwrap();
         let inputs = fixture_inputs(stem, &float);
