@@ -262,23 +262,35 @@ impl Pattern for MoveBeforeDequantize {
             }
         }
         rw.graph_mut().value_mut(moved).quant = facts;
-        let mut dq_inputs = rw.graph().inputs_of(dq);
-        dq_inputs[0] = Some(moved);
-        let new = rw.op_node(
-            Op::new("DequantizeLinear", ""),
-            "dequantized",
-            &dq_inputs,
-            dq_op.attrs().to_vec(),
-            1,
-        )?;
-        rw.replace(
-            ValueId {
-                node: root,
-                slot: 0,
-            },
-            ValueId { node: new, slot: 0 },
-        )
+        dequantize_like(rw, dq, &dq_op, moved, root)
     }
+}
+
+/// `root`'s output becomes a dequantization of `q` with `dq`'s scale and zero point (and
+/// `dq_op`'s attributes).
+fn dequantize_like(
+    rw: &mut Rewriter,
+    dq: NodeId,
+    dq_op: &Op,
+    q: ValueId,
+    root: NodeId,
+) -> Result<()> {
+    let mut inputs = rw.graph().inputs_of(dq);
+    inputs[0] = Some(q);
+    let new = rw.op_node(
+        Op::new("DequantizeLinear", ""),
+        "dequantized",
+        &inputs,
+        dq_op.attrs().to_vec(),
+        1,
+    )?;
+    rw.replace(
+        ValueId {
+            node: root,
+            slot: 0,
+        },
+        ValueId { node: new, slot: 0 },
+    )
 }
 
 impl MoveBeforeDequantize {
@@ -386,20 +398,18 @@ impl Pattern for ConcatOfDequantized {
         let Some(dqs) = dqs.filter(|d| !d.is_empty()) else {
             return Ok(Match::None);
         };
-        let encoding = |dq: NodeId| -> Option<(Vec<f64>, Vec<f64>, Option<crate::ir::DataType>)> {
+        // (scale, zero point) of each dequantization.
+        let encoding = |dq: NodeId| -> Option<(Vec<f64>, Vec<f64>)> {
             let values = |slot: usize| {
                 g.input(dq, slot)
                     .and_then(|c| g.constant(c))
                     .and_then(|t| t.decode().ok())
                     .map(|a| a.to_f64_vec())
             };
-            let q = g.input(dq, 0)?;
-            let dtype = g.value(q).quant.as_ref().map(|f| (f.bits, f.signed));
-            let _ = dtype;
-            Some((values(1)?, values(2).unwrap_or_default(), None))
+            Some((values(1)?, values(2).unwrap_or_default()))
         };
         let first = encoding(dqs[0]);
-        let same = first.as_ref().is_some_and(|(s, _, _)| s.len() == 1)
+        let same = first.as_ref().is_some_and(|(s, _)| s.len() == 1)
             && dqs.iter().all(|&d| encoding(d) == first);
         let types: Vec<_> = dqs
             .iter()
@@ -443,22 +453,7 @@ impl Pattern for ConcatOfDequantized {
         }
         rw.graph_mut().value_mut(joined).quant = facts;
         let dq_op = rw.graph().op(dq).expect("op").clone();
-        let mut dq_inputs = rw.graph().inputs_of(dq);
-        dq_inputs[0] = Some(joined);
-        let new = rw.op_node(
-            Op::new("DequantizeLinear", ""),
-            "dequantized",
-            &dq_inputs,
-            dq_op.attrs().to_vec(),
-            1,
-        )?;
-        rw.replace(
-            ValueId {
-                node: root,
-                slot: 0,
-            },
-            ValueId { node: new, slot: 0 },
-        )
+        dequantize_like(rw, dq, &dq_op, joined, root)
     }
 }
 

@@ -11,6 +11,7 @@ use crate::Result;
 use crate::ir::quant::{QuantFacts, Scale};
 use crate::ir::{Array, DataType, DataTypeInfo, NodeId, ValueId, attr};
 use crate::ops::GraphFacts;
+use crate::pass::matcher::{scalar, sole_reader};
 
 /// The integer representation behind `v = DequantizeLinear(q, scale, zero_point)` with constant
 /// scale and zero point, if that is what produces `v`.
@@ -73,23 +74,6 @@ pub struct Quantization {
     pub target: Target,
     pub result: ValueId,
     pub last: NodeId,
-}
-
-fn scalar(g: &crate::ir::Graph, v: Option<ValueId>) -> Option<f64> {
-    let a = g.constant(v?)?.decode().ok()?.to_f64_vec();
-    (a.len() == 1).then(|| a[0])
-}
-
-/// The only reader of `v`, when it has exactly one and `v` is no graph output.
-fn sole_reader(g: &crate::ir::Graph, v: ValueId, op_type: &str) -> Option<NodeId> {
-    let uses = g.uses(v);
-    if uses.len() != 1 || g.is_graph_output(v) {
-        return None;
-    }
-    let node = uses[0].node;
-    g.op(node)
-        .is_some_and(|o| o.is(op_type) && o.domain().is_empty())
-        .then_some(node)
 }
 
 /// Matches `Cast(Clip(Round(v · c) [+ zp], lo, hi))` or `QuantizeLinear(v, s, zp)` at `reader`.
