@@ -48,11 +48,9 @@ impl Pass for ExposeIntegerIo {
             let Some(Some(first)) = found.first() else {
                 continue;
             };
-            let same = found.iter().all(|q| {
-                q.as_ref().is_some_and(|q| {
-                    q.target == first.target && q.target.dtype == first.target.dtype
-                })
-            });
+            let same = found
+                .iter()
+                .all(|q| q.as_ref().is_some_and(|q| q.target == first.target));
             let name = model.graph.value_name(x).to_string();
             cx.report.matched += 1;
             if !same || model.graph.is_graph_output(x) {

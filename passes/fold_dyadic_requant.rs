@@ -110,8 +110,20 @@ const MOVEMENT: &[&str] = &[
     "ReduceMean",
 ];
 
+/// What moving an op before a dequantization does to it.
+enum Move {
+    /// The op runs on the integers; the dequantization keeps its parameters.
+    PerTensor,
+    /// The op runs on the integers; the per-channel axis ends up at this axis.
+    Channels(i64),
+    /// A float Cast of the (float) dequantized value: nothing to do.
+    DropCast,
+    /// A ReduceMean over this many elements: an integer sum at scale s/count.
+    MeanOf(i64),
+}
+
 impl Pattern for MoveBeforeDequantize {
-    type Found = (NodeId, NodeId, Option<i64>);
+    type Found = (NodeId, NodeId, Move);
 
     fn roots(&self) -> &[&str] {
         MOVEMENT
@@ -127,7 +139,7 @@ impl Pattern for MoveBeforeDequantize {
             // DequantizeLinear yields f32 here; a Cast to f32 of it does nothing.
             let to_float = op.attr_int("to", 0)? == crate::ir::DataType::Float as i32 as i64;
             return Ok(if to_float {
-                Match::Apply((root, dq, Some(-1)))
+                Match::Apply((root, dq, Move::DropCast))
             } else {
                 Match::None
             });
@@ -157,7 +169,14 @@ impl Pattern for MoveBeforeDequantize {
         }
         if op.is("ReduceMean") {
             // A mean of a symmetric per-tensor value: the integer sum at scale s/count, when
-            // the reduced axes have known sizes and the sum fits int32.
+            // the reduced axes have known sizes and the sum fits int32. Only when the mean is
+            // the dequantization's one reader: otherwise the float value stays and the move
+            // only adds a second dequantization (a decomposed LayerNorm's mean, say).
+            if g.uses(ValueId { node: dq, slot: 0 }).len() != 1 {
+                return Ok(Match::Skip(
+                    "the dequantized value has other readers".into(),
+                ));
+            }
             let count = self.reduced_count(model, root, ValueId { node: dq, slot: 0 });
             let range = g
                 .input(dq, 0)
@@ -174,13 +193,13 @@ impl Pattern for MoveBeforeDequantize {
                         && (lo.min(0) as i128 * n as i128) >= i32::MIN as i128
                         && (hi.max(0) as i128 * n as i128) <= i32::MAX as i128 =>
                 {
-                    Match::Apply((root, dq, Some(-2 - n)))
+                    Match::Apply((root, dq, Move::MeanOf(n)))
                 }
                 _ => Match::Skip("a mean over unknown sizes, or one that could overflow".into()),
             });
         }
         if scales == Some(1) {
-            return Ok(Match::Apply((root, dq, None)));
+            return Ok(Match::Apply((root, dq, Move::PerTensor)));
         }
         // Per channel: a Gather of one index along another axis keeps the channels (on an
         // axis one lower when the gathered axis came before them).
@@ -198,7 +217,11 @@ impl Pattern for MoveBeforeDequantize {
                     && last(&from) == Some(c as i64)
                     && last(&to) == Some(c as i64)
                 {
-                    return Ok(Match::Apply((root, dq, Some(to.len() as i64 - 1))));
+                    return Ok(Match::Apply((
+                        root,
+                        dq,
+                        Move::Channels(to.len() as i64 - 1),
+                    )));
                 }
             }
             return Ok(Match::Skip(
@@ -214,26 +237,27 @@ impl Pattern for MoveBeforeDequantize {
             } else {
                 channel
             };
-            return Ok(Match::Apply((root, dq, Some(moved))));
+            return Ok(Match::Apply((root, dq, Move::Channels(moved))));
         }
         Ok(Match::Skip("the dequantization is per channel".into()))
     }
 
-    fn rewrite(&self, (root, dq, channel): Self::Found, rw: &mut Rewriter) -> Result<()> {
-        if let Some(code) = channel.filter(|&c| c <= -3) {
-            return mean_as_sum(rw, root, dq, -2 - code);
-        }
-        if channel == Some(-1) {
-            // The float Cast of a dequantized value: read the dequantized value.
-            let x = ValueId { node: dq, slot: 0 };
-            return rw.replace(
-                ValueId {
-                    node: root,
-                    slot: 0,
-                },
-                x,
-            );
-        }
+    fn rewrite(&self, (root, dq, how): Self::Found, rw: &mut Rewriter) -> Result<()> {
+        let channel = match how {
+            Move::MeanOf(count) => return mean_as_sum(rw, root, dq, count),
+            Move::DropCast => {
+                let x = ValueId { node: dq, slot: 0 };
+                return rw.replace(
+                    ValueId {
+                        node: root,
+                        slot: 0,
+                    },
+                    x,
+                );
+            }
+            Move::PerTensor => None,
+            Move::Channels(axis) => Some(axis),
+        };
         let op = rw.graph().op(root).expect("op").clone();
         let q = rw.graph().input(dq, 0).expect("input");
         let mut inputs = rw.graph().inputs_of(root);

@@ -17,15 +17,18 @@ use super::prelude::*;
 
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, attr};
-use crate::quant::island::{dequantized, emit_output, facts_of, plan_of};
+use crate::quant::island::{dequantized, emit_output, lower_each, plan_of};
 use crate::quant::kernels::{GeluKernel, gelu_table};
-use crate::quant::lower::{IntRep, Lowering, Target};
+use crate::quant::lower::{IntRep, Target};
 
-/// A unary op lowered as a table over int8 inputs: which ops, and the table (entries for
-/// inputs −128..=127 at the given input scale, and the entries' scale).
+/// The table of a unary function over int8 inputs: entries for −128..=127 at the given input
+/// scale, and the entries' scale.
+pub type Table = fn(f64) -> (Vec<i64>, f64);
+
+/// Unary ops lowered as tables over int8 inputs: the table for an op, or `None` for ops this
+/// lowering leaves alone.
 pub struct LowerByTable {
-    pub matches: fn(&crate::ir::Op) -> bool,
-    pub table: fn(f64) -> (Vec<i64>, f64),
+    pub table_for: fn(&crate::ir::Op) -> Option<Table>,
 }
 
 fn is_gelu(op: &crate::ir::Op) -> bool {
@@ -35,96 +38,82 @@ fn is_gelu(op: &crate::ir::Op) -> bool {
 /// ShiftGELU (I-ViT) by table.
 pub fn shift_gelu() -> LowerByTable {
     LowerByTable {
-        matches: is_gelu,
-        table: |s| gelu_table(GeluKernel::Shift, s),
+        table_for: |op| is_gelu(op).then_some(|s| gelu_table(GeluKernel::Shift, s)),
     }
 }
 
 /// i-GELU (I-BERT) by table.
 pub fn ibert_gelu() -> LowerByTable {
     LowerByTable {
-        matches: is_gelu,
-        table: |s| gelu_table(GeluKernel::Polynomial, s),
+        table_for: |op| is_gelu(op).then_some(|s| gelu_table(GeluKernel::Polynomial, s)),
     }
 }
 
 impl Pass for LowerByTable {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        let facts = facts_of(model, cx)?;
-        let order = model.graph.topological_order()?;
-        let mut lw = Lowering::new(model, facts, cx.options.symbolic_dim_bound);
-        for id in order {
-            let Some(op) = lw.model().graph.op(id).cloned() else {
-                continue;
-            };
-            if !(self.matches)(&op) {
-                continue;
-            }
-            cx.report.matched += 1;
-            let who = lw.model().graph.describe(id);
-            let Some(x) = lw.model().graph.input(id, 0) else {
-                continue;
-            };
-            let (Some(rep), Some(plan)) = (dequantized(&lw, x), plan_of(&lw, x)) else {
-                cx.report.skipped += 1;
-                cx.remark(
-                    who,
-                    "input is not dequantized from integers with a calibration plan",
+        let table_for = self.table_for;
+        lower_each(
+            model,
+            cx,
+            |op| table_for(op).is_some(),
+            |lw, id, op| {
+                let table_of_scale = table_for(op).expect("selected");
+                let Some(x) = lw.model().graph.input(id, 0) else {
+                    return Ok(Err("no input".into()));
+                };
+                let (Some(rep), Some(plan)) = (dequantized(lw, x), plan_of(lw, x)) else {
+                    return Ok(Err(
+                        "input is not dequantized from integers with a calibration plan".into(),
+                    ));
+                };
+                let Scale::PerTensor(planned) = plan.scale else {
+                    return Ok(Err("input plan is per channel".into()));
+                };
+                // The plan's clip over 127 levels (a plan of more bits keeps its clip).
+                let levels = if plan.signed {
+                    ((1u64 << (plan.bits - 1)) - 1) as f64
+                } else {
+                    ((1u64 << plan.bits) - 1) as f64
+                };
+                let clip = planned * levels;
+                let s = (clip / 127.0) as f32 as f64;
+                let index = lw.convert(
+                    &rep,
+                    &Target {
+                        scale: s,
+                        zero_point: 128,
+                        lo: 1,
+                        hi: 255,
+                        dtype: DataType::Int32,
+                    },
+                    "index",
+                )?;
+                lw.note(&index, 8, true);
+                let (table, scale) = table_of_scale(s);
+                let range = (
+                    *table.iter().min().expect("256 entries"),
+                    *table.iter().max().expect("256 entries"),
                 );
-                continue;
-            };
-            let Scale::PerTensor(planned) = plan.scale else {
-                cx.report.skipped += 1;
-                cx.remark(who, "input plan is per channel");
-                continue;
-            };
-            // The plan's clip over 127 levels (a plan of more bits keeps its clip).
-            let levels = if plan.signed {
-                ((1u64 << (plan.bits - 1)) - 1) as f64
-            } else {
-                ((1u64 << plan.bits) - 1) as f64
-            };
-            let clip = planned * levels;
-            let s = (clip / 127.0) as f32 as f64;
-            lw.rw.set_anchor(id);
-            let index = lw.convert(
-                &rep,
-                &Target {
-                    scale: s,
-                    zero_point: 128,
-                    lo: 1,
-                    hi: 255,
+                let table = lw.constant(
+                    "gelu_table",
+                    &Array::from_vec(&[256], table.into_iter().map(|v| v as i32).collect())?,
+                )?;
+                let y = lw.op(
+                    "Gather",
+                    "gelu",
+                    &[table, index.value],
+                    vec![attr::int("axis", 0)],
+                )?;
+                let out = IntRep {
+                    value: y,
+                    scale: Scale::PerTensor(scale),
+                    zero_point: 0,
                     dtype: DataType::Int32,
-                },
-                "index",
-            )?;
-            lw.note(&index, 8, true);
-            let (table, scale) = (self.table)(s);
-            let range = (
-                *table.iter().min().expect("256 entries"),
-                *table.iter().max().expect("256 entries"),
-            );
-            let table = lw.constant(
-                "gelu_table",
-                &Array::from_vec(&[256], table.into_iter().map(|v| v as i32).collect())?,
-            )?;
-            let y = lw.op(
-                "Gather",
-                "gelu",
-                &[table, index.value],
-                vec![attr::int("axis", 0)],
-            )?;
-            let out = IntRep {
-                value: y,
-                scale: Scale::PerTensor(scale),
-                zero_point: 0,
-                dtype: DataType::Int32,
-                range,
-            };
-            emit_output(&mut lw, ValueId { node: id, slot: 0 }, &out, 32, true)?;
-            cx.report.rewritten += 1;
-        }
-        lw.finish()?;
-        Ok(())
+                    range,
+                };
+                emit_output(lw, ValueId { node: id, slot: 0 }, &out, 32, true)?;
+                Ok(Ok(()))
+            },
+        )
     }
 }

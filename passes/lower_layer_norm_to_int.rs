@@ -15,7 +15,9 @@ use super::prelude::*;
 
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, Op};
-use crate::quant::island::{dequantized, emit_output, facts_of, int32_scalar, plan_of, reduce};
+use crate::quant::island::{
+    Lowered, dequantized, emit_output, int32_scalar, lower_each, plan_of, reduce,
+};
 use crate::quant::kernels::LayerNormPlan;
 use crate::quant::lower::{IntRep, Lowering, Target};
 
@@ -23,28 +25,7 @@ pub struct LowerLayerNorm;
 
 impl Pass for LowerLayerNorm {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        let facts = facts_of(model, cx)?;
-        let order = model.graph.topological_order()?;
-        let mut lw = Lowering::new(model, facts, cx.options.symbolic_dim_bound);
-        for id in order {
-            let Some(op) = lw.model().graph.op(id).cloned() else {
-                continue;
-            };
-            if !op.is("LayerNormalization") {
-                continue;
-            }
-            cx.report.matched += 1;
-            let who = lw.model().graph.describe(id);
-            match lower(&mut lw, id, &op)? {
-                Ok(()) => cx.report.rewritten += 1,
-                Err(reason) => {
-                    cx.report.skipped += 1;
-                    cx.remark(who, reason);
-                }
-            }
-        }
-        lw.finish()?;
-        Ok(())
+        lower_each(model, cx, |op| op.is("LayerNormalization"), lower)
     }
 }
 
@@ -53,7 +34,7 @@ fn constant_vector(lw: &Lowering, v: Option<ValueId>) -> Option<Vec<f64>> {
 }
 
 /// Lowers one LayerNormalization, or says why not.
-fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(), String>> {
+fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Lowered> {
     let g = &lw.model().graph;
     let Some(x) = g.input(id, 0) else {
         return Ok(Err("no input".into()));
@@ -105,7 +86,7 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<std::result::Result<(
         return Ok(Err("input is not dequantized from integers".into()));
     };
     lw.rw.set_anchor(id);
-    if !rep.is_per_tensor() || rep.zero_point != 0 || rep.dtype != DataType::Int32 {
+    if !rep.is_plain_int32() {
         // Per-channel or 8-bit input: to int32 at its planned scale first.
         let Some(plan) = plan_of(lw, x) else {
             return Ok(Err("input is per channel and has no plan".into()));

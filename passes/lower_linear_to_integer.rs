@@ -122,7 +122,7 @@ fn lower_op(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Outcome> {
         "Concat" => lower_concat(lw, id, op, &inputs),
         "Relu" => lower_relu(lw, id, &inputs),
         "Where" => lower_where(lw, id, &inputs),
-        "Cast" => pooling::lower_mask_cast(lw, id, op, &inputs),
+        "Cast" => pooling::lower_mask_cast(lw, id, &inputs),
         "ReduceSum" => pooling::lower_reduce_sum(lw, id, op, &inputs),
         "Clip" => pooling::lower_clip(lw, id, &inputs),
         t if DATA_MOVEMENT.contains(&t) => lower_data_movement(lw, id, op, &inputs),
@@ -880,10 +880,7 @@ fn lower_where(lw: &mut Lowering, id: NodeId, inputs: &[Option<ValueId>]) -> Res
         },
         _ => return Ok(Outcome::Float),
     };
-    if lw.model().graph.constant(cond).is_some() && lw.rank_of(cond).is_none() {
-        return Ok(Outcome::Float);
-    }
-    if !x.is_per_tensor() || x.zero_point != 0 || x.dtype != DataType::Int32 {
+    if !x.is_plain_int32() {
         return Ok(Outcome::Kept(
             "selects from a value that is not per-tensor int32".into(),
         ));

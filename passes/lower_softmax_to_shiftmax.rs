@@ -18,7 +18,7 @@ use crate::Error;
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType};
 use crate::quant::island::{
-    self, dequantized, emit_output, facts_of, int32_scalar, reduce, spread_int32,
+    self, dequantized, emit_output, int32_scalar, lower_each, reduce, spread_int32,
 };
 use crate::quant::kernels::{ExpKernel, exp_table};
 use crate::quant::lower::{IntRep, Lowering, Target};
@@ -78,48 +78,33 @@ impl LowerSoftmax {
 
 impl Pass for LowerSoftmax {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        let facts = facts_of(model, cx)?;
-        let order = model.graph.topological_order()?;
-        let mut lw = Lowering::new(model, facts, cx.options.symbolic_dim_bound);
-        for id in order {
-            let Some(op) = lw.model().graph.op(id).cloned() else {
-                continue;
-            };
-            if !op.is("Softmax") || !op.domain().is_empty() {
-                continue;
-            }
-            cx.report.matched += 1;
-            let who = lw.model().graph.describe(id);
-            let Some(x) = lw.model().graph.input(id, 0) else {
-                continue;
-            };
-            let Some(rep) = dequantized(&lw, x) else {
-                cx.report.skipped += 1;
-                cx.remark(who, "input is not dequantized from integers");
-                continue;
-            };
-            if !rep.is_per_tensor() {
-                cx.report.skipped += 1;
-                cx.remark(who, "input has per-channel scales");
-                continue;
-            }
-            let Some(rank) = lw.rank_of(x) else {
-                cx.report.skipped += 1;
-                cx.remark(who, "input rank unknown");
-                continue;
-            };
-            let axis = op.attr_int("axis", -1)?;
-            let axis = if axis < 0 { axis + rank as i64 } else { axis };
-            let row = lw.dim_or_bound(x, rank - 1 - axis as usize);
-            lw.rw.set_anchor(id);
-            let output = ValueId { node: id, slot: 0 };
-            if let Some(out) = self.lower(&mut lw, x, output, &rep, axis, row)? {
-                emit_output(&mut lw, output, &out, 32, false)?;
-            }
-            cx.report.rewritten += 1;
-        }
-        lw.finish()?;
-        Ok(())
+        lower_each(
+            model,
+            cx,
+            |op| op.is("Softmax"),
+            |lw, id, op| {
+                let Some(x) = lw.model().graph.input(id, 0) else {
+                    return Ok(Err("no input".into()));
+                };
+                let Some(rep) = dequantized(lw, x) else {
+                    return Ok(Err("input is not dequantized from integers".into()));
+                };
+                if !rep.is_per_tensor() {
+                    return Ok(Err("input has per-channel scales".into()));
+                }
+                let Some(rank) = lw.rank_of(x) else {
+                    return Ok(Err("input rank unknown".into()));
+                };
+                let axis = op.attr_int("axis", -1)?;
+                let axis = if axis < 0 { axis + rank as i64 } else { axis };
+                let row = lw.dim_or_bound(x, rank - 1 - axis as usize);
+                let output = ValueId { node: id, slot: 0 };
+                if let Some(out) = self.lower(lw, x, output, &rep, axis, row)? {
+                    emit_output(lw, output, &out, 32, false)?;
+                }
+                Ok(Ok(()))
+            },
+        )
     }
 }
 

@@ -19,19 +19,21 @@ fn table(s: f64, f: fn(f64) -> f64) -> (Vec<i64>, f64) {
     (t, 1.0 / ONE)
 }
 
-/// Tanh and Sigmoid need their own tables: two table lowerings, run one after the other.
+/// Tanh and Sigmoid, each with its own table, in one walk of the graph.
 pub struct LowerTanhSigmoid;
 
 impl Pass for LowerTanhSigmoid {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
         LowerByTable {
-            matches: |op| op.is("Tanh"),
-            table: |s| table(s, f64::tanh),
-        }
-        .run(model, cx)?;
-        LowerByTable {
-            matches: |op| op.is("Sigmoid"),
-            table: |s| table(s, |x| 1.0 / (1.0 + (-x).exp())),
+            table_for: |op| {
+                if op.is("Tanh") {
+                    Some(|s| table(s, f64::tanh))
+                } else if op.is("Sigmoid") {
+                    Some(|s| table(s, |x| 1.0 / (1.0 + (-x).exp())))
+                } else {
+                    None
+                }
+            },
         }
         .run(model, cx)
     }

@@ -21,7 +21,6 @@ fn is_mask(lw: &Lowering, v: ValueId) -> bool {
 pub(super) fn lower_mask_cast(
     lw: &mut Lowering,
     id: NodeId,
-    op: &Op,
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let Some(x) = inputs[0] else {
@@ -48,7 +47,6 @@ pub(super) fn lower_mask_cast(
     if !(to_float && from_integer && zero_one) || lw.model().graph.constant(x).is_some() {
         return Ok(Outcome::Float);
     }
-    let _ = op;
     let to_i32 = crate::ir::attr::int("to", DataType::Int32 as i32 as i64);
     let wide = lw.op("Cast", "mask_i32", &[x], vec![to_i32])?;
     let lo = lw.constant("zero", &Array::scalar(0i32))?;
@@ -117,7 +115,7 @@ pub(super) fn lower_product(
         return Ok(Outcome::Float);
     };
     let counts = n.scale == Scale::PerTensor(1.0) && n.zero_point == 0 && n.range.0 >= 1;
-    if !counts || !x.is_per_tensor() || x.zero_point != 0 || x.dtype != DataType::Int32 {
+    if !counts || !x.is_plain_int32() {
         return Ok(Outcome::Kept(
             "division by something other than a positive count".into(),
         ));
@@ -159,7 +157,7 @@ pub(super) fn lower_reduce_sum(
     let Some(rep) = lw.rep(x).cloned() else {
         return Ok(Outcome::Float);
     };
-    if !rep.is_per_tensor() || rep.zero_point != 0 || rep.dtype != DataType::Int32 {
+    if !rep.is_plain_int32() {
         return Ok(Outcome::Float);
     }
     let y = out(id, 0);
@@ -225,7 +223,7 @@ pub(super) fn lower_clip(
     let Some(rep) = lw.rep(x).cloned() else {
         return Ok(Outcome::Float);
     };
-    if !rep.is_per_tensor() || rep.zero_point != 0 || rep.dtype != DataType::Int32 {
+    if !rep.is_plain_int32() {
         return Ok(Outcome::Float);
     }
     let bound = |slot: usize| -> Option<Option<f64>> {

@@ -189,6 +189,18 @@ pub fn emit_output(
         lw.rw.graph_mut().value_mut(rep.value).origin = Some(origin);
     }
     requantize_readers(lw, float, rep)?;
+    // Shape and Size read the integers: the shape is the same, and no dequantization (or
+    // per-tensor requantization below) is computed just for them.
+    for u in lw.model().graph.uses(float) {
+        let shape_of = lw
+            .model()
+            .graph
+            .op(u.node)
+            .is_some_and(|o| o.is("Shape") || o.is("Size"));
+        if let (true, crate::ir::Port::Input(slot)) = (shape_of, u.port) {
+            lw.rw.graph_mut().set_input(u.node, slot, Some(rep.value));
+        }
+    }
     let g = &lw.model().graph;
     let read_inside = !g.uses(float).is_empty();
     if read_inside || g.is_graph_output(float) {
@@ -259,8 +271,8 @@ pub fn requantize_readers(lw: &mut Lowering, float: ValueId, rep: &IntRep) -> Re
     Ok(closed)
 }
 
-/// An int32 constant shaped to broadcast against a value of rank `rank` along `axis` (for
-/// reductions' keep-dims results and scalars alike).
+/// A scalar int32 constant (for operands tract takes as they are: Add, Sub, Min, Max,
+/// Clip; one-element Mul/Div operands need `spread_int32`).
 pub fn int32_scalar(lw: &mut Lowering, suffix: &str, value: i64) -> Result<ValueId> {
     lw.constant(suffix, &Array::scalar(value as i32))
 }
@@ -284,6 +296,43 @@ pub fn reduce(lw: &mut Lowering, op_type: &str, x: ValueId, axis: i64) -> Result
             vec![keep, attr::ints("axes", &[axis])],
         )
     }
+}
+
+/// What an op lowering says of one op: done, or left alone with the reason.
+pub type Lowered = std::result::Result<(), String>;
+
+/// Walks the ops `select` picks, in topological order, with one lowering state: each is counted
+/// as matched, then as rewritten or (with its reason as a remark) skipped. The shared loop of
+/// the non-linear lowerings.
+pub fn lower_each(
+    model: &mut crate::ir::Model,
+    cx: &mut crate::pass::PassContext,
+    select: impl Fn(&crate::ir::Op) -> bool,
+    mut lower: impl FnMut(&mut Lowering, NodeId, &crate::ir::Op) -> Result<Lowered>,
+) -> Result<()> {
+    let facts = facts_of(model, cx)?;
+    let order = model.graph.topological_order()?;
+    let mut lw = Lowering::new(model, facts, cx.options.symbolic_dim_bound);
+    for id in order {
+        let Some(op) = lw.model().graph.op(id).cloned() else {
+            continue;
+        };
+        if !select(&op) {
+            continue;
+        }
+        cx.report.matched += 1;
+        let who = lw.model().graph.describe(id);
+        lw.rw.set_anchor(id);
+        match lower(&mut lw, id, &op)? {
+            Ok(()) => cx.report.rewritten += 1,
+            Err(reason) => {
+                cx.report.skipped += 1;
+                cx.remark(who, reason);
+            }
+        }
+    }
+    lw.finish()?;
+    Ok(())
 }
 
 /// The facts of the graph as lowering needs them (types and shapes of every value).

@@ -37,6 +37,12 @@ impl IntRep {
         matches!(self.scale, Scale::PerTensor(_))
     }
 
+    /// Per-tensor int32 with zero point 0: integers that plain integer arithmetic (sums,
+    /// selects, clips, divisions) can work on directly.
+    pub fn is_plain_int32(&self) -> bool {
+        self.is_per_tensor() && self.zero_point == 0 && self.dtype == DataType::Int32
+    }
+
     /// Largest |q − zero_point|.
     pub fn magnitude(&self) -> i128 {
         let (lo, hi) = (

@@ -145,12 +145,11 @@ pub fn float_between(model: &Model) -> Result<Vec<String>> {
             }
         }
     }
-    let mut between: Vec<String> = order
+    let between: Vec<String> = order
         .iter()
         .flat_map(|&id| g.outputs_of(id).collect::<Vec<_>>())
         .filter(|&v| is_float(v) && after_integer.contains(&v) && feeds_integer.contains(&v))
         .map(|v| g.value_name(v).to_string())
         .collect();
-    between.dedup();
     Ok(between)
 }

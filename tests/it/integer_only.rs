@@ -3,14 +3,13 @@
 //! and onnxruntime give bit-identical outputs, and the lowered Shiftmax and I-LayerNorm equal
 //! the reference kernels bit for bit on real activations.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use intone::ir::{Array, Model, ValueId};
 use intone::quant::kernels::{LayerNormPlan, softmax_row_divided};
 use intone::runner::Runner;
 
-use crate::linear::{compile, digits, fixture_inputs, run_ort};
+use crate::linear::{compile, digits, fixture_inputs, run_ort, values_in_both_engines};
 use crate::{fixture, oracle, root, tempdir};
 
 /// Compiles with a pipeline and returns the output and its report's `float_between`.
@@ -189,12 +188,11 @@ fn sentence_encoder_with_attention_mask_is_integer_only_and_bit_identical() {
     let (ids, mask) = (take(&calibrate[0].1), take(&calibrate[1].1));
     let compiled = intone::onnx::load(&out).unwrap();
     // Integer inputs stay integer: the compiled model reads the int64 ids and mask.
+    let facts = intone::ops::analyze(&compiled, &Default::default(), 1 << 16).unwrap();
     for id in compiled.graph.inputs() {
         let v = ValueId { node: *id, slot: 0 };
-        let facts = intone::ops::analyze(&compiled, &Default::default(), 1 << 16).unwrap();
-        if let Some(t) = facts.get(v).and_then(|f| f.dtype) {
-            assert_eq!(t, intone::ir::DataType::Int64);
-        }
+        let t = facts.get(v).and_then(|f| f.dtype).expect("a typed input");
+        assert_eq!(t, intone::ir::DataType::Int64);
     }
     assert_bit_identical(
         &out,
@@ -243,23 +241,7 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
         format!("{norm}/bounded"),
     ];
     let batch = rows(&test, 24);
-    let tract: HashMap<String, Array> = Runner::new(&model)
-        .unwrap()
-        .run(std::slice::from_ref(&batch), Some(&names))
-        .unwrap()
-        .into_iter()
-        .collect();
-    for name in &names {
-        let v = model.graph.find_value(name).unwrap();
-        if !model.graph.is_graph_output(v) {
-            model.graph.add_output(v);
-        }
-    }
-    let exposed = dir.path().join("exposed.onnx");
-    intone::onnx::save(&model, &exposed).unwrap();
-    let ort: HashMap<String, Array> = run_ort(&exposed, &[("pixels", &batch)], dir.path())
-        .into_iter()
-        .collect();
+    let (tract, ort) = values_in_both_engines(&mut model, &names, ("pixels", &batch), dir.path());
 
     let table: Vec<i32> = constant(&model, &format!("{softmax}/exp_table"))
         .to_i64_vec()

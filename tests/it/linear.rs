@@ -2,6 +2,7 @@
 //! onnxruntime, keep no float matmul with a constant weight, agree with float; requantizations
 //! equal the reference kernel on real activations; `intone check` finds a broken layer.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use intone::ir::{Array, Model, NodeKind};
@@ -76,6 +77,35 @@ fn float_weight_matmuls(model: &Model) -> Vec<String> {
         .filter(|&id| g.input(id, 1).is_some_and(|w| g.constant(w).is_some()))
         .map(|id| g.describe(id))
         .collect()
+}
+
+/// The named (intermediate) values of `model` on one input, computed by tract and by
+/// onnxruntime (which sees them as extra graph outputs).
+pub fn values_in_both_engines(
+    model: &mut Model,
+    names: &[String],
+    input: (&str, &Array),
+    dir: &Path,
+) -> (HashMap<String, Array>, HashMap<String, Array>) {
+    let tract = Runner::new(model)
+        .unwrap()
+        .run(std::slice::from_ref(input.1), Some(names))
+        .unwrap()
+        .into_iter()
+        .collect();
+    for name in names {
+        let v = model
+            .graph
+            .find_value(name)
+            .unwrap_or_else(|| panic!("no value {name} in the compiled model"));
+        if !model.graph.is_graph_output(v) {
+            model.graph.add_output(v);
+        }
+    }
+    let exposed = dir.join("exposed.onnx");
+    intone::onnx::save(model, &exposed).unwrap();
+    let ort = run_ort(&exposed, &[input], dir).into_iter().collect();
+    (tract, ort)
 }
 
 /// Runs a saved model in onnxruntime; returns its outputs by name.
@@ -383,27 +413,7 @@ fn requantizations_equal_the_reference_kernel_on_real_activations() {
             .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..16))
             .to_owned(),
     );
-    let tract: std::collections::HashMap<String, Array> = Runner::new(&after)
-        .unwrap()
-        .run(std::slice::from_ref(&batch), Some(&names))
-        .unwrap()
-        .into_iter()
-        .collect();
-    for name in &names {
-        let v = after
-            .graph
-            .find_value(name)
-            .unwrap_or_else(|| panic!("{name} is gone after legalization"));
-        if !after.graph.is_graph_output(v) {
-            after.graph.add_output(v);
-        }
-    }
-    let exposed = dir.path().join("exposed.onnx");
-    intone::onnx::save(&after, &exposed).unwrap();
-    let ort: std::collections::HashMap<String, Array> =
-        run_ort(&exposed, &[("pixels", &batch)], dir.path())
-            .into_iter()
-            .collect();
+    let (tract, ort) = values_in_both_engines(&mut after, &names, ("pixels", &batch), dir.path());
     // Each engine's requantizations equal the reference kernel on that engine's own inputs
     // (the inputs themselves can differ by a unit where a float op precedes them).
     for (params, x, y) in &requants {
