@@ -77,20 +77,40 @@ impl Pass for Calibrate {
                 ),
             );
         }
-        if samples < batch {
-            return Err(Error::Usage(format!(
-                "calibration has {samples} samples, fewer than one batch of {batch}"
-            )));
+        let mut batch = batch;
+        if declared.is_none() && samples < batch {
+            cx.remark(
+                "<calibration>",
+                format!(
+                    "{samples} samples, fewer than one batch of {batch}: one batch of {samples}"
+                ),
+            );
+            batch = samples.max(1);
         }
+        // Full batches go to the workers; the rest is one last, smaller batch. A model that
+        // fixes its batch size gets that last batch filled up with repeats of its own samples
+        // (extremes are unchanged; histograms weigh those samples more).
         let runs = samples / batch;
-        let batch_inputs = |run: usize| -> Result<Vec<Array>> {
-            let (start, end) = (run * batch, (run + 1) * batch);
+        let tail: Vec<usize> = match samples % batch {
+            0 => Vec::new(),
+            rest if declared.is_some() => {
+                cx.remark(
+                    "<calibration>",
+                    format!(
+                        "the model fixes its batch at {batch}: the last {rest} samples run in a batch filled up with repeats of them"
+                    ),
+                );
+                (0..batch).map(|i| runs * batch + i % rest).collect()
+            }
+            rest => (runs * batch..runs * batch + rest).collect(),
+        };
+        let batch_inputs = |rows: &[usize]| -> Result<Vec<Array>> {
             runner
                 .input_names()
                 .iter()
                 .zip(&input_types)
                 .map(|(name, ty)| {
-                    let rows = set.rows(name, start, end);
+                    let rows = set.rows_at(name, rows);
                     match ty {
                         Some(t) if *t != rows.dtype() => rows.cast(*t),
                         _ => Ok(rows),
@@ -98,37 +118,56 @@ impl Pass for Calibrate {
                 })
                 .collect()
         };
-        // Every full batch has the same shapes: one plan serves all workers.
-        let first = batch_inputs(0)?;
-        let plan = runner.plan(&first.iter().collect::<Vec<_>>(), Some(&outputs))?;
+        let run_rows = |run: usize| -> Vec<usize> { (run * batch..(run + 1) * batch).collect() };
         let histogram = !matches!(set.method, CalibrationMethod::MinMax);
         let progress = set.progress && std::io::stderr().is_terminal();
         let done = AtomicUsize::new(0);
-        let workers = WORKERS.min(runs);
-        let chunk = runs.div_ceil(workers);
-        let results: Vec<Result<Vec<Observer>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|w| {
-                    let (plan, batch_inputs, done) = (&plan, &batch_inputs, &done);
-                    let n = outputs.len();
-                    scope.spawn(move || -> Result<Vec<Observer>> {
-                        let mut observers = vec![Observer::new(histogram); n];
-                        for run in w * chunk..((w + 1) * chunk).min(runs) {
-                            observe_batch(plan, &batch_inputs(run)?, &mut observers)?;
-                            let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
-                            if progress {
-                                draw_progress(finished * batch, runs * batch);
+        let mut results: Vec<Result<Vec<Observer>>> = Vec::new();
+        if runs > 0 {
+            // Every full batch has the same shapes: one plan serves all workers.
+            let first = batch_inputs(&run_rows(0))?;
+            let plan = runner.plan(&first.iter().collect::<Vec<_>>(), Some(&outputs))?;
+            let workers = WORKERS.min(runs);
+            let chunk = runs.div_ceil(workers);
+            results = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..workers)
+                    .map(|w| {
+                        let (plan, batch_inputs, done, run_rows) =
+                            (&plan, &batch_inputs, &done, &run_rows);
+                        let n = outputs.len();
+                        scope.spawn(move || -> Result<Vec<Observer>> {
+                            let mut observers = vec![Observer::new(histogram); n];
+                            for run in w * chunk..((w + 1) * chunk).min(runs) {
+                                observe_batch(
+                                    plan,
+                                    &batch_inputs(&run_rows(run))?,
+                                    &mut observers,
+                                )?;
+                                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                                if progress {
+                                    draw_progress(finished * batch, samples);
+                                }
                             }
-                        }
-                        Ok(observers)
+                            Ok(observers)
+                        })
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("calibration worker panicked"))
-                .collect()
-        });
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("calibration worker panicked"))
+                    .collect()
+            });
+        }
+        if !tail.is_empty() {
+            let inputs = batch_inputs(&tail)?;
+            let plan = runner.plan(&inputs.iter().collect::<Vec<_>>(), Some(&outputs))?;
+            let mut observers = vec![Observer::new(histogram); outputs.len()];
+            observe_batch(&plan, &inputs, &mut observers)?;
+            results.push(Ok(observers));
+            if progress {
+                draw_progress(samples, samples);
+            }
+        }
         if progress {
             eprintln!();
         }
@@ -141,15 +180,6 @@ impl Pass for Calibrate {
             }
         }
         let observers = merged.unwrap_or_default();
-        if runs * batch < samples {
-            cx.remark(
-                "<calibration>",
-                format!(
-                    "{} samples beyond the last full batch of {batch} were not used",
-                    samples - runs * batch
-                ),
-            );
-        }
         for (k, observer) in observers.into_iter().enumerate() {
             // Values tract did not give as f32 saw nothing.
             if observer.count == 0 {
@@ -160,14 +190,18 @@ impl Pass for Calibrate {
             cx.report.rewritten += 1;
         }
         cx.report.matched = observed.len();
+        let last = match samples % batch {
+            0 => String::new(),
+            rest => format!(" and one of {rest}"),
+        };
         cx.remark(
             "<calibration>",
             format!(
-                "{} samples in {runs} runs of {batch}; {} values observed",
-                runs * batch,
+                "{samples} samples observed, in {runs} runs of {batch}{last}; {} values observed",
                 cx.report.rewritten
             ),
         );
+        cx.report.samples = Some(samples);
         Ok(())
     }
 }

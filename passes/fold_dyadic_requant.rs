@@ -486,7 +486,7 @@ impl Pattern for ConcatOfDequantized {
 fn close_islands(model: &mut Model, cx: &mut PassContext) -> Result<()> {
     let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
     let order = model.graph.topological_order()?;
-    let mut lw = Lowering::new(model, facts, cx.options.symbolic_dim_bound);
+    let mut lw = Lowering::new(model, facts, cx.options);
     for id in order {
         if !lw.model().graph.contains(id) {
             continue;

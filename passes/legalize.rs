@@ -104,7 +104,11 @@ impl Pass for Legalize {
             let ir = model.header.ir_version.unwrap_or(0).max(10);
             model.header.ir_version = Some(ir);
         }
-        let checked = range::verify(model, cx.options.symbolic_dim_bound)?;
+        let checked = range::verify(
+            model,
+            cx.options.symbolic_dim_bound,
+            cx.options.matmul_operands,
+        )?;
         cx.remark(
             "<ranges>",
             format!("{checked} integer ops checked: no overflow possible"),

@@ -26,23 +26,12 @@ mod pooling;
 
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, Op};
-use crate::quant::Rounding;
 use crate::quant::lower::{
-    Form, IntRep, Lowering, Target, copy_attrs, matmul_range, quantize_weight,
+    Form, IntRep, Lowering, Target, copy_attrs, matmul_range, quantize_weight, stored_weight,
 };
 use crate::{Error, ops};
 
-pub struct LowerLinear {
-    rounding: Rounding,
-}
-
-impl LowerLinear {
-    pub fn new(options: &PassOptions) -> Result<LowerLinear> {
-        Ok(LowerLinear {
-            rounding: options.get("rounding", Rounding::HalfUp)?,
-        })
-    }
-}
+pub struct LowerLinear;
 
 /// What became of one op.
 enum Outcome {
@@ -74,8 +63,7 @@ impl Pass for LowerLinear {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
         let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
         let order = model.graph.topological_order()?;
-        let mut lw = Lowering::new(model, facts, cx.options.symbolic_dim_bound);
-        lw.rounding = self.rounding;
+        let mut lw = Lowering::new(model, facts, cx.options);
         for id in order {
             let op = lw.model().graph.op(id).expect("op").clone();
             lw.rw.set_anchor(id);
@@ -143,18 +131,50 @@ fn rank(lw: &Lowering, v: ValueId) -> Option<usize> {
     lw.facts.get(v).and_then(|f| f.rank())
 }
 
-/// Adds an int8 weight initializer.
-fn weight_constant(lw: &mut Lowering, q: ndarray::ArrayD<i8>) -> Result<ValueId> {
-    lw.constant("weight_i8", &Array::I8(q))
+/// Adds a quantized weight initializer as the operand policy stores it, with its zero point
+/// input (none for int8).
+fn weight_constant(
+    lw: &mut Lowering,
+    q: &ndarray::ArrayD<i8>,
+) -> Result<(ValueId, Option<ValueId>)> {
+    let storage = lw.operands.weights();
+    let stored = stored_weight(q, storage);
+    let name = match storage.dtype {
+        DataType::Uint8 => "weight_u8",
+        _ => "weight_i8",
+    };
+    let w = lw.constant(name, &stored)?;
+    let zp = match storage.zero_point {
+        0 => None,
+        zp => Some(lw.constant("weight_zero_point", &Array::scalar(zp).cast(storage.dtype)?)?),
+    };
+    Ok((w, zp))
 }
 
-/// `a_zero_point` input of an integer op for an A operand.
+/// The zero point input of an integer op's operand (none for zero).
 fn zero_point_input(lw: &mut Lowering, rep: &IntRep) -> Result<Option<ValueId>> {
     if rep.zero_point == 0 {
         return Ok(None);
     }
     let zp = Array::scalar(rep.zero_point).cast(rep.dtype)?;
     Ok(Some(lw.constant("zero_point", &zp)?))
+}
+
+/// Inputs of `MatMulInteger`/`ConvInteger`: A, B and the zero points that are not 0 (an
+/// omitted A zero point before a B zero point stays an empty slot).
+fn operand_inputs(
+    a: ValueId,
+    b: ValueId,
+    a_zp: Option<ValueId>,
+    b_zp: Option<ValueId>,
+) -> Vec<Option<ValueId>> {
+    let mut inputs = vec![Some(a), Some(b), a_zp];
+    if b_zp.is_some() {
+        inputs.push(b_zp);
+    } else if a_zp.is_none() {
+        inputs.pop();
+    }
+    inputs
 }
 
 /// The accumulator of `x · W` for a constant 2-D weight [K, N], per output column.
@@ -166,16 +186,16 @@ fn weight_matmul(
     out_rank: usize,
 ) -> Result<IntRep> {
     let a = lw.operand(x, Form::OperandA)?;
-    let (q, scales) = quantize_weight(w, 1);
+    let (q, scales) = quantize_weight(w, 1, lw.operands.weights().magnitude);
     let a_range = (a.range.0 - a.zero_point, a.range.1 - a.zero_point);
     let range = matmul_range(&q, 1, a_range);
-    let wq = weight_constant(lw, q)?;
+    let (wq, w_zp) = weight_constant(lw, &q)?;
     let zp = zero_point_input(lw, &a)?;
     let s_a = a.scale.at(0);
     let acc = lw.rw.op_node(
         Op::new("MatMulInteger", ""),
         "matmul",
-        &[Some(a.value), Some(wq), zp],
+        &operand_inputs(a.value, wq, zp, w_zp),
         vec![],
         1,
     )?;
@@ -245,10 +265,11 @@ fn lower_matmul(lw: &mut Lowering, id: NodeId, inputs: &[Option<ValueId>]) -> Re
         )));
     }
     let zp = zero_point_input(lw, &ra)?;
+    let b_zp = zero_point_input(lw, &rb)?;
     let acc = lw.rw.op_node(
         Op::new("MatMulInteger", ""),
         "matmul",
-        &[Some(ra.value), Some(rb.value), zp],
+        &operand_inputs(ra.value, rb.value, zp, b_zp),
         vec![],
         1,
     )?;
@@ -338,10 +359,10 @@ fn lower_conv(
         },
     };
     let a = lw.operand(x, Form::OperandA)?;
-    let (q, scales) = quantize_weight(&w, 0);
+    let (q, scales) = quantize_weight(&w, 0, lw.operands.weights().magnitude);
     let a_range = (a.range.0 - a.zero_point, a.range.1 - a.zero_point);
     let range = matmul_range(&q, 0, a_range);
-    let wq = weight_constant(lw, q)?;
+    let (wq, w_zp) = weight_constant(lw, &q)?;
     let zp = zero_point_input(lw, &a)?;
     let attrs = copy_attrs(
         op,
@@ -357,7 +378,7 @@ fn lower_conv(
     let acc = lw.rw.op_node(
         Op::new("ConvInteger", ""),
         "conv",
-        &[Some(a.value), Some(wq), zp],
+        &operand_inputs(a.value, wq, zp, w_zp),
         attrs,
         1,
     )?;

@@ -95,16 +95,8 @@ pub const PASSES: &[PassInfo] = &[
         name: "lower-linear-to-integer",
         summary: "MatMul/Gemm/Conv to MatMulInteger/ConvInteger with int8 weights, residuals and data movement in integers",
         exact: false,
-        options: &[OptionInfo {
-            name: "rounding",
-            default: "half-up",
-            help: "rounding of requantizations: half-up or floor",
-        }],
-        build: |options| {
-            Ok(Box::new(lower_linear_to_integer::LowerLinear::new(
-                options,
-            )?))
-        },
+        options: &[],
+        build: |_| Ok(Box::new(lower_linear_to_integer::LowerLinear)),
     },
     PassInfo {
         name: "fuse-gelu",

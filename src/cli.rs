@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Compile a model through a pipeline of passes and write the result.
-    Compile(CompileArgs),
+    Compile(Box<CompileArgs>),
     /// Print the readable text form of a model (the form every snapshot test uses).
     Dump {
         /// The model to print.
@@ -105,6 +105,19 @@ struct CompileArgs {
     /// Range analysis assumes symbolic dimensions (sequence lengths) are at most this.
     #[arg(long = "max-dim", value_name = "N", default_value_t = 4096)]
     max_dim: i64,
+    /// Rounding of every requantization: half-up (I-ViT), floor or half-even.
+    #[arg(long, value_name = "MODE", default_value = "half-up")]
+    rounding: String,
+    /// Integer matmul operands: `portable` (u8×s8, B on the 7-bit grid ±64: exact on every
+    /// CPU, fastest), `u8u8` (u8×u8, full 8-bit grid: exact on every CPU, slower kernels) or
+    /// `vnni` (u8×s8, full int8 grid: exact only on CPUs with VNNI/AMX or ARM64 dot products;
+    /// onnxruntime saturates it on AVX2-only x86 CPUs).
+    #[arg(
+        long = "matmul-operands",
+        value_name = "FORM",
+        default_value = "portable"
+    )]
+    matmul_operands: String,
     /// Write a machine-readable JSON report of the compilation to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
@@ -187,7 +200,7 @@ fn one_line(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Compile(args) => compile(args),
+        Command::Compile(args) => compile(*args),
         Command::Dump {
             model,
             types,
@@ -285,6 +298,10 @@ struct CompileReport {
     input: String,
     output: String,
     pipeline: String,
+    /// The requantization rounding and the integer matmul operand form (`--rounding`,
+    /// `--matmul-operands`).
+    rounding: String,
+    matmul_operands: String,
     ops_before: BTreeMap<String, usize>,
     ops_after: BTreeMap<String, usize>,
     /// Ops that still compute in float, and why.
@@ -360,6 +377,14 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         options.input_shapes.insert(name, dims);
     }
     options.symbolic_dim_bound = args.max_dim.max(1);
+    options.rounding = args
+        .rounding
+        .parse()
+        .map_err(|e: String| anyhow!("--rounding: {e}"))?;
+    options.matmul_operands = args
+        .matmul_operands
+        .parse()
+        .map_err(|e: String| anyhow!("--matmul-operands: {e}"))?;
     if !args.calibrate.is_empty() {
         let mut inputs = BTreeMap::new();
         for spec in &args.calibrate {
@@ -437,6 +462,8 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             input: args.input.display().to_string(),
             output: args.output.display().to_string(),
             pipeline: pipeline.to_text(),
+            rounding: options.rounding.name().to_string(),
+            matmul_operands: options.matmul_operands.name().to_string(),
             ops_before,
             ops_after,
             float_ops,

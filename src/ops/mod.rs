@@ -5,10 +5,12 @@
 //!   symbolic dimensions and partially known shape vectors (the `Shape → Gather → Concat`
 //!   arithmetic of dynamic exports).
 //! - [`facts`]: the analysis that runs both over a whole graph.
+//! - [`matmul_kernels`]: which integer matmul operands each engine's kernels compute exactly.
 
 pub mod eval;
 pub mod facts;
 pub mod infer;
+pub mod matmul_kernels;
 
 pub use facts::{Dim, Facts, GraphFacts, analyze, pin_input_shapes};
 

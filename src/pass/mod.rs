@@ -44,6 +44,12 @@ pub struct CompileOptions {
     pub calibration: Option<crate::quant::CalibrationSet>,
     /// Range analysis assumes symbolic dimensions (sequence length) are at most this.
     pub symbolic_dim_bound: i64,
+    /// Rounding of every requantization the lowerings emit (`--rounding`): one policy for the
+    /// whole model.
+    pub rounding: crate::quant::Rounding,
+    /// Which integer matmul kernels the model must be exact on (`--matmul-operands`); the
+    /// lowerings pick operand grids from it and the range proof enforces it.
+    pub matmul_operands: crate::ops::matmul_kernels::MatmulOperands,
 }
 
 impl Default for CompileOptions {
@@ -52,6 +58,8 @@ impl Default for CompileOptions {
             input_shapes: BTreeMap::new(),
             calibration: None,
             symbolic_dim_bound: 4096,
+            rounding: crate::quant::Rounding::HalfUp,
+            matmul_operands: Default::default(),
         }
     }
 }
@@ -111,6 +119,9 @@ pub struct PassReport {
     /// Wall time; reported separately (`--timings`) so that reports stay reproducible.
     #[serde(skip)]
     pub duration: Duration,
+    /// Samples the pass observed (the `calibrate` pass): every one it was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
     /// Values the pass quantized, with the decision for each (the `quantize` pass).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<ValueReport>,

@@ -39,6 +39,11 @@ impl CalibrationSet {
                 )));
             }
         }
+        if n == 0 {
+            return Err(Error::Usage(format!(
+                "calibration input '{first_name}' has no samples (its first dimension is 0)"
+            )));
+        }
         Ok(n)
     }
 
@@ -46,5 +51,11 @@ impl CalibrationSet {
     pub fn rows(&self, name: &str, start: usize, end: usize) -> Array {
         let a = &self.inputs[name];
         map_array!(a, v => v.slice_axis(Axis(0), Slice::from(start..end)).to_owned())
+    }
+
+    /// The rows at `indices` (in that order, repeats allowed) of one input.
+    pub fn rows_at(&self, name: &str, indices: &[usize]) -> Array {
+        let a = &self.inputs[name];
+        map_array!(a, v => v.select(Axis(0), indices))
     }
 }

@@ -312,7 +312,7 @@ pub fn lower_each(
 ) -> Result<()> {
     let facts = facts_of(model, cx)?;
     let order = model.graph.topological_order()?;
-    let mut lw = Lowering::new(model, facts, cx.options.symbolic_dim_bound);
+    let mut lw = Lowering::new(model, facts, cx.options);
     for id in order {
         let Some(op) = lw.model().graph.op(id).cloned() else {
             continue;

@@ -18,7 +18,8 @@ use super::rounding::Rounding;
 use crate::ir::quant::{QuantFacts, Scale};
 use crate::ir::{Array, DataType, Model, NodeId, Op, ValueId, attr};
 use crate::ops::GraphFacts;
-use crate::pass::Rewriter;
+use crate::ops::matmul_kernels::{MatmulOperands, Storage};
+use crate::pass::{CompileOptions, Rewriter};
 use crate::{Error, Result};
 
 /// The integer form of a float value: `real ≈ scale · (q − zero_point)`.
@@ -126,28 +127,42 @@ pub fn choose_dyadics(ratios: &[f64], magnitude: i128, bits: u32) -> Result<Vec<
     })
 }
 
-/// Symmetric per-channel int8 quantization of a float weight along `axis`:
-/// `q = round_half_even(w / s_c)` clamped to ±127, `s_c = max|w_c| / 127` (f32).
-pub fn quantize_weight(w: &ndarray::ArrayD<f32>, axis: usize) -> (ndarray::ArrayD<i8>, Vec<f64>) {
+/// Symmetric per-channel quantization of a float weight along `axis` to `±magnitude`
+/// (127, or 64 for the saturation-free grid): `q = round_half_even(w / s_c)` clamped,
+/// `s_c = max|w_c| / magnitude` (f32).
+pub fn quantize_weight(
+    w: &ndarray::ArrayD<f32>,
+    axis: usize,
+    magnitude: i64,
+) -> (ndarray::ArrayD<i8>, Vec<f64>) {
     let channels = w.shape()[axis];
+    let levels = magnitude as f64;
     let mut scales = Vec::with_capacity(channels);
     let mut q = ndarray::ArrayD::<i8>::zeros(w.raw_dim());
     for c in 0..channels {
         let lane = w.index_axis(ndarray::Axis(axis), c);
         let max = lane.iter().fold(0f32, |m, &x| m.max(x.abs()));
         let scale = if max > 0.0 {
-            (max as f64 / 127.0) as f32 as f64
+            (max as f64 / levels) as f32 as f64
         } else {
             1.0
         };
         scales.push(scale);
         let mut out = q.index_axis_mut(ndarray::Axis(axis), c);
         ndarray::Zip::from(&mut out).and(&lane).for_each(|o, &x| {
-            *o = (crate::quant::rounding::round_half_even(x as f64 / scale)).clamp(-127.0, 127.0)
+            *o = (crate::quant::rounding::round_half_even(x as f64 / scale)).clamp(-levels, levels)
                 as i8;
         });
     }
     (q, scales)
+}
+
+/// A quantized weight as `storage` holds it: int8 as is, or uint8 `q + zero_point`.
+pub fn stored_weight(q: &ndarray::ArrayD<i8>, storage: Storage) -> Array {
+    match storage.dtype {
+        DataType::Uint8 => Array::U8(q.mapv(|x| (x as i64 + storage.zero_point) as u8)),
+        _ => Array::I8(q.clone()),
+    }
 }
 
 /// The lowering state of one pass over a model.
@@ -158,19 +173,23 @@ pub struct Lowering<'m> {
     forms: HashMap<(ValueId, Form), IntRep>,
     lowered: HashSet<NodeId>,
     pub rounding: Rounding,
+    pub operands: MatmulOperands,
     pub dim_bound: i64,
 }
 
 impl<'m> Lowering<'m> {
-    pub fn new(model: &'m mut Model, facts: GraphFacts, dim_bound: i64) -> Lowering<'m> {
+    /// A lowering with the compilation's policies (rounding, matmul operand grid, dimension
+    /// bound), so that every lowering pass makes the same choices.
+    pub fn new(model: &'m mut Model, facts: GraphFacts, options: &CompileOptions) -> Lowering<'m> {
         Lowering {
             rw: Rewriter::unanchored(model),
             facts,
             reps: HashMap::new(),
             forms: HashMap::new(),
             lowered: HashSet::new(),
-            rounding: Rounding::HalfUp,
-            dim_bound,
+            rounding: options.rounding,
+            operands: options.matmul_operands,
+            dim_bound: options.symbolic_dim_bound,
         }
     }
 
@@ -271,6 +290,38 @@ impl<'m> Lowering<'m> {
         self.rw.op(op_type, suffix, inputs, attrs)
     }
 
+    /// A right-hand matmul activation as the operand policy stores it: int8 on the policy's
+    /// grid (an unsigned plan keeps its clip on the positive half), or uint8 with zero point
+    /// 128 (an unsigned plan uses the whole uint8 range, zero point 0).
+    fn operand_b(&self, bits: u32, signed: bool, scale: f64) -> Target {
+        let storage = self.operands.activations();
+        let m = storage.magnitude;
+        match (storage.dtype, signed) {
+            (DataType::Uint8, true) => Target {
+                scale: respread(scale, bits, true, 127),
+                zero_point: storage.zero_point,
+                lo: 0,
+                hi: 255,
+                dtype: DataType::Uint8,
+            },
+            (DataType::Uint8, false) => Target {
+                scale: respread(scale, bits, false, 255),
+                zero_point: 0,
+                lo: 0,
+                hi: 255,
+                dtype: DataType::Uint8,
+            },
+            _ => Target {
+                scale: respread(scale, bits, signed, m),
+                zero_point: 0,
+                // The full grid keeps int8's −128; the saturation-free grid is symmetric.
+                lo: if m == 127 { -128 } else { -m },
+                hi: m,
+                dtype: DataType::Int8,
+            },
+        }
+    }
+
     /// `v` requantized (or quantized, if it is float) to an explicit target.
     pub fn to_target(&mut self, v: ValueId, target: &Target, suffix: &str) -> Result<IntRep> {
         match self.reps.get(&v).cloned() {
@@ -305,21 +356,7 @@ impl<'m> Lowering<'m> {
                 hi: 255,
                 dtype: DataType::Uint8,
             },
-            // A B operand must be signed; an unsigned plan keeps its clip at 127 levels.
-            Form::OperandB => {
-                let s = if plan.signed {
-                    rescale_signed(scale, plan.bits, 8)
-                } else {
-                    rescale_unsigned_to_signed(scale, plan.bits)
-                };
-                Target {
-                    scale: s,
-                    zero_point: 0,
-                    lo: -128,
-                    hi: 127,
-                    dtype: DataType::Int8,
-                }
-            }
+            Form::OperandB => self.operand_b(plan.bits, plan.signed, scale),
             Form::Stored8 if plan.signed => Target {
                 scale: rescale_signed(scale, plan.bits, 8),
                 zero_point: 0,
@@ -574,9 +611,14 @@ fn rescale_signed(scale: f64, bits: u32, to_bits: u32) -> f64 {
     (scale * from as f64 / to as f64) as f32 as f64
 }
 
-/// An unsigned plan stored as a signed 8-bit value: same clip, 127 levels.
-fn rescale_unsigned_to_signed(scale: f64, bits: u32) -> f64 {
-    (scale * ((1u64 << bits) - 1) as f64 / 127.0) as f32 as f64
+/// Scale of a plan of `bits` re-spread over `levels` steps of its clip.
+fn respread(scale: f64, bits: u32, signed: bool, levels: i64) -> f64 {
+    let from = if signed {
+        (1u64 << (bits - 1)) - 1
+    } else {
+        (1u64 << bits) - 1
+    };
+    (scale * from as f64 / levels as f64) as f32 as f64
 }
 
 /// Proven output range of a requantization over inputs in `input`.

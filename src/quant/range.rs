@@ -1,11 +1,14 @@
 //! Range analysis of integer graphs: intervals propagate from constants, quantized inputs and
 //! clamps through every integer op. [`verify`] refuses a graph whose integer arithmetic could
-//! overflow its type, or that divides by a value that could be 0 or −1, and names the node.
+//! overflow its type, that divides by a value that could be 0 or −1, or whose integer matmul
+//! operands a kernel of the targeted engines could saturate (`ops::matmul_kernels`), and names
+//! the node.
 
 use std::collections::HashMap;
 
 use crate::ir::{Array, DataType, DataTypeInfo, Element, Model, NodeId, Op, ValueId};
 use crate::ops::GraphFacts;
+use crate::ops::matmul_kernels::{MatmulOperands, Operands, saturation};
 use crate::{Error, Result};
 
 /// An inclusive interval of integers.
@@ -48,6 +51,7 @@ pub fn analyze(
     model: &Model,
     facts: &GraphFacts,
     dim_bound: i64,
+    policy: MatmulOperands,
 ) -> Result<(HashMap<ValueId, Interval>, usize)> {
     let g = &model.graph;
     let mut iv: HashMap<ValueId, Interval> = HashMap::new();
@@ -85,6 +89,20 @@ pub fn analyze(
         }
         if !op.domain().is_empty() {
             continue;
+        }
+        if matches!(op.op_type(), "MatMulInteger" | "ConvInteger") {
+            checked += 1;
+            let operands = stored_operands(facts, op, &inputs, &get, dim_bound);
+            if let Some(why) = saturation(&operands, policy) {
+                return Err(Error::Pass {
+                    pass: "range check".into(),
+                    message: format!(
+                        "{}: {why}; refusing a matmul that is not exact on every targeted CPU \
+                         (--matmul-operands {policy})",
+                        g.describe(id)
+                    ),
+                });
+            }
         }
         let result = interval_of(model, facts, id, op, &inputs, &get, dim_bound)?;
         let Some(result) = result else { continue };
@@ -251,10 +269,17 @@ fn interval_of(
                 .and_then(|w| g.constant(w))
                 .and_then(|t| t.decode().ok());
             let b_zero = get(3).map_or(0, |z| z.0);
-            if let (Some(a), Some(Array::I8(w))) = (a, weight.as_ref()) {
-                let w = w.as_standard_layout();
-                let values = w.as_slice().expect("standard layout");
-                return Ok(Some(per_channel_bound(values, w.shape(), conv, a, b_zero)));
+            let stored: Option<(Vec<i16>, Vec<usize>)> = match weight.as_ref() {
+                Some(Array::I8(w)) => {
+                    Some((w.iter().map(|&x| x as i16).collect(), w.shape().to_vec()))
+                }
+                Some(Array::U8(w)) => {
+                    Some((w.iter().map(|&x| x as i16).collect(), w.shape().to_vec()))
+                }
+                _ => None,
+            };
+            if let (Some(a), Some((values, shape))) = (a, stored) {
+                return Ok(Some(per_channel_bound(&values, &shape, conv, a, b_zero)));
             }
             let b = get(1).map(|b| shift_by_zero_point(b, get(3)));
             let k: i128 = if conv {
@@ -337,7 +362,7 @@ fn interval_of(
 /// Bounds of `Σ_k (w − zp)·a` per output channel (the last axis of a MatMul weight, the first
 /// of a Conv weight), over `a` in `a`, hulled over channels.
 fn per_channel_bound(
-    values: &[i8],
+    values: &[i16],
     shape: &[usize],
     conv: bool,
     a: Interval,
@@ -396,8 +421,61 @@ fn clip_of_float(model: &Model, clip_out: ValueId, limits: Interval) -> Option<I
     Some((lo, hi))
 }
 
-/// Checks the whole graph; returns how many integer arithmetic ops were proven safe.
-pub fn verify(model: &Model, dim_bound: i64) -> Result<usize> {
+/// The stored operands of a `MatMulInteger`/`ConvInteger`: types and intervals (the type's
+/// whole range where analysis knows nothing better) and the products summed per output.
+fn stored_operands(
+    facts: &GraphFacts,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+    get: &dyn Fn(usize) -> Option<Interval>,
+    dim_bound: i64,
+) -> Operands {
+    let dtype = |i: usize| {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|v| facts.get(v))
+            .and_then(|f| f.dtype)
+            .unwrap_or(DataType::Int8)
+    };
+    let interval = |i: usize, t: DataType| {
+        let whole = type_interval(t).unwrap_or((i8::MIN as i128, i8::MAX as i128));
+        get(i).map_or(whole, |a| (a.0.max(whole.0), a.1.min(whole.1)))
+    };
+    let shape = |i: usize| {
+        inputs
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|v| facts.get(v))
+            .and_then(|f| f.shape.clone())
+    };
+    let inner = if op.is("ConvInteger") {
+        // Per output: C/group · kernel elements, all of W's dimensions after the first.
+        shape(1).map_or(dim_bound as i128, |s| {
+            s[1..]
+                .iter()
+                .map(|d| d.known().unwrap_or(dim_bound) as i128)
+                .product()
+        })
+    } else {
+        shape(0)
+            .and_then(|s| s.last().and_then(|d| d.known()))
+            .unwrap_or(dim_bound) as i128
+    };
+    let (a_type, b_type) = (dtype(0), dtype(1));
+    Operands {
+        a_type,
+        a: interval(0, a_type),
+        b_type,
+        b: interval(1, b_type),
+        inner,
+    }
+}
+
+/// Checks the whole graph; returns how many integer ops were proven safe.
+pub fn verify(model: &Model, dim_bound: i64, policy: MatmulOperands) -> Result<usize> {
     let facts = crate::ops::analyze(model, &Default::default(), 1 << 16)?;
-    analyze(model, &facts, dim_bound).map(|(_, checked)| checked)
+    analyze(model, &facts, dim_bound, policy).map(|(_, checked)| checked)
 }

@@ -9,8 +9,8 @@ use intone::ir::{Array, Model, ValueId};
 use intone::quant::kernels::{LayerNormPlan, softmax_row_divided};
 use intone::runner::Runner;
 
-use crate::linear::{compile, digits, fixture_inputs, run_ort, values_in_both_engines};
-use crate::{fixture, oracle, root, tempdir};
+use crate::linear::{compile, digits, fixture_inputs, run_ort_on, values_in_both_engines};
+use crate::{Cpu, fixture, oracle, root, tempdir};
 
 /// Compiles with a pipeline and returns the output and its report's `float_between`.
 fn compile_with_report(
@@ -45,20 +45,23 @@ fn compile_with_report(
     (out, between)
 }
 
-/// Runs a compiled model in both engines and requires identical outputs (type and bits).
-fn assert_bit_identical(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<Array> {
+/// Runs a compiled model in tract and in onnxruntime, on this CPU and on an emulated AVX2-only
+/// one, and requires identical outputs (type and bits).
+pub fn assert_bit_identical(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<Array> {
     let compiled = intone::onnx::load(model).unwrap();
     let arrays: Vec<Array> = inputs.iter().map(|(_, a)| (*a).clone()).collect();
     let tract = Runner::new(&compiled).unwrap().run(&arrays, None).unwrap();
-    let ort = run_ort(model, inputs, dir);
-    assert_eq!(tract.len(), ort.len());
-    for ((name, t), (_, o)) in tract.iter().zip(&ort) {
-        assert_eq!(
-            t,
-            o,
-            "{}: tract and onnxruntime differ on {name}",
-            model.display()
-        );
+    for cpu in Cpu::all() {
+        let ort = run_ort_on(cpu, model, inputs, dir);
+        assert_eq!(tract.len(), ort.len());
+        for ((name, t), (_, o)) in tract.iter().zip(&ort) {
+            assert_eq!(
+                t,
+                o,
+                "{}: tract and onnxruntime ({cpu:?} CPU) differ on {name}",
+                model.display()
+            );
+        }
     }
     tract.into_iter().map(|(_, a)| a).collect()
 }

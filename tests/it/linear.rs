@@ -9,7 +9,7 @@ use intone::ir::{Array, Model, NodeKind};
 use intone::quant::requant::RequantParams;
 use intone::runner::Runner;
 
-use crate::{fixture, intone, oracle, root, tempdir};
+use crate::{Cpu, fixture, intone, oracle, oracle_on, root, tempdir};
 
 /// Digits data from `../shared/models/data`: (calibration: 256 training images, test images,
 /// test labels).
@@ -110,9 +110,20 @@ pub fn values_in_both_engines(
 
 /// Runs a saved model in onnxruntime; returns its outputs by name.
 pub fn run_ort(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<(String, Array)> {
+    run_ort_on(Cpu::Native, model, inputs, dir)
+}
+
+/// [`run_ort`] on a chosen (possibly emulated) CPU.
+pub fn run_ort_on(
+    cpu: Cpu,
+    model: &Path,
+    inputs: &[(&str, &Array)],
+    dir: &Path,
+) -> Vec<(String, Array)> {
+    let out_dir = dir.join(format!("ort-{cpu:?}"));
     let mut args = vec![
         model.to_str().unwrap().to_string(),
-        dir.join("ort").to_str().unwrap().to_string(),
+        out_dir.to_str().unwrap().to_string(),
     ];
     for (name, a) in inputs {
         let p = dir.join(format!("{name}.npy"));
@@ -120,7 +131,7 @@ pub fn run_ort(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<(Stri
         args.push(format!("{name}={}", p.display()));
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let names = oracle("run_ort.py", &refs, "");
+    let names = oracle_on(cpu, "run_ort.py", &refs, "");
     names
         .lines()
         .map(|n| {
@@ -136,7 +147,7 @@ pub fn run_ort(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<(Stri
                 .collect();
             (
                 n.to_string(),
-                intone::npy::read(&dir.join("ort").join(format!("{safe}.npy"))).unwrap(),
+                intone::npy::read(&out_dir.join(format!("{safe}.npy"))).unwrap(),
             )
         })
         .collect()

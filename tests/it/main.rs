@@ -9,6 +9,7 @@ mod integer_only;
 mod ir;
 mod kernels;
 mod linear;
+mod matmul_kernels;
 mod passes;
 mod pipeline;
 mod quant;
@@ -60,6 +61,51 @@ pub fn python() -> PathBuf {
         .clone()
 }
 
+/// The CPU onnxruntime runs on in a test.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Cpu {
+    /// This machine's CPU.
+    Native,
+    /// An emulated AVX2-only x86-64 CPU (qemu `-cpu Haswell-v4`: no AVX-512, no VNNI), on which
+    /// onnxruntime picks its saturating u8×s8 kernel whatever this machine has.
+    Avx2,
+}
+
+impl Cpu {
+    /// The CPUs the exactness tests use: both wherever x86-64 can be emulated.
+    pub fn all() -> Vec<Cpu> {
+        if cfg!(target_arch = "x86_64") {
+            vec![Cpu::Native, Cpu::Avx2]
+        } else {
+            vec![Cpu::Native]
+        }
+    }
+}
+
+/// qemu's user-mode x86-64 emulator, installed on first use by `tests/oracle/qemu-env.sh`.
+fn qemu() -> PathBuf {
+    static QEMU: OnceLock<PathBuf> = OnceLock::new();
+    QEMU.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("tests/oracle/qemu-env.sh"))
+            .output()
+            .expect("run tests/oracle/qemu-env.sh");
+        assert!(
+            out.status.success(),
+            "setting up qemu failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// True when this machine's CPU has VNNI (onnxruntime's u8×s8 kernel does not saturate here).
+pub fn native_cpu_has_vnni() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .is_ok_and(|c| c.contains("avx512_vnni") || c.contains("avx_vnni"))
+}
+
 /// The ONNX backend node-test suite of the installed onnx package, materialised once into
 /// `target/onnx-node-tests` (the wheel ships the generators, not the files).
 pub fn node_tests() -> PathBuf {
@@ -89,8 +135,21 @@ pub fn node_tests() -> PathBuf {
 /// Runs a Python script of `tests/oracle` with arguments and stdin; returns stdout, panicking
 /// with stderr on failure.
 pub fn oracle(script: &str, args: &[&str], stdin: &str) -> String {
+    oracle_on(Cpu::Native, script, args, stdin)
+}
+
+/// [`oracle`] on a chosen CPU.
+pub fn oracle_on(cpu: Cpu, script: &str, args: &[&str], stdin: &str) -> String {
     use std::io::Write;
-    let mut child = Command::new(python())
+    let mut command = match cpu {
+        Cpu::Native => Command::new(python()),
+        Cpu::Avx2 => {
+            let mut c = Command::new(qemu());
+            c.args(["-cpu", "Haswell-v4"]).arg(python());
+            c
+        }
+    };
+    let mut child = command
         .arg(root().join("tests/oracle").join(script))
         .args(args)
         .stdin(std::process::Stdio::piped())

@@ -79,11 +79,22 @@ fn weights_quantize_within_half_a_step() {
     let w = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[7, 5]), |i| {
         ((i[0] * 31 + i[1] * 17) % 23) as f32 / 7.0 - 1.5
     });
-    let (q, scales) = intone::quant::lower::quantize_weight(&w, 1);
-    for ((i, &x), &qv) in w.indexed_iter().zip(q.iter()) {
-        let s = scales[i[1]];
-        assert!((qv as f64 * s - x as f64).abs() <= s / 2.0 + 1e-9);
-        assert!((-127..=127).contains(&qv));
+    for magnitude in [127, 64] {
+        let (q, scales) = intone::quant::lower::quantize_weight(&w, 1, magnitude);
+        for ((i, &x), &qv) in w.indexed_iter().zip(q.iter()) {
+            let s = scales[i[1]];
+            assert!((qv as f64 * s - x as f64).abs() <= s / 2.0 + 1e-9);
+            assert!((-magnitude..=magnitude).contains(&(qv as i64)));
+        }
+        // Each channel reaches its grid's end.
+        for c in 0..5 {
+            let top = q
+                .index_axis(ndarray::Axis(1), c)
+                .iter()
+                .map(|v| v.abs() as i64)
+                .max();
+            assert_eq!(top, Some(magnitude));
+        }
     }
 }
 
@@ -419,7 +430,7 @@ fn range_check_refuses_overflow_and_names_the_node() {
         .node("Mul", &["q", "two"], &["fine"])
         .node("Mul", &["fine", "big"], &["overflow"])
         .output("overflow", DataType::Int32, &[D::N(4)]);
-    let e = intone::quant::range::verify(&b.model(), 4096)
+    let e = intone::quant::range::verify(&b.model(), 4096, Default::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -437,7 +448,7 @@ fn range_check_refuses_overflow_and_names_the_node() {
         .node_with("Cast", &["c"], &["d"], vec![attr::int("to", 6)])
         .node("Div", &["num", "d"], &["y"])
         .output("y", DataType::Int32, &[D::N(4)]);
-    let e = intone::quant::range::verify(&b.model(), 4096)
+    let e = intone::quant::range::verify(&b.model(), 4096, Default::default())
         .unwrap_err()
         .to_string();
     assert!(
