@@ -197,7 +197,8 @@ impl Pass for Calibrate {
         cx.remark(
             "<calibration>",
             format!(
-                "{samples} samples observed, in {runs} runs of {batch}{last}; {} values observed",
+                "{samples} samples observed, in {runs} batch{} of {batch}{last}; {} values observed",
+                if runs == 1 { "" } else { "es" },
                 cx.report.rewritten
             ),
         );

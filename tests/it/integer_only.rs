@@ -45,10 +45,12 @@ fn compile_with_report(
     (out, between)
 }
 
-/// Runs a compiled model in tract and in onnxruntime, on this CPU and on an emulated AVX2-only
-/// one, and requires identical outputs (type and bits).
+/// Proves the saturation rule on a compiled model, runs it in tract and in onnxruntime, on this
+/// CPU and on an emulated AVX2-only one, and requires identical outputs (type and bits).
 pub fn assert_bit_identical(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<Array> {
     let compiled = intone::onnx::load(model).unwrap();
+    // The saturation rule, proven again on the file as written.
+    intone::quant::range::verify(&compiled, 4096, Default::default()).unwrap();
     let arrays: Vec<Array> = inputs.iter().map(|(_, a)| (*a).clone()).collect();
     let tract = Runner::new(&compiled).unwrap().run(&arrays, None).unwrap();
     for cpu in Cpu::all() {

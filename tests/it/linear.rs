@@ -531,3 +531,183 @@ fn check_points_at_a_deliberately_broken_layer() {
             .contains(&format!("first value below cosine 0.99: {broken_value}"))
     );
 }
+
+/// The calibrate pass's report entry and the observed range of every planned value.
+fn calibration_of(report: &Path) -> (serde_json::Value, Vec<(String, f64, f64)>) {
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let passes = r["passes"].as_array().unwrap();
+    let calibrate = passes.iter().find(|p| p["pass"] == "calibrate").unwrap();
+    let quantize = passes.iter().find(|p| p["pass"] == "quantize").unwrap();
+    let ranges = quantize["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let o = v["observed"].as_array().unwrap();
+            (
+                v["value"].as_str().unwrap().to_string(),
+                o[0].as_f64().unwrap(),
+                o[1].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    (calibrate.clone(), ranges)
+}
+
+#[test]
+fn calibration_observes_every_sample_whatever_the_batch() {
+    let data = root().join("../shared/models/data");
+    let dir = tempdir();
+    let l3 = root().join("../shared/models/paraphrase_minilm_l3_v2_opset17.onnx");
+    let ids = data.join("wordsim353_word_input_ids.npy");
+    let mask = data.join("wordsim353_word_attention_mask.npy");
+    // 437 words: 13 batches of 32 and one of 21, or one batch of all of them.
+    let mut ranges = Vec::new();
+    for batch in ["32", "437", "1000"] {
+        let report = dir.path().join(format!("l3.{batch}.json"));
+        compile(
+            &l3,
+            &dir.path().join(format!("l3.{batch}.onnx")),
+            &[
+                "--pipeline",
+                "linear",
+                "--calibration-batch",
+                batch,
+                "--report",
+                report.to_str().unwrap(),
+                "--calibrate",
+                &format!("input_ids={}", ids.display()),
+                "--calibrate",
+                &format!("attention_mask={}", mask.display()),
+            ],
+        );
+        let (calibrate, observed) = calibration_of(&report);
+        assert_eq!(calibrate["samples"], 437, "batch {batch}: {calibrate}");
+        let remarks = calibrate["remarks"].to_string();
+        let expected = match batch {
+            "32" => "437 samples observed, in 13 batches of 32 and one of 21",
+            _ => "437 samples observed, in 1 batch of 437",
+        };
+        assert!(remarks.contains(expected), "batch {batch}: {remarks}");
+        if batch == "1000" {
+            assert!(
+                remarks.contains("437 samples, fewer than one batch of"),
+                "{remarks}"
+            );
+        }
+        ranges.push(observed);
+    }
+    // Min and max do not depend on how the samples were batched.
+    assert_eq!(ranges[0], ranges[1]);
+    assert_eq!(ranges[1], ranges[2]);
+
+    // One and five samples, fewer than the default batch of 32.
+    let (calib, _, _) = digits();
+    for n in [1usize, 5] {
+        let few = Array::F32(
+            calib
+                .as_array::<f32>()
+                .unwrap()
+                .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+                .to_owned(),
+        );
+        let path = dir.path().join(format!("calib{n}.npy"));
+        intone::npy::write(&path, &few).unwrap();
+        let report = dir.path().join(format!("digits{n}.json"));
+        compile(
+            &fixture("digits_vit_opset13.onnx"),
+            &dir.path().join(format!("digits{n}.onnx")),
+            &[
+                "--pipeline",
+                "ivit",
+                "--report",
+                report.to_str().unwrap(),
+                "--calibrate",
+                &format!("pixels={}", path.display()),
+            ],
+        );
+        let (calibrate, _) = calibration_of(&report);
+        assert_eq!(calibrate["samples"], n);
+        let remarks = calibrate["remarks"].to_string();
+        assert!(
+            remarks.contains(&format!("{n} samples, fewer than one batch of 32")),
+            "{remarks}"
+        );
+    }
+}
+
+#[test]
+fn a_model_with_a_fixed_batch_calibrates_its_last_samples_too() {
+    use crate::build::{D, F32, ModelBuilder};
+    let dir = tempdir();
+    let w = Array::from_vec(&[8, 3], (0..24).map(|i| i as f32 / 10.0 - 1.0).collect()).unwrap();
+    let model = ModelBuilder::new(17)
+        .input("x", F32, &[D::N(4), D::N(8)])
+        .init("w", w)
+        .node("MatMul", &["x", "w"], &["y"])
+        .output("y", F32, &[D::N(4), D::N(3)])
+        .write(dir.path(), "fixed.onnx");
+    // Six samples; the last two hold the extremes.
+    let mut x: Vec<f32> = (0..48).map(|i| (i % 7) as f32 / 7.0).collect();
+    x[40] = -9.0;
+    x[47] = 9.0;
+    let path = dir.path().join("x.npy");
+    intone::npy::write(&path, &Array::from_vec(&[6, 8], x).unwrap()).unwrap();
+    let report = dir.path().join("r.json");
+    compile(
+        &model,
+        &dir.path().join("fixed.int.onnx"),
+        &[
+            "--pipeline",
+            "linear",
+            "--report",
+            report.to_str().unwrap(),
+            "--calibrate",
+            &format!("x={}", path.display()),
+        ],
+    );
+    let (calibrate, observed) = calibration_of(&report);
+    assert_eq!(calibrate["samples"], 6);
+    let remarks = calibrate["remarks"].to_string();
+    assert!(remarks.contains("fixes its batch at 4"), "{remarks}");
+    let x_range = observed.iter().find(|(n, _, _)| n == "x").unwrap();
+    assert_eq!((x_range.1, x_range.2), (-9.0, 9.0));
+}
+
+#[test]
+fn one_rounding_policy_reaches_every_lowering() {
+    let (calib, _, _) = digits();
+    let dir = tempdir();
+    let calib_path = dir.path().join("calib.npy");
+    intone::npy::write(&calib_path, &calib).unwrap();
+    for rounding in ["floor", "half-up"] {
+        let out = compile(
+            &fixture("digits_vit_opset13.onnx"),
+            &dir.path().join(format!("{rounding}.onnx")),
+            &[
+                "--pipeline",
+                "ivit",
+                "--rounding",
+                rounding,
+                "--stop-after",
+                "fold-dyadic-requant",
+                "--calibrate",
+                &format!("pixels={}", calib_path.display()),
+            ],
+        );
+        let model = intone::onnx::load(&out).unwrap();
+        let g = &model.graph;
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        for id in g.node_ids() {
+            let Some(op) = g.op(id) else { continue };
+            if op.domain() == intone::quant::requant::DOMAIN && op.op_type() == "Requant" {
+                let r = op.attr_string("rounding").unwrap().unwrap();
+                *seen.entry(r).or_default() += 1;
+            }
+        }
+        // Requantizations of the linear layers, Shiftmax, ShiftGELU and I-LayerNorm alike.
+        assert_eq!(seen.len(), 1, "{rounding}: {seen:?}");
+        assert!(seen[rounding] > 20, "{rounding}: {seen:?}");
+    }
+}
