@@ -111,7 +111,12 @@ fn lower(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Lowered> {
     let s = rep.scale.at(0);
     let x_max = rep.magnitude() as i64;
     let plan = LayerNormPlan::new(d, x_max, s, epsilon);
-    let q = rep.value;
+    // The plan rests on |x| ≤ x_max, proven channel by channel; the range check hulls
+    // per-channel requantizations and can see a wider input. A Clip to the proven bound,
+    // which never binds, shows it the plan's.
+    let lo = int32_scalar(lw, "input_lo", -x_max)?;
+    let hi = int32_scalar(lw, "input_hi", x_max)?;
+    let q = lw.op("Clip", "input_bounded", &[rep.value, lo, hi], vec![])?;
 
     // Constants along the row (tract: no one-element Mul/Div operands, see spread_int32).
     let along_row = |lw: &mut Lowering, suffix: &str, v: i64| -> Result<ValueId> {

@@ -263,20 +263,26 @@ impl LayerNormPlan {
                 (y_max + (1 << (k - 1))) >> k
             }
         };
+        // ε in units of the sum of squares: Σ(y/2^k)² = D·var/(s·2^k)².
+        let epsilon_at = |k: u32| {
+            let unit = s * (1u64 << k) as f64;
+            let eps = (d as f64 * epsilon / (unit * unit)).round();
+            if eps.is_finite() {
+                eps.min((1u64 << 29) as f64) as i64
+            } else {
+                0
+            }
+        };
+        // The sum of squares plus ε stays below 2^30, so that Newton's `root + v / root`
+        // (which interval analysis bounds by 2·v) fits int32.
         let mut square_shift = 0;
-        while d as i128 * narrowed(square_shift).pow(2) >= 1 << 30 {
+        while d as i128 * narrowed(square_shift).pow(2) + epsilon_at(square_shift) as i128
+            >= 1 << 30
+        {
             square_shift += 1;
         }
-        let var_max = d as i128 * narrowed(square_shift).pow(2);
-        // ε in units of the sum of squares: Σ(y/2^k)² = D·var/(s·2^k)².
-        let unit = s * (1u64 << square_shift) as f64;
-        let eps = (d as f64 * epsilon / (unit * unit)).round();
-        let eps = if eps.is_finite() {
-            eps.min((1u64 << 29) as f64) as i64
-        } else {
-            0
-        };
-        let var_max = var_max + eps as i128;
+        let eps = epsilon_at(square_shift);
+        let var_max = d as i128 * narrowed(square_shift).pow(2) + eps as i128;
         let bits = 128 - var_max.leading_zeros();
         let coarse_shift = bits.saturating_sub(SQRT_TABLE_BITS);
         let fine_shift = coarse_shift.saturating_sub(SQRT_TABLE_BITS);

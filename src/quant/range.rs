@@ -110,14 +110,18 @@ pub fn analyze(
             if t.is_integer() && arithmetic(op.op_type()) {
                 checked += 1;
                 if result.0 < limits.0 || result.1 > limits.1 {
+                    let from: Vec<String> = (0..inputs.len())
+                        .filter_map(|i| get(i).map(|(lo, hi)| format!("[{lo}, {hi}]")))
+                        .collect();
                     return Err(Error::Pass {
                         pass: "range check".into(),
                         message: format!(
-                            "{}: the {} result can reach [{}, {}], outside {}; refusing a graph that can overflow",
+                            "{}: the {} result can reach [{}, {}] (inputs in {}), outside {}; refusing a graph that can overflow",
                             g.describe(id),
                             t.short_name(),
                             result.0,
                             result.1,
+                            from.join(" and "),
                             t.short_name()
                         ),
                     });

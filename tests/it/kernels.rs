@@ -132,3 +132,32 @@ fn newton_root_is_floor_sqrt_or_one_above_over_the_plans_range() {
         v = v * 3 / 2 + 1;
     }
 }
+
+#[test]
+fn layer_norm_plan_keeps_the_variance_and_newton_sums_in_int32() {
+    // Newton's `root + v / root` is bounded by 2·v_max in interval analysis: v_max (sum of
+    // narrowed squares plus ε) must stay below 2^30, for tiny scales (ε large) too.
+    for d in [64i64, 384, 768, 1024] {
+        for x_max in [127i64, 32767, 65534, 1 << 20] {
+            for (s, eps) in [(1e-3, 1e-12), (1e-4, 1e-6), (1e-6, 1e-5), (1e-8, 1e-5)] {
+                let plan = LayerNormPlan::new(d, x_max, s, eps);
+                let y_max = 2 * x_max as i128 + 1;
+                let k = plan.square_shift;
+                let narrowed = if k == 0 {
+                    y_max
+                } else {
+                    (y_max + (1 << (k - 1))) >> k
+                };
+                let v_max = d as i128 * narrowed * narrowed + plan.epsilon as i128;
+                assert!(
+                    v_max < 1 << 30,
+                    "d={d} x_max={x_max} s={s} eps={eps}: {v_max}"
+                );
+                // The root of the largest variance is exact.
+                let v = (v_max as i64).min(i32::MAX as i64);
+                let r = plan.isqrt(v);
+                assert!(r * r <= v && (r + 1) * (r + 1) > v, "isqrt({v}) = {r}");
+            }
+        }
+    }
+}
