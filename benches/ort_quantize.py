@@ -1,5 +1,6 @@
 """onnxruntime's own static quantizer on the same calibration data intone uses:
-quantize_static(QDQ, per-channel, MinMax), feeding the samples in batches of 32.
+quantize_static(QDQ, per-channel, MinMax), feeding the samples in batches of 32 (the last one
+smaller: every sample, as intone observes them).
 
 Usage: python ort_quantize.py MODEL OUT CALIB.npz [BATCH]   (default 32, intone's default)
 """
@@ -12,7 +13,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 class Reader(CalibrationDataReader):
     def __init__(self, data, batch=32):
         n = len(next(iter(data.values())))
-        self.batches = iter([{k: v[i:i + batch] for k, v in data.items()} for i in range(0, n - n % batch or n, batch)])
+        self.batches = iter([{k: v[i:i + batch] for k, v in data.items()} for i in range(0, n, batch)])
 
     def get_next(self):
         return next(self.batches, None)
