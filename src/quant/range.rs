@@ -91,7 +91,6 @@ pub fn analyze(
             continue;
         }
         if matches!(op.op_type(), "MatMulInteger" | "ConvInteger") {
-            checked += 1;
             let operands = stored_operands(facts, op, &inputs, &get, dim_bound);
             if let Some(why) = saturation(&operands, policy) {
                 return Err(Error::Pass {
