@@ -93,7 +93,7 @@ pub const PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "lower-linear-to-integer",
-        summary: "MatMul/Gemm/Conv to MatMulInteger/ConvInteger with int8 weights, residuals and data movement in integers",
+        summary: "MatMul/Gemm/Conv to MatMulInteger/ConvInteger with 8-bit weights (--matmul-operands), residuals and data movement in integers",
         exact: false,
         options: &[],
         build: |_| Ok(Box::new(lower_linear_to_integer::LowerLinear)),

@@ -108,10 +108,10 @@ struct CompileArgs {
     /// Rounding of every requantization: half-up (I-ViT), floor or half-even.
     #[arg(long, value_name = "MODE", default_value = "half-up")]
     rounding: String,
-    /// Integer matmul operands: `portable` (u8×s8, B on the 7-bit grid ±64: exact on every
-    /// CPU, fastest), `u8u8` (u8×u8, full 8-bit grid: exact on every CPU, slower kernels) or
-    /// `vnni` (u8×s8, full int8 grid: exact only on CPUs with VNNI/AMX or ARM64 dot products;
-    /// onnxruntime saturates it on AVX2-only x86 CPUs).
+    /// Integer matmul operands: `portable` (weights u8×s8 on the 7-bit grid ±64, attention
+    /// u8×u8: exact on every CPU), `u8u8` (u8×u8 everywhere, full 8-bit grid: exact on every
+    /// CPU, slower kernels) or `vnni` (u8×s8, full int8 grid: exact only on CPUs with
+    /// VNNI/AMX or ARM64 dot products; onnxruntime saturates it on AVX2-only x86 CPUs).
     #[arg(
         long = "matmul-operands",
         value_name = "FORM",

@@ -11,7 +11,8 @@
 //! | s8 × s8, s8 × u8 | widened to int16: exact (slow) | exact | exact |
 //!
 //! Every kernel accumulates the raw products in int32, so `K · max|a·b|` must fit as well.
-//! onnxruntime's ConvInteger runs on the same GEMM (im2col), so the rules are the same.
+//! ConvInteger is held to the same rule. (onnxruntime 1.32 happens to compute it as
+//! W × im2col(X), an s8 × u8 GEMM that widens; the rule does not rely on that operand order.)
 //! Measured: `../shared/reference/op-semantics/matmul_saturation.py`, and the
 //! `matmul_kernels` tests, which run onnxruntime under an emulated AVX2-only CPU.
 

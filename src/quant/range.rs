@@ -273,12 +273,10 @@ fn interval_of(
                 .and_then(|t| t.decode().ok());
             let b_zero = get(3).map_or(0, |z| z.0);
             let stored: Option<(Vec<i16>, Vec<usize>)> = match weight.as_ref() {
-                Some(Array::I8(w)) => {
-                    Some((w.iter().map(|&x| x as i16).collect(), w.shape().to_vec()))
-                }
-                Some(Array::U8(w)) => {
-                    Some((w.iter().map(|&x| x as i16).collect(), w.shape().to_vec()))
-                }
+                Some(w @ (Array::I8(_) | Array::U8(_))) => Some((
+                    w.to_f64_vec().iter().map(|&x| x as i16).collect(),
+                    w.shape().to_vec(),
+                )),
                 _ => None,
             };
             if let (Some(a), Some((values, shape))) = (a, stored) {
@@ -433,6 +431,7 @@ fn stored_operands(
     get: &dyn Fn(usize) -> Option<Interval>,
     dim_bound: i64,
 ) -> Operands {
+    // An operand of unknown type is taken as the saturating pair's (u8 A, s8 B).
     let dtype = |i: usize| {
         inputs
             .get(i)
@@ -440,7 +439,11 @@ fn stored_operands(
             .flatten()
             .and_then(|v| facts.get(v))
             .and_then(|f| f.dtype)
-            .unwrap_or(DataType::Int8)
+            .unwrap_or(if i == 0 {
+                DataType::Uint8
+            } else {
+                DataType::Int8
+            })
     };
     let interval = |i: usize, t: DataType| {
         let whole = type_interval(t).unwrap_or((i8::MIN as i128, i8::MAX as i128));
