@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use intone::ir::{Array, Tensor};
-use intone::onnx::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
+use intone::schema::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
 
 const RUNS: usize = 5;
 

@@ -235,7 +235,7 @@ fn candidates(model: &Model, facts: &GraphFacts) -> Result<Vec<ValueId>> {
 fn check_inputs(
     model: &Model,
     runner: &Runner,
-    set: &crate::quant::CalibrationSet,
+    set: &crate::pass::CalibrationSet,
     facts: &GraphFacts,
 ) -> Result<Vec<Option<DataType>>> {
     for name in set.inputs.keys() {
@@ -243,7 +243,7 @@ fn check_inputs(
             let known: Vec<&str> = runner.input_names().iter().map(String::as_str).collect();
             return Err(Error::Usage(format!(
                 "--calibrate {name}: the model has no input of that name{}",
-                crate::pass::pipeline::suggestion(name, &known)
+                crate::error::suggestion(name, &known)
             )));
         }
     }
@@ -275,7 +275,7 @@ fn declared_batch(model: &Model, runner: &Runner, facts: &GraphFacts) -> Option<
 /// single sample (values of unknown size count as one row of their known part).
 fn bytes_per_sample(
     model: &Model,
-    set: &crate::quant::CalibrationSet,
+    set: &crate::pass::CalibrationSet,
     runner: &Runner,
     values: &[ValueId],
 ) -> Result<usize> {

@@ -12,8 +12,8 @@ use super::prelude::*;
 use serde::Serialize;
 
 use crate::ir::{DataType, NodeKind};
-use crate::onnx::proto::StringStringEntryProto;
-use crate::quant::island::quantization_at;
+use crate::schema::StringStringEntryProto;
+use crate::lower::island::quantization_at;
 
 pub struct ExposeIntegerIo;
 
@@ -146,8 +146,8 @@ impl Pass for ExposeIntegerIo {
 }
 
 /// Sets the element type of a declared tensor value.
-fn set_elem_type(info: &mut crate::onnx::proto::ValueInfoProto, dtype: DataType) {
-    use crate::onnx::proto::type_proto::Value;
+fn set_elem_type(info: &mut crate::schema::ValueInfoProto, dtype: DataType) {
+    use crate::schema::type_proto::Value;
     if let Some(Value::TensorType(t)) = info.r#type.as_mut().and_then(|t| t.value.as_mut()) {
         t.elem_type = Some(dtype as i32);
     }

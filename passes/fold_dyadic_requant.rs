@@ -16,9 +16,10 @@ use super::prelude::*;
 
 use crate::ir::{Array, Op};
 use crate::ops;
-use crate::quant::island;
-use crate::quant::lower::{Lowering, choose_dyadics, requant_range};
-use crate::quant::requant::{DOMAIN, RequantParams};
+use crate::lower::island;
+use crate::lower::engine::{Lowering, choose_dyadics, requant_range};
+use crate::ops::intone::DOMAIN;
+use crate::quant::RequantParams;
 
 pub struct FoldDyadicRequant;
 
@@ -565,7 +566,7 @@ impl Pattern for IntoTable {
 fn requant_of(model: &Model, id: NodeId) -> Option<RequantParams> {
     let op = model.graph.op(id)?;
     (op.domain() == DOMAIN && op.op_type() == "Requant")
-        .then(|| RequantParams::from_op(op).ok())
+        .then(|| crate::ops::intone::requant::from_op(op).ok())
         .flatten()
 }
 
@@ -575,7 +576,7 @@ fn range_of(model: &Model, v: ValueId) -> Option<(i64, i64)> {
 
 /// Replaces a Requant node's parameters and input, keeping its output value.
 fn set_requant(rw: &mut Rewriter, id: NodeId, params: &RequantParams, input: ValueId) {
-    let op = params.to_op(rw.graph().op(id).expect("op").name());
+    let op = crate::ops::intone::requant::to_op(&params, rw.graph().op(id).expect("op").name());
     rw.graph_mut().op_mut(id).expect("op").proto.attribute = op.proto.attribute;
     rw.graph_mut().set_input(id, 0, Some(input));
 }

@@ -1,4 +1,5 @@
-//! `legalize(target=integer|integer-opset28)`: expands intone's internal ops into standard ONNX.
+//! `legalize(target=integer|integer-opset28)`: expands intone's internal ops into standard ONNX with
+//! their own recipes (`ops::intone`).
 //!
 //! `intone.Requant` `y = clamp(round((x·m + b) / 2^c) + zp, lo, hi)` becomes, for `integer`:
 //!   int32 when `|x·m + b + 2^(c−1)| < 2^30` is proven:
@@ -11,16 +12,16 @@
 //! powers of two, never −1; no `Cast(to=INT64)` (tract turns it into a symbolic dimension).
 //! Preconditions: input ranges are known (every integer value carries them); opset ≥ 15.
 //! Exact: bit-identical to `quant::RequantParams::apply` (reference-kernel tests).
-//! Afterwards every integer op's range is checked against its type (`quant::range`).
+//! Afterwards every integer op's range is checked against its type (`lower::range`).
 
 use super::prelude::*;
 
 use crate::ir::quant::QuantFacts;
 use std::collections::HashMap;
 
-use crate::ir::{Array, DataType, attr};
-use crate::quant::requant::{DOMAIN, RequantParams};
-use crate::quant::{Rounding, range};
+use crate::ir::DataType;
+use crate::lower::range;
+use crate::ops::intone::{DOMAIN, requant};
 use crate::{Error, ops};
 
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -134,33 +135,8 @@ fn input_range(model: &Model, x: ValueId) -> Result<(i64, i64)> {
         })
 }
 
-/// A per-channel constant shaped to broadcast along `axis` of a rank-`rank` tensor.
-fn channel_constant<T: crate::ir::Element>(
-    values: Vec<T>,
-    axis: usize,
-    rank: Option<usize>,
-) -> Result<Array> {
-    if values.len() == 1 {
-        return Ok(Array::scalar(values[0]));
-    }
-    let rank = rank.ok_or_else(|| {
-        Error::unsupported("a per-channel requantization of a value of unknown rank")
-    })?;
-    let mut shape = vec![values.len()];
-    shape.extend(std::iter::repeat_n(1, rank.saturating_sub(axis + 1)));
-    Array::from_vec(&shape, values)
-}
-
-/// A 1-d constant of the working integer type.
-fn typed_vector(values: Vec<i128>, work: DataType) -> Result<Array> {
-    let n = values.len();
-    match work {
-        DataType::Int64 => Array::from_vec(&[n], values.into_iter().map(|v| v as i64).collect()),
-        _ => Array::from_vec(&[n], values.into_iter().map(|v| v as i32).collect()),
-    }
-}
-
-/// Expands one Requant; returns the value that replaced its output and that value's type.
+/// Expands one Requant with the op's own recipe; returns the value that replaced its output
+/// and that value's type.
 fn expand_requant(
     model: &mut Model,
     id: NodeId,
@@ -171,152 +147,39 @@ fn expand_requant(
     target: Target,
 ) -> Result<(ValueId, DataType)> {
     let op = model.graph.op(id).expect("op").clone();
-    let p = RequantParams::from_op(&op)?;
-    let (lo, hi) = input_range(model, x)?;
-    let channels = p.channels();
-    let h = |c: usize| -> Result<i128> {
-        let (_, _, shift) = p.channel(c);
-        Ok(match (p.rounding, shift) {
-            (_, 0) | (Rounding::Floor, _) => 0,
-            (Rounding::HalfUp, s) => 1i128 << (s - 1),
-            (Rounding::HalfEven, _) => {
-                return Err(Error::unsupported(format!(
-                    "{}: half-even requantization has no integer recipe",
-                    op.describe()
-                )));
-            }
-        })
+    let input = requant::ExpansionInput {
+        dtype,
+        rank,
+        range: input_range(model, x)?,
+        spread_axis,
     };
-    // Largest |x·m + b + h| over channels and input ends.
-    let mut extent = 0i128;
-    for c in 0..channels {
-        let (m, b, _) = p.channel(c);
-        for v in [lo, hi] {
-            extent = extent.max((v as i128 * m as i128 + b as i128 + h(c)?).abs());
-        }
-    }
-    let shifts: Vec<u32> = (0..channels).map(|c| p.channel(c).2).collect();
-    let any_shift = shifts.iter().any(|&s| s > 0);
-    let wide = extent >= 1 << 30 || dtype == DataType::Int64;
-    if extent >= 1 << 62 {
-        return Err(Error::Pass {
-            pass: "legalize".into(),
-            message: format!("{}: x·m + b reaches {extent}, beyond int64", op.describe()),
-        });
-    }
+    let recipe = match target {
+        Target::Integer => requant::Recipe::Divide,
+        Target::IntegerOpset28 => requant::Recipe::BitShift,
+    };
+    let expansion = requant::expand(&op, &input, recipe)?;
     let mut rw = Rewriter::new(model, id);
-    let mut t = x;
-    if dtype != DataType::Int32 && dtype != DataType::Int64 {
-        t = rw.op(
-            "Cast",
-            "to_i32",
-            &[t],
-            vec![attr::int("to", DataType::Int32 as i32 as i64)],
-        )?;
-    }
-    let (work, bias_base): (DataType, i128) = if wide {
-        (DataType::Int64, 1 << 62)
-    } else {
-        (DataType::Int32, 1 << 30)
+    let mut results: Vec<ValueId> = Vec::with_capacity(expansion.steps.len());
+    let value = |o: &requant::Operand, results: &[ValueId]| match o {
+        requant::Operand::Input => x,
+        requant::Operand::Step(i) => results[*i],
     };
-    if wide && dtype != DataType::Int64 {
-        let like = rw.constant("int64", &Array::scalar(0i64))?;
-        t = rw.op("CastLike", "to_i64", &[t, like], vec![])?;
+    for step in expansion.steps {
+        let v = match step {
+            requant::Step::Constant { name, value } => rw.constant(name, &value)?,
+            requant::Step::Op {
+                op_type,
+                name,
+                inputs,
+                attributes,
+            } => {
+                let inputs: Vec<ValueId> = inputs.iter().map(|o| value(o, &results)).collect();
+                rw.op(op_type, name, &inputs, attributes)?
+            }
+        };
+        results.push(v);
     }
-    let typed = |values: Vec<i128>| -> Result<Array> {
-        match work {
-            DataType::Int64 => {
-                channel_constant(values.into_iter().map(|v| v as i64).collect(), p.axis, rank)
-            }
-            _ => channel_constant(values.into_iter().map(|v| v as i32).collect(), p.axis, rank),
-        }
-    };
-    // tract 0.23 reads an integer scalar operand of Mul or Div as a mask ("region of
-    // interest") and its optimiser then blows up; the same value repeated along an axis of
-    // known size avoids that.
-    let spread = |values: Vec<i128>| -> Result<Array> {
-        match (values.len(), spread_axis) {
-            (1, Some((axis, n, rank))) => {
-                let v = typed_vector(vec![values[0]; n], work)?;
-                let mut shape = vec![n];
-                shape.extend(std::iter::repeat_n(1, rank - axis - 1));
-                v.into_shape(&shape)
-            }
-            (1, None) => Err(Error::unsupported(format!(
-                "{}: the requantized value has no dimension of known size, and tract's optimiser \
-                 cannot take a scalar integer multiplier (pin the shapes with --input-shape)",
-                op.describe()
-            ))),
-            _ => typed(values),
-        }
-    };
-    let ms: Vec<i128> = (0..channels).map(|c| p.channel(c).0 as i128).collect();
-    if ms.iter().any(|&m| m != 1) {
-        let m = rw.constant("multiplier", &spread(ms)?)?;
-        t = rw.op("Mul", "multiply", &[t, m], vec![])?;
-    }
-    let offsets = |extra: &dyn Fn(usize) -> Result<i128>| -> Result<Vec<i128>> {
-        (0..channels)
-            .map(|c| Ok(p.channel(c).1 as i128 + h(c)? + extra(c)?))
-            .collect()
-    };
-    match (target, any_shift) {
-        (_, false) => {
-            // No shift: y = x·m + b + zp.
-            let b = offsets(&|_| Ok(p.zero_point as i128))?;
-            if b.iter().any(|&v| v != 0) {
-                let c = rw.constant("offset", &typed(b)?)?;
-                t = rw.op("Add", "offset", &[t, c], vec![])?;
-            }
-        }
-        (Target::Integer, true) => {
-            let b = offsets(&|_| Ok(bias_base))?;
-            let c = rw.constant("offset", &typed(b)?)?;
-            t = rw.op("Add", "offset", &[t, c], vec![])?;
-            let divisors: Vec<i128> = shifts.iter().map(|&s| 1i128 << s).collect();
-            let d = rw.constant("divisor", &spread(divisors)?)?;
-            t = rw.op("Div", "shift", &[t, d], vec![])?;
-            let back: Vec<i128> = shifts
-                .iter()
-                .map(|&s| (bias_base >> s) - p.zero_point as i128)
-                .collect();
-            let c = rw.constant("unbias", &typed(back)?)?;
-            t = rw.op("Sub", "unbias", &[t, c], vec![])?;
-        }
-        (Target::IntegerOpset28, true) => {
-            let b = offsets(&|_| Ok(0))?;
-            if b.iter().any(|&v| v != 0) {
-                let c = rw.constant("offset", &typed(b)?)?;
-                t = rw.op("Add", "offset", &[t, c], vec![])?;
-            }
-            let amounts = rw.constant(
-                "shift",
-                &typed(shifts.iter().map(|&s| s as i128).collect())?,
-            )?;
-            t = rw.op(
-                "BitShift",
-                "shift",
-                &[t, amounts],
-                vec![attr::string("direction", "RIGHT")],
-            )?;
-            if p.zero_point != 0 {
-                let zp = rw.constant("zero_point", &typed(vec![p.zero_point as i128])?)?;
-                t = rw.op("Add", "zero_point", &[t, zp], vec![])?;
-            }
-        }
-    }
-    let (clip_lo, clip_hi) = (typed(vec![p.lo as i128])?, typed(vec![p.hi as i128])?);
-    let clip_lo = rw.constant("lo", &clip_lo)?;
-    let clip_hi = rw.constant("hi", &clip_hi)?;
-    t = rw.op("Clip", "clip", &[t, clip_lo, clip_hi], vec![])?;
-    if p.to != work {
-        t = rw.op(
-            "Cast",
-            "narrow",
-            &[t],
-            vec![attr::int("to", p.to as i32 as i64)],
-        )?;
-    }
+    let t = results.last().copied().unwrap_or(x);
     let y = ValueId { node: id, slot: 0 };
     let name = rw.graph().value_name(y).to_string();
     rw.replace(y, t)?;
@@ -325,5 +188,5 @@ fn expand_requant(
     if model.graph.find_value(&name).is_none() {
         model.graph.rename_value(t, &name)?;
     }
-    Ok((t, p.to))
+    Ok((t, expansion.to))
 }

@@ -15,11 +15,11 @@ use super::prelude::*;
 
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, Op};
-use crate::quant::island::{
+use crate::lower::island::{
     Lowered, dequantized, emit_output, int32_scalar, lower_each, plan_of, reduce,
 };
 use crate::quant::kernels::LayerNormPlan;
-use crate::quant::lower::{IntRep, Lowering, Target};
+use crate::lower::engine::{IntRep, Lowering, Target};
 
 pub struct LowerLayerNorm;
 

@@ -1,6 +1,6 @@
 //! `lower-linear-to-integer`: the linear algebra of the model runs in integers.
 //!
-//! Rewrites (s = scale, q = stored integers, see `quant::lower`):
+//! Rewrites (s = scale, q = stored integers, see `lower::engine`):
 //! - `MatMul(x, W)`, `Gemm`, `Conv` with constant W: `MatMulInteger(x_u8, W_i8, 128)` /
 //!   `ConvInteger` → int32 accumulator at `s_x · s_W[c]` (W int8 symmetric per output channel);
 //!   activation × activation `MatMul` (attention) the same with both operands quantized.
@@ -26,7 +26,7 @@ mod pooling;
 
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, Op};
-use crate::quant::lower::{
+use crate::lower::engine::{
     Form, IntRep, Lowering, Target, copy_attrs, matmul_range, quantize_weight, stored_weight,
 };
 use crate::{Error, ops};

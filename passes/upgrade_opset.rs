@@ -13,7 +13,7 @@
 use super::prelude::*;
 
 use crate::ir::{Array, DataType, attr};
-use crate::onnx::proto::NodeProto;
+use crate::schema::NodeProto;
 use crate::ops::eval::normalize_axis;
 use crate::{Error, ops};
 

@@ -225,7 +225,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             print!(
                 "{}",
-                intone::ir::text::model_to_text_annotated(&model, notes)?
+                intone::onnx::text::model_to_text_annotated(&model, notes)?
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -305,7 +305,7 @@ struct CompileReport {
     ops_before: BTreeMap<String, usize>,
     ops_after: BTreeMap<String, usize>,
     /// Ops that still compute in float, and why.
-    float_ops: Vec<intone::quant::report::FloatOps>,
+    float_ops: Vec<intone::lower::report::FloatOps>,
     /// Float values between the input quantization and the output dequantization (none in
     /// an integer-only model).
     float_between: Vec<String>,
@@ -396,7 +396,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         if args.calibration_batch == 0 {
             bail!("--calibration-batch must be at least 1");
         }
-        options.calibration = Some(intone::quant::CalibrationSet {
+        options.calibration = Some(intone::pass::CalibrationSet {
             inputs,
             batch: args.calibration_batch,
             method: args
@@ -411,14 +411,14 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
     let loaded = Instant::now();
     let ops_before = op_counts(&model);
     let reports = manager.run(&mut model, &options)?;
-    intone::quant::value_map::record(&mut model)?;
+    intone::lower::value_map::record(&mut model)?;
     let transformed = Instant::now();
     intone::onnx::save(&model, &args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
     let saved = Instant::now();
     let ops_after = op_counts(&model);
-    let float_ops = intone::quant::report::float_ops(&model)?;
-    let float_between = intone::quant::report::float_between(&model)?;
+    let float_ops = intone::lower::report::float_ops(&model)?;
+    let float_between = intone::lower::report::float_between(&model)?;
 
     let nodes = |c: &BTreeMap<String, usize>| c.values().sum::<usize>();
     let mut summary = format!(
@@ -517,7 +517,7 @@ pub fn read_inputs(specs: &[String], names: &[String]) -> Result<Vec<Array>> {
             let known: Vec<&str> = names.iter().map(String::as_str).collect();
             bail!(
                 "--input {name}: the model has no input of that name{}",
-                intone::pass::pipeline::suggestion(name, &known)
+                intone::error::suggestion(name, &known)
             );
         }
         given.insert(name.to_string(), intone::npy::read(Path::new(file))?);

@@ -75,7 +75,7 @@ impl Runner {
         let mut proto = crate::onnx::export(model)?;
         crate::onnx::external::for_each_tensor(&mut proto, &mut |t| {
             if t.data_location
-                == Some(crate::onnx::proto::tensor_proto::DataLocation::External as i32)
+                == Some(crate::schema::tensor_proto::DataLocation::External as i32)
             {
                 t.data_location = None;
                 t.external_data.clear();
@@ -364,7 +364,7 @@ pub fn agreement(reference: &[f64], candidate: &[f64], shape: &[usize]) -> Resul
 
 /// The real values an integer tensor stands for: `scale · (q − zero_point)`, per channel
 /// along `axis` when the map gives one scale per channel.
-pub fn dequantize(q: &Array, entry: &crate::quant::value_map::Entry) -> Vec<f64> {
+pub fn dequantize(q: &Array, entry: &crate::lower::value_map::Entry) -> Vec<f64> {
     let values = q.to_f64_vec();
     let shape = q.shape();
     let zp = entry.zero_point as f64;
@@ -411,7 +411,7 @@ pub fn check(
     inputs: &[Array],
     per_layer: bool,
 ) -> Result<CheckReport> {
-    use crate::quant::value_map;
+    use crate::lower::value_map;
     let ref_runner = Runner::new(reference)?;
     let cand_runner = Runner::new(candidate)?;
     if ref_runner.input_names() != cand_runner.input_names() {

@@ -13,6 +13,6 @@ fuzz_target!(|data: &[u8]| {
     };
     let exported = intone::onnx::export(&model).expect("an imported model exports");
     let again = intone::onnx::import(exported).expect("an exported model imports again");
-    let _ = intone::ir::text::model_to_text(&again);
+    let _ = intone::onnx::text::model_to_text(&again);
     let _ = intone::ir::verify::verify(&again.graph, None);
 });

@@ -124,7 +124,7 @@ pub(super) fn lower_product(
     let p = (30 - (128 - magnitude.leading_zeros()) as i64).clamp(0, 20) as u32;
     let mut numerator = x.value;
     if p > 0 {
-        let Some(factor) = crate::quant::island::spread_int32(lw, "pool_shift", 1 << p, y, None)?
+        let Some(factor) = crate::lower::island::spread_int32(lw, "pool_shift", 1 << p, y, None)?
         else {
             return Ok(Outcome::Kept(
                 "no axis of known size for the shift constant".into(),

@@ -1,6 +1,6 @@
 //! ONNX element types: sizes, names and classes.
 
-pub use crate::onnx::proto::tensor_proto::DataType;
+pub use crate::schema::tensor_proto::DataType;
 
 /// Facts about an element type that passes and the tensor decoder need.
 pub trait DataTypeInfo: Copy {

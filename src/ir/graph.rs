@@ -12,7 +12,7 @@ use petgraph::visit::EdgeRef;
 use super::node::{Node, NodeKind, Op, Order, Value};
 use super::subgraph;
 use super::tensor::Tensor;
-use crate::onnx::proto::{GraphProto, ValueInfoProto};
+use crate::schema::{GraphProto, ValueInfoProto};
 use crate::{Error, Result};
 
 /// A node of the graph. Opaque; valid until that node is removed.
@@ -463,7 +463,7 @@ impl Graph {
     }
 
     /// Replaces the declaration (type, doc string) of graph output `index`.
-    pub fn set_output_info(&mut self, index: usize, info: crate::onnx::proto::ValueInfoProto) {
+    pub fn set_output_info(&mut self, index: usize, info: crate::schema::ValueInfoProto) {
         self.outputs[index].info = info;
     }
 

@@ -8,7 +8,6 @@ mod node;
 pub mod quant;
 pub mod subgraph;
 mod tensor;
-pub mod text;
 pub mod verify;
 
 pub use array::{Array, Element};
@@ -18,7 +17,7 @@ pub use graph::{Graph, GraphOutput, NodeId, Port, Use, ValueId};
 pub use node::{Initializer, Node, NodeKind, Op, Order, Value, attr, attr_type};
 pub use tensor::Tensor;
 
-use crate::onnx::proto::{ModelProto, OperatorSetIdProto};
+use crate::schema::{ModelProto, OperatorSetIdProto};
 
 /// An ONNX model in IR form.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use super::quant::QuantFacts;
 use super::subgraph;
 use super::tensor::Tensor;
-use crate::onnx::proto::{
+use crate::schema::{
     AttributeProto, NodeProto, SparseTensorProto, TensorProto, ValueInfoProto,
     attribute_proto::AttributeType,
 };

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use crate::onnx::proto::{GraphProto, NodeProto};
+use crate::schema::{GraphProto, NodeProto};
 
 /// Names a graph reads that it does not define (inputs, initializers, node outputs),
 /// including those of nested subgraphs.

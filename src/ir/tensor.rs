@@ -6,7 +6,7 @@ use half::{bf16, f16};
 
 use super::array::{Array, Element};
 use super::dtype::{DataType, DataTypeInfo, data_type};
-use crate::onnx::proto::{TensorProto, tensor_proto::DataLocation};
+use crate::schema::{TensorProto, tensor_proto::DataLocation};
 use crate::{Error, Result};
 
 /// A constant tensor: an initializer or the value of a `Constant` node.

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use crate::schema::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use crate::Result;
 use crate::ir::{Graph, Model, NodeId, NodeKind, ValueId, ValueInfoEntry};
 

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::proto::{
+use crate::schema::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataLocation,
 };
 use crate::{Error, Result};

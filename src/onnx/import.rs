@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::proto::{GraphProto, ModelProto, NodeProto};
+use crate::schema::{GraphProto, ModelProto, NodeProto};
 use crate::ir::{
     Graph, GraphOutput, Initializer, Model, NodeId, NodeKind, Op, Order, Tensor, Value,
     ValueInfoEntry,
@@ -45,7 +45,7 @@ fn import_graph(proto: GraphProto) -> Result<Graph> {
     });
 
     // Graph inputs that are also initializers are overridable defaults, held by the initializer.
-    let mut declared: HashMap<String, (usize, super::proto::ValueInfoProto)> = HashMap::new();
+    let mut declared: HashMap<String, (usize, crate::schema::ValueInfoProto)> = HashMap::new();
     for (i, info) in input.into_iter().enumerate() {
         if info.name().is_empty() {
             return Err(Error::invalid(format!("graph input #{i} has no name")));

@@ -4,7 +4,8 @@
 mod export;
 pub mod external;
 mod import;
-pub mod proto;
+pub mod text;
+
 mod wire;
 
 use std::io::{BufWriter, Write};
@@ -15,7 +16,7 @@ use prost::Message;
 
 pub use export::export;
 pub use import::import;
-use proto::ModelProto;
+use crate::schema::ModelProto;
 
 use crate::ir::Model;
 use crate::{Error, Result};

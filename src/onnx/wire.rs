@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
 
-use super::proto::{GraphProto, ModelProto, TensorProto};
+use crate::schema::{GraphProto, ModelProto, TensorProto};
 
 const MODEL_GRAPH: u32 = 7;
 const GRAPH_NODE: u32 = 1;

@@ -24,13 +24,9 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
     let ints_of = |i: usize| in_(i).and_then(Facts::known_ints);
 
     let domain = op.domain();
-    if domain == crate::quant::requant::DOMAIN {
+    if domain == super::intone::DOMAIN {
         // intone's internal ops keep their input's shape; `to` gives the element type.
-        let to = op
-            .attr_int("to", DataType::Int32 as i32 as i64)
-            .ok()
-            .and_then(|t| data_type(t as i32, "").ok());
-        return vec![with(to, shape(0))];
+        return vec![with(super::intone::requant::output_type(op), shape(0))];
     }
     if !(domain.is_empty() || domain == "com.microsoft") {
         return vec![];

@@ -5,14 +5,18 @@
 //!   symbolic dimensions and partially known shape vectors (the `Shape → Gather → Concat`
 //!   arithmetic of dynamic exports).
 //! - [`facts`]: the analysis that runs both over a whole graph.
+//! - [`intone`]: intone's internal ops (definition, inference, evaluation, expansion).
 //! - [`matmul_kernels`]: which integer matmul operands each engine's kernels compute exactly.
 
+pub mod analysis;
 pub mod eval;
 pub mod facts;
 pub mod infer;
+pub mod intone;
 pub mod matmul_kernels;
 
-pub use facts::{Dim, Facts, GraphFacts, analyze, pin_input_shapes};
+pub use analysis::{GraphFacts, analyze, pin_input_shapes};
+pub use facts::{Dim, Facts};
 
 /// Numpy-style broadcast of two concrete shapes.
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {

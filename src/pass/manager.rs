@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::pipeline::{PassInfo, Pipeline, lookup};
 use super::{CompileOptions, Pass, PassContext, PassReport};
 use crate::ir::Model;
-use crate::ir::text::model_to_text;
+use crate::onnx::text::model_to_text;
 use crate::ir::verify::{IoSignature, verify};
 use crate::{Error, Result};
 
@@ -67,7 +67,7 @@ impl Manager {
                 let names: Vec<&str> = self.steps.iter().map(|s| s.name.as_str()).collect();
                 return Err(Error::Usage(format!(
                     "pass '{name}' is not in the pipeline{}",
-                    super::pipeline::suggestion(name, &names)
+                    crate::error::suggestion(name, &names)
                 )));
             }
         }

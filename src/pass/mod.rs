@@ -9,6 +9,7 @@
 //! Passes explain themselves through [`Remark`]s: why a candidate did not fire, or what a pass
 //! decided. The manager collects them, with counts, into a [`PassReport`] per pass.
 
+pub mod calibration;
 pub mod manager;
 pub mod matcher;
 pub mod pattern;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use calibration::CalibrationSet;
 pub use manager::{DumpAfter, Manager};
 pub use pattern::{Match, Pattern, apply_greedily};
 pub use pipeline::{OptionInfo, PassInfo, PassOptions, PassSpec, Pipeline, Preset};
@@ -41,7 +43,7 @@ pub struct CompileOptions {
     /// arithmetic.
     pub input_shapes: BTreeMap<String, Vec<i64>>,
     /// Calibration data for the `calibrate` pass.
-    pub calibration: Option<crate::quant::CalibrationSet>,
+    pub calibration: Option<crate::pass::CalibrationSet>,
     /// Range analysis assumes symbolic dimensions (sequence length) are at most this.
     pub symbolic_dim_bound: i64,
     /// Rounding of every requantization the lowerings emit (`--rounding`): one policy for the

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use super::Pass;
+use crate::error::suggestion;
 use crate::{Error, Result};
 
 /// A pass as the registry in `passes/mod.rs` declares it.
@@ -161,35 +162,6 @@ impl Pipeline {
 
 pub fn lookup<'r>(registry: &'r [PassInfo], name: &str) -> Option<&'r PassInfo> {
     registry.iter().find(|p| p.name == name)
-}
-
-/// `; did you mean 'x'?` for the closest candidate within a small edit distance, else a list.
-pub fn suggestion(word: &str, candidates: &[&str]) -> String {
-    let best = candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .min();
-    match best {
-        Some((d, c)) if d <= 2.max(word.len() / 3) => format!("; did you mean '{c}'?"),
-        _ if candidates.is_empty() => String::new(),
-        _ => format!("; known: {}", candidates.join(", ")),
-    }
-}
-
-/// Levenshtein distance.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 struct Parser<'t> {

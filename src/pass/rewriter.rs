@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::ir::{Array, Graph, Initializer, Model, NodeId, NodeKind, Op, Tensor, Value, ValueId};
-use crate::onnx::proto::AttributeProto;
+use crate::schema::AttributeProto;
 use crate::{Error, Result};
 
 pub struct Rewriter<'m> {

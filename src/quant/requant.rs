@@ -1,5 +1,5 @@
 //! The reference requantization kernel: what every `intone.Requant` node computes, whichever
-//! ONNX recipe legalization later picks for it.
+//! ONNX recipe legalization later picks for it (the op itself is `ops::intone::requant`).
 //!
 //! `y = clamp(round((x · m + b) / 2^c) + zp, lo, hi)`
 //!
@@ -8,11 +8,7 @@
 //! bounds. `m`, `b` and `c` are per channel along `axis`, or single.
 
 use super::rounding::{Rounding, shift_right};
-use crate::ir::{DataType, Op, attr};
-use crate::{Error, Result};
-
-/// The domain of intone's internal ops (they never reach an output file).
-pub const DOMAIN: &str = "intone";
+use crate::schema::tensor_proto::DataType;
 
 /// Parameters of one requantization (per tensor, or per channel along `axis`).
 #[derive(Clone, Debug, PartialEq)]
@@ -86,61 +82,4 @@ impl RequantParams {
         m as f64 / 2f64.powi(shift as i32)
     }
 
-    /// The op carrying these parameters (inputs are wired by the caller).
-    pub fn to_op(&self, name: &str) -> Op {
-        let mut op = Op::new("Requant", name).with_domain(DOMAIN);
-        op.proto.attribute = vec![
-            attr::ints("multiplier", &self.multiplier),
-            attr::ints("offset", &self.offset),
-            attr::ints(
-                "shift",
-                &self.shift.iter().map(|&s| s as i64).collect::<Vec<_>>(),
-            ),
-            attr::string("rounding", self.rounding.name()),
-            attr::int("zero_point", self.zero_point),
-            attr::int("lo", self.lo),
-            attr::int("hi", self.hi),
-            attr::int("axis", self.axis as i64),
-            attr::int("to", self.to as i32 as i64),
-        ];
-        op
-    }
-
-    /// Reads the parameters of an `intone.Requant` op.
-    pub fn from_op(op: &Op) -> Result<RequantParams> {
-        if op.domain() != DOMAIN || op.op_type() != "Requant" {
-            return Err(Error::invalid(format!(
-                "{} is not an intone.Requant",
-                op.describe()
-            )));
-        }
-        let ints = |name: &str| -> Result<Vec<i64>> {
-            op.attr_ints(name)?
-                .ok_or_else(|| Error::invalid(format!("{}: no '{name}'", op.describe())))
-        };
-        let shift = ints("shift")?
-            .into_iter()
-            .map(|s| u32::try_from(s).ok().filter(|&s| s <= 62))
-            .collect::<Option<Vec<u32>>>()
-            .ok_or_else(|| Error::invalid(format!("{}: shift out of range", op.describe())))?;
-        let rounding = op
-            .attr_string("rounding")?
-            .unwrap_or_else(|| "half-up".into())
-            .parse()
-            .map_err(|e: String| Error::invalid(format!("{}: {e}", op.describe())))?;
-        Ok(RequantParams {
-            multiplier: ints("multiplier")?,
-            offset: ints("offset")?,
-            shift,
-            rounding,
-            zero_point: op.attr_int("zero_point", 0)?,
-            lo: op.attr_int("lo", i32::MIN as i64)?,
-            hi: op.attr_int("hi", i32::MAX as i64)?,
-            axis: op.attr_int("axis", 0)? as usize,
-            to: crate::ir::dtype::data_type(
-                op.attr_int("to", DataType::Int32 as i32 as i64)? as i32,
-                &op.describe(),
-            )?,
-        })
-    }
 }

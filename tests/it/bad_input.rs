@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use intone::ir::Array;
-use intone::onnx::proto::{StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
+use intone::schema::{StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
 
 use crate::build::*;
 use crate::{fixture, intone, tempdir};

@@ -2,7 +2,7 @@
 //! models that are invalid on purpose).
 
 use intone::ir::{Array, Tensor};
-use intone::onnx::proto::{
+use intone::schema::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
     TypeProto, ValueInfoProto, tensor_shape_proto::Dimension, tensor_shape_proto::dimension,
     type_proto,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use intone::ir::{Array, DataTypeInfo, Tensor};
-use intone::onnx::proto::ModelProto;
+use intone::schema::ModelProto;
 
 use crate::roundtrip::read_pb_tensor;
 use crate::{node_tests, onnx_files};

@@ -10,7 +10,7 @@ use crate::passes::run;
 
 /// Before/after text and remarks (the snapshot), after checking the function is unchanged.
 fn fused(model: Model, spec: &str, inputs: &[Array], fires: bool) -> String {
-    let before_text = intone::ir::text::model_to_text(&model).unwrap();
+    let before_text = intone::onnx::text::model_to_text(&model).unwrap();
     let expected = Runner::new(&model).unwrap().run(inputs, None).unwrap();
     let (after, reports) = run(model, spec, &Default::default());
     let got = Runner::new(&after).unwrap().run(inputs, None).unwrap();
@@ -27,7 +27,7 @@ fn fused(model: Model, spec: &str, inputs: &[Array], fires: bool) -> String {
     assert_eq!(rewritten > 0, fires, "{spec}: {reports:?}");
     let mut out = format!(
         "--- before\n{before_text}--- after {spec}\n{}",
-        intone::ir::text::model_to_text(&after).unwrap()
+        intone::onnx::text::model_to_text(&after).unwrap()
     );
     for r in reports {
         out.push_str(&format!(
@@ -125,12 +125,12 @@ fn fuse_gelu_reads_microsoft_bias_gelu() {
     b.graph().node.last_mut().unwrap().domain = Some("com.microsoft".into());
     b.proto
         .opset_import
-        .push(intone::onnx::proto::OperatorSetIdProto {
+        .push(intone::schema::OperatorSetIdProto {
             domain: Some("com.microsoft".into()),
             version: Some(1),
         });
     let (after, _) = run(b.model(), "fuse-gelu", &Default::default());
-    let text = intone::ir::text::model_to_text(&after).unwrap();
+    let text = intone::onnx::text::model_to_text(&after).unwrap();
     assert!(
         text.contains("= Gelu(") && text.contains("= Add(x, bias)"),
         "{text}"
@@ -205,7 +205,7 @@ fn fuse_layer_norm_reads_a_square_as_a_product() {
         "fuse-layer-norm",
         &Default::default(),
     );
-    let text = intone::ir::text::model_to_text(&after).unwrap();
+    let text = intone::onnx::text::model_to_text(&after).unwrap();
     assert!(text.contains("LayerNormalization"), "{text}");
 }
 

@@ -50,7 +50,7 @@ fn compile_with_report(
 pub fn assert_bit_identical(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<Array> {
     let compiled = intone::onnx::load(model).unwrap();
     // The saturation rule, proven again on the file as written.
-    intone::quant::range::verify(&compiled, 4096, Default::default()).unwrap();
+    intone::lower::range::verify(&compiled, 4096, Default::default()).unwrap();
     let arrays: Vec<Array> = inputs.iter().map(|(_, a)| (*a).clone()).collect();
     let tract = Runner::new(&compiled).unwrap().run(&arrays, None).unwrap();
     for cpu in Cpu::all() {

@@ -2,7 +2,7 @@
 
 use intone::ir::verify::{IoSignature, verify};
 use intone::ir::{Array, NodeKind, Tensor, ValueId};
-use intone::onnx::proto::{
+use intone::schema::{
     AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType,
 };
 use intone::pass::Rewriter;

@@ -408,7 +408,7 @@ fn requantizations_equal_the_reference_kernel_on_real_activations() {
                 let y = g
                     .value_name(intone::ir::ValueId { node: id, slot: 0 })
                     .to_string();
-                (RequantParams::from_op(op).unwrap(), x, y)
+                (intone::ops::intone::requant::from_op(op).unwrap(), x, y)
             })
         })
         .collect();
@@ -496,7 +496,7 @@ fn check_points_at_a_deliberately_broken_layer() {
     // Break block 2's fc1: negate its int8 weights.
     let mut model = intone::onnx::load(&good).unwrap();
     // The value map says which integer value stands for block 2's fc1 product.
-    let entry = intone::quant::value_map::read(&model)
+    let entry = intone::lower::value_map::read(&model)
         .unwrap()
         .into_iter()
         .find(|e| e.source == "/blocks/blocks.2/mlp/fc1/MatMul_output_0")
@@ -701,7 +701,7 @@ fn one_rounding_policy_reaches_every_lowering() {
         let mut seen = std::collections::BTreeMap::<String, usize>::new();
         for id in g.node_ids() {
             let Some(op) = g.op(id) else { continue };
-            if op.domain() == intone::quant::requant::DOMAIN && op.op_type() == "Requant" {
+            if op.domain() == intone::ops::intone::DOMAIN && op.op_type() == "Requant" {
                 let r = op.attr_string("rounding").unwrap().unwrap();
                 *seen.entry(r).or_default() += 1;
             }

@@ -91,7 +91,7 @@ fn weight_op(conv: bool, w: i8) -> Model {
 #[test]
 fn range_proof_refuses_saturating_operands_and_names_the_node() {
     for conv in [false, true] {
-        let verify = |w: i8, policy| intone::quant::range::verify(&weight_op(conv, w), 64, policy);
+        let verify = |w: i8, policy| intone::lower::range::verify(&weight_op(conv, w), 64, policy);
         let e = verify(127, MatmulOperands::Portable)
             .unwrap_err()
             .to_string();

@@ -1,7 +1,7 @@
 //! Snapshot tests of the cleanup passes: the text form before and after, and the remarks.
 //! Each positive case has a negative one beside it.
 
-use intone::ir::text::model_to_text;
+use intone::onnx::text::model_to_text;
 use intone::ir::{Array, Model};
 use intone::pass::{CompileOptions, Manager, PassReport, Pipeline};
 use intone::passes::PASSES;
@@ -351,9 +351,9 @@ fn attributes_missing_their_value_print_instead_of_panicking() {
         .output("c", F32, &[]);
     b.graph().node[0]
         .attribute
-        .push(intone::onnx::proto::AttributeProto {
+        .push(intone::schema::AttributeProto {
             name: Some("value".into()),
-            r#type: Some(intone::onnx::proto::attribute_proto::AttributeType::Tensor as i32),
+            r#type: Some(intone::schema::attribute_proto::AttributeType::Tensor as i32),
             ..Default::default()
         });
     let text = model_to_text(&b.model()).unwrap();

@@ -80,7 +80,7 @@ fn weights_quantize_within_half_a_step() {
         ((i[0] * 31 + i[1] * 17) % 23) as f32 / 7.0 - 1.5
     });
     for magnitude in [127, 64] {
-        let (q, scales) = intone::quant::lower::quantize_weight(&w, 1, magnitude);
+        let (q, scales) = intone::lower::engine::quantize_weight(&w, 1, magnitude);
         for ((i, &x), &qv) in w.indexed_iter().zip(q.iter()) {
             let s = scales[i[1]];
             assert!((qv as f64 * s - x as f64).abs() <= s / 2.0 + 1e-9);
@@ -108,8 +108,8 @@ fn legalized(
 ) -> Model {
     let dims: Vec<D> = shape.iter().map(|&d| D::N(d)).collect();
     let mut b = ModelBuilder::new(18).input("x", input, &dims);
-    let op = params.to_op("requant");
-    b.graph().node.push(intone::onnx::proto::NodeProto {
+    let op = intone::ops::intone::requant::to_op(&params, "requant");
+    b.graph().node.push(intone::schema::NodeProto {
         op_type: Some("Requant".into()),
         domain: Some("intone".into()),
         name: Some("requant".into()),
@@ -120,7 +120,7 @@ fn legalized(
     });
     b.proto
         .opset_import
-        .push(intone::onnx::proto::OperatorSetIdProto {
+        .push(intone::schema::OperatorSetIdProto {
             domain: Some("intone".into()),
             version: Some(1),
         });
@@ -430,7 +430,7 @@ fn range_check_refuses_overflow_and_names_the_node() {
         .node("Mul", &["q", "two"], &["fine"])
         .node("Mul", &["fine", "big"], &["overflow"])
         .output("overflow", DataType::Int32, &[D::N(4)]);
-    let e = intone::quant::range::verify(&b.model(), 4096, Default::default())
+    let e = intone::lower::range::verify(&b.model(), 4096, Default::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -448,7 +448,7 @@ fn range_check_refuses_overflow_and_names_the_node() {
         .node_with("Cast", &["c"], &["d"], vec![attr::int("to", 6)])
         .node("Div", &["num", "d"], &["y"])
         .output("y", DataType::Int32, &[D::N(4)]);
-    let e = intone::quant::range::verify(&b.model(), 4096, Default::default())
+    let e = intone::lower::range::verify(&b.model(), 4096, Default::default())
         .unwrap_err()
         .to_string();
     assert!(

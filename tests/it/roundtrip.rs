@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use intone::ir::{Array, Tensor};
-use intone::onnx::proto::{ModelProto, TensorProto};
+use intone::schema::{ModelProto, TensorProto};
 use intone::runner::Runner;
 
 use crate::{node_tests, onnx_files, oracle, root, tempdir};

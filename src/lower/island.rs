@@ -6,7 +6,7 @@
 //! requantization straight into the reader's form, or a `DequantizeLinear` for what stays float
 //! (graph outputs).
 
-use super::lower::{IntRep, Lowering, Target};
+use super::engine::{IntRep, Lowering, Target};
 use crate::Result;
 use crate::ir::quant::{QuantFacts, Scale};
 use crate::ir::{Array, DataType, DataTypeInfo, NodeId, ValueId, attr};

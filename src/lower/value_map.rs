@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ir::quant::Scale;
 use crate::ir::{DataTypeInfo, Model};
-use crate::onnx::proto::StringStringEntryProto;
+use crate::schema::StringStringEntryProto;
 use crate::{Error, Result};
 
 /// The metadata key.

@@ -6,12 +6,12 @@
 
 use std::fmt::Write;
 
-use super::dtype::{DataTypeInfo, data_type};
-use super::node::attr_type;
-use super::tensor::Tensor;
-use super::{Model, ValueId};
+use crate::ir::dtype::{DataTypeInfo, data_type};
+use crate::ir::attr_type;
+use crate::ir::Tensor;
+use crate::ir::{Model, ValueId};
 use crate::Result;
-use crate::onnx::proto::{
+use crate::schema::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
     attribute_proto::AttributeType, tensor_shape_proto::dimension::Value as Dim,
     type_proto::Value as TypeValue,
@@ -39,7 +39,7 @@ pub fn model_to_text_annotated(
                 if !note.is_empty() {
                     note.push_str(", ");
                 }
-                note.push_str(&super::quant::describe(q));
+                note.push_str(&crate::ir::quant::describe(q));
             }
         }
     }
@@ -237,7 +237,7 @@ fn value_type(v: &ValueInfoProto) -> String {
 
 /// `f32[batch,3,224,224]`, `seq<f32[?]>`, ...
 pub fn type_text(t: &TypeProto) -> String {
-    let shape_text = |shape: &Option<crate::onnx::proto::TensorShapeProto>| match shape {
+    let shape_text = |shape: &Option<crate::schema::TensorShapeProto>| match shape {
         None => String::new(),
         Some(s) => {
             let dims: Vec<String> = s

@@ -12,9 +12,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::dyadic::Dyadic;
-use super::requant::RequantParams;
-use super::rounding::Rounding;
+use crate::quant::dyadic::Dyadic;
+use crate::quant::requant::RequantParams;
+use crate::quant::rounding::Rounding;
 use crate::ir::quant::{QuantFacts, Scale};
 use crate::ir::{Array, DataType, Model, NodeId, Op, ValueId, attr};
 use crate::ops::GraphFacts;
@@ -285,7 +285,7 @@ impl<'m> Lowering<'m> {
         op_type: &str,
         suffix: &str,
         inputs: &[ValueId],
-        attrs: Vec<crate::onnx::proto::AttributeProto>,
+        attrs: Vec<crate::schema::AttributeProto>,
     ) -> Result<ValueId> {
         self.rw.op(op_type, suffix, inputs, attrs)
     }
@@ -450,7 +450,7 @@ impl<'m> Lowering<'m> {
             to: target.dtype,
         };
         let range = requant_range(&params, rep.range);
-        let op = params.to_op("");
+        let op = crate::ops::intone::requant::to_op(&params, "");
         let attrs = op.proto.attribute.clone();
         let id = self.rw.op_node(op, suffix, &[Some(rep.value)], attrs, 1)?;
         Ok(IntRep {
@@ -664,7 +664,7 @@ pub fn matmul_range(
 }
 
 /// `Op` helper for integer ops whose attributes come from a float op (ConvInteger).
-pub fn copy_attrs(from: &Op, names: &[&str]) -> Vec<crate::onnx::proto::AttributeProto> {
+pub fn copy_attrs(from: &Op, names: &[&str]) -> Vec<crate::schema::AttributeProto> {
     from.attrs()
         .iter()
         .filter(|a| names.contains(&a.name()))

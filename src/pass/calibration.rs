@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use ndarray::{Axis, Slice};
 
-use super::observer::CalibrationMethod;
+use crate::quant::observer::CalibrationMethod;
 use crate::ir::Array;
 use crate::{Error, Result, map_array};
 
