@@ -20,8 +20,8 @@ struct IdentityPattern;
 impl Pattern for IdentityPattern {
     type Found = (ValueId, ValueId);
 
-    fn roots(&self) -> &[&str] {
-        &["Identity"]
+    fn roots(&self) -> Roots {
+        Roots::onnx(&["Identity"])
     }
 
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {

@@ -12,8 +12,8 @@ use super::prelude::*;
 use serde::Serialize;
 
 use crate::ir::{DataType, NodeKind};
-use crate::schema::StringStringEntryProto;
 use crate::lower::island::quantization_at;
+use crate::schema::StringStringEntryProto;
 
 pub struct ExposeIntegerIo;
 

@@ -15,10 +15,11 @@
 use super::prelude::*;
 
 use crate::ir::{Array, Op};
-use crate::ops;
-use crate::lower::island;
 use crate::lower::engine::{Lowering, choose_dyadics, requant_range};
+use crate::lower::island;
+use crate::ops;
 use crate::ops::intone::DOMAIN;
+use crate::ops::table::{self, ChannelAxis, IntegerTypes, Movement};
 use crate::quant::RequantParams;
 
 pub struct FoldDyadicRequant;
@@ -66,8 +67,8 @@ struct ShapeOfDequantize;
 impl Pattern for ShapeOfDequantize {
     type Found = (NodeId, ValueId);
 
-    fn roots(&self) -> &[&str] {
-        &["Shape", "Size"]
+    fn roots(&self) -> Roots {
+        Roots::onnx(&["Shape", "Size"])
     }
 
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
@@ -96,21 +97,6 @@ struct MoveBeforeDequantize {
     facts: ops::GraphFacts,
 }
 
-const MOVEMENT: &[&str] = &[
-    "Reshape",
-    "Transpose",
-    "Squeeze",
-    "Unsqueeze",
-    "Flatten",
-    "Slice",
-    "Gather",
-    "Expand",
-    "Identity",
-    "Cast",
-    "Pad",
-    "ReduceMean",
-];
-
 /// What moving an op before a dequantization does to it.
 enum Move {
     /// The op runs on the integers; the dequantization keeps its parameters.
@@ -126,8 +112,9 @@ enum Move {
 impl Pattern for MoveBeforeDequantize {
     type Found = (NodeId, NodeId, Move);
 
-    fn roots(&self) -> &[&str] {
-        MOVEMENT
+    fn roots(&self) -> Roots {
+        // Data movement, and the two ops with their own rule.
+        Roots::Where(|op| table::moves_data(op) || op.is("Cast") || op.is("ReduceMean"))
     }
 
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
@@ -149,6 +136,22 @@ impl Pattern for MoveBeforeDequantize {
             .input(dq, 1)
             .and_then(|s| g.constant(s))
             .and_then(|t| t.element_count().ok());
+        let row = table::of(op);
+        if row.is_some_and(|r| r.movement != Movement::Computes) {
+            if g.node(root).outputs.len() != 1 {
+                return Ok(Match::Skip("data movement with several outputs".into()));
+            }
+            // Types of values this pass created are not in `facts`: those are only ever
+            // needed by ops with integer kernels for some types only.
+            let integer = row.map_or(IntegerTypes::None, |r| r.integer);
+            let stored = g.input(dq, 0).and_then(|q| self.facts.get(q)?.dtype);
+            if integer != IntegerTypes::All && !stored.is_some_and(|t| integer.accepts(t)) {
+                return Ok(Match::Skip(format!(
+                    "no integer {} for the dequantized type",
+                    op.op_type()
+                )));
+            }
+        }
         if op.is("Pad") {
             // Zero padding of a symmetric value pads its integers with zeros.
             let zero_pad = g.input(root, 2).is_none_or(|c| {
@@ -211,7 +214,8 @@ impl Pattern for MoveBeforeDequantize {
             node: root,
             slot: 0,
         };
-        if op.is("Reshape") {
+        let channels = row.map_or(ChannelAxis::Lost, |r| r.channel);
+        if channels == ChannelAxis::LastKeptByReshape {
             if let (Some(from), Some(to), Some(c)) = (shape(x), shape(y), scales) {
                 let last = |s: &Vec<crate::ops::Dim>| s.last().and_then(|d| d.known());
                 if channel as usize + 1 == from.len()
@@ -232,7 +236,12 @@ impl Pattern for MoveBeforeDequantize {
         let index = g.input(root, 1).and_then(|i| g.constant(i));
         let scalar_index = index.is_some_and(|t| t.dims().is_empty());
         let gathered = op.attr_int("axis", 0)?;
-        if op.is("Gather") && scalar_index && gathered >= 0 && channel > 0 && gathered != channel {
+        if channels == ChannelAxis::GatherOtherAxis
+            && scalar_index
+            && gathered >= 0
+            && channel > 0
+            && gathered != channel
+        {
             let moved = if gathered < channel {
                 channel - 1
             } else {
@@ -409,8 +418,8 @@ struct ConcatOfDequantized;
 impl Pattern for ConcatOfDequantized {
     type Found = (NodeId, Vec<ValueId>, NodeId);
 
-    fn roots(&self) -> &[&str] {
-        &["Concat"]
+    fn roots(&self) -> Roots {
+        Roots::onnx(&["Concat"])
     }
 
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
@@ -515,6 +524,10 @@ struct IntoTable;
 impl Pattern for IntoTable {
     type Found = (NodeId, NodeId, Array);
 
+    fn roots(&self) -> Roots {
+        REQUANT
+    }
+
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
         let Some(p) = requant_of(model, root) else {
             return Ok(Match::None);
@@ -563,6 +576,12 @@ impl Pattern for IntoTable {
     }
 }
 
+/// The roots of the patterns that rewrite requantizations.
+const REQUANT: Roots = Roots::Ops {
+    domain: DOMAIN,
+    op_types: &["Requant"],
+};
+
 fn requant_of(model: &Model, id: NodeId) -> Option<RequantParams> {
     let op = model.graph.op(id)?;
     (op.domain() == DOMAIN && op.op_type() == "Requant")
@@ -585,6 +604,10 @@ struct FoldBias;
 
 impl Pattern for FoldBias {
     type Found = (NodeId, ValueId, Vec<i64>);
+
+    fn roots(&self) -> Roots {
+        REQUANT
+    }
 
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
         let Some(p) = requant_of(model, root) else {
@@ -682,6 +705,10 @@ struct MergeChain;
 impl Pattern for MergeChain {
     type Found = (NodeId, NodeId, ValueId);
 
+    fn roots(&self) -> Roots {
+        REQUANT
+    }
+
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {
         let Some(outer) = requant_of(model, root) else {
             return Ok(Match::None);
@@ -757,8 +784,8 @@ struct IntoDequantize;
 impl Pattern for IntoDequantize {
     type Found = (NodeId, ValueId, Vec<f64>, usize);
 
-    fn roots(&self) -> &[&str] {
-        &["DequantizeLinear"]
+    fn roots(&self) -> Roots {
+        Roots::onnx(&["DequantizeLinear"])
     }
 
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {

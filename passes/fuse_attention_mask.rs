@@ -43,6 +43,8 @@ struct Chain {
     masked: f64,
 }
 
+/// The shape ops exporters put between a mask and its Add (not `ops::table` data movement:
+/// the walk also needs the mask to stay broadcastable).
 const MOVEMENT: &[&str] = &["Unsqueeze", "Reshape", "Expand", "Squeeze"];
 
 impl MaskPattern {
@@ -136,8 +138,8 @@ impl MaskPattern {
 impl Pattern for MaskPattern {
     type Found = (ValueId, ValueId, Chain);
 
-    fn roots(&self) -> &[&str] {
-        &["Add"]
+    fn roots(&self) -> Roots {
+        Roots::onnx(&["Add"])
     }
 
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {

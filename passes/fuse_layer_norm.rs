@@ -83,8 +83,8 @@ fn vector(g: &Graph, v: ValueId, width: usize) -> bool {
 impl Pattern for LayerNormPattern {
     type Found = Found;
 
-    fn roots(&self) -> &[&str] {
-        &["ReduceMean"]
+    fn roots(&self) -> Roots {
+        Roots::onnx(&["ReduceMean"])
     }
 
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Found>> {

@@ -41,8 +41,8 @@ fn single_axis(g: &Graph, node: NodeId) -> Option<i64> {
 impl Pattern for SoftmaxPattern {
     type Found = (ValueId, ValueId, i64);
 
-    fn roots(&self) -> &[&str] {
-        &["Exp"]
+    fn roots(&self) -> Roots {
+        Roots::onnx(&["Exp"])
     }
 
     fn match_at(&self, model: &Model, root: NodeId) -> Result<Match<Self::Found>> {

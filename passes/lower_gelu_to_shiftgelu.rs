@@ -17,9 +17,9 @@ use super::prelude::*;
 
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, attr};
+use crate::lower::engine::{IntRep, Target};
 use crate::lower::island::{dequantized, emit_output, lower_each, plan_of};
 use crate::quant::kernels::{GeluKernel, gelu_table};
-use crate::lower::engine::{IntRep, Target};
 
 /// The table of a unary function over int8 inputs: entries for −128..=127 at the given input
 /// scale, and the entries' scale.

@@ -15,11 +15,11 @@ use super::prelude::*;
 
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, Op};
+use crate::lower::engine::{IntRep, Lowering, Target};
 use crate::lower::island::{
     Lowered, dequantized, emit_output, int32_scalar, lower_each, plan_of, reduce,
 };
 use crate::quant::kernels::LayerNormPlan;
-use crate::lower::engine::{IntRep, Lowering, Target};
 
 pub struct LowerLayerNorm;
 

@@ -8,8 +8,8 @@
 //! - `Add(a, b)` of two activations (a residual): both requantized to the output's planned
 //!   scale (16 bits, carried in int32) and added.
 //! - `Mul`/`Div` by a positive constant: no op, the scale absorbs it (1/√d, layer scale).
-//! - Data movement (Reshape, Transpose, Concat, Slice, Split, Gather, Squeeze, Unsqueeze,
-//!   Flatten, Expand, Pad, MaxPool, Identity) runs on the integers; Relu is `Max(q, zp)`.
+//! - Data movement (every op `ops::table` marks so: Reshape, Transpose, Slice, Split, Pad,
+//!   MaxPool, …) and Concat run on the integers; Relu is `Max(q, zp)`.
 //! - `Gather` from a constant embedding table reads an int8 table (per-tensor scale).
 //!
 //! Everything else stays float: its inputs are dequantized (`DequantizeLinear`), and integer
@@ -29,6 +29,7 @@ use crate::ir::{Array, DataType, Op};
 use crate::lower::engine::{
     Form, IntRep, Lowering, Target, copy_attrs, matmul_range, quantize_weight, stored_weight,
 };
+use crate::ops::table;
 use crate::{Error, ops};
 
 pub struct LowerLinear;
@@ -41,23 +42,6 @@ enum Outcome {
     /// Not an op this pass lowers.
     Float,
 }
-
-const DATA_MOVEMENT: &[&str] = &[
-    "Reshape",
-    "Transpose",
-    "Squeeze",
-    "Unsqueeze",
-    "Flatten",
-    "Identity",
-    "Slice",
-    "Expand",
-    "Tile",
-    "Split",
-    "Pad",
-    "MaxPool",
-    "SpaceToDepth",
-    "DepthToSpace",
-];
 
 impl Pass for LowerLinear {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
@@ -113,7 +97,7 @@ fn lower_op(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Outcome> {
         "Cast" => pooling::lower_mask_cast(lw, id, &inputs),
         "ReduceSum" => pooling::lower_reduce_sum(lw, id, op, &inputs),
         "Clip" => pooling::lower_clip(lw, id, &inputs),
-        t if DATA_MOVEMENT.contains(&t) => lower_data_movement(lw, id, op, &inputs),
+        _ if table::moves_data(op) => lower_data_movement(lw, id, op, &inputs),
         _ => Ok(Outcome::Float),
     }
 }
@@ -723,7 +707,7 @@ fn lower_data_movement(
             None => return Ok(Outcome::Float),
         },
     };
-    if op.is("MaxPool") && !matches!(rep.dtype, DataType::Int8 | DataType::Uint8) {
+    if !table::of(op).is_some_and(|r| r.integer.accepts(rep.dtype)) {
         return Ok(Outcome::Float);
     }
     let mut new_inputs: Vec<Option<ValueId>> = inputs.to_vec();

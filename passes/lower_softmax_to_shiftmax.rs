@@ -17,11 +17,11 @@ use super::prelude::*;
 use crate::Error;
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType};
+use crate::lower::engine::{IntRep, Lowering, Target};
 use crate::lower::island::{
     self, dequantized, emit_output, int32_scalar, lower_each, reduce, spread_int32,
 };
 use crate::quant::kernels::{ExpKernel, exp_table};
-use crate::lower::engine::{IntRep, Lowering, Target};
 
 pub struct LowerSoftmax {
     kernel: ExpKernel,

@@ -35,7 +35,7 @@ mod prelude {
     pub use crate::pass::pattern::MAX_ROUNDS;
     pub(crate) use crate::pass::rewriter::is_removable;
     pub use crate::pass::{
-        Match, Pass, PassContext, PassOptions, Pattern, Rewriter, apply_greedily,
+        Match, Pass, PassContext, PassOptions, Pattern, Rewriter, Roots, apply_greedily,
     };
 }
 

@@ -13,8 +13,8 @@
 use super::prelude::*;
 
 use crate::ir::{Array, DataType, attr};
-use crate::schema::NodeProto;
 use crate::ops::eval::normalize_axis;
+use crate::schema::NodeProto;
 use crate::{Error, ops};
 
 pub struct UpgradeOpset {

@@ -30,15 +30,15 @@
 //! Library errors are [`Error`]; the binary maps them to exit code 2.
 
 pub mod error;
-pub mod lower;
 pub mod ir;
+pub mod lower;
 pub mod npy;
 pub mod onnx;
 pub mod ops;
 pub mod pass;
 pub mod quant;
-pub mod schema;
 pub mod runner;
+pub mod schema;
 
 // Passes live in the top-level `passes/` folder (one file each) but compile into this crate:
 // they depend on the IR and the CLI depends on them, so a separate crate would be a cycle.

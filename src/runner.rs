@@ -74,9 +74,7 @@ impl Runner {
     pub fn new(model: &Model) -> Result<Runner> {
         let mut proto = crate::onnx::export(model)?;
         crate::onnx::external::for_each_tensor(&mut proto, &mut |t| {
-            if t.data_location
-                == Some(crate::schema::tensor_proto::DataLocation::External as i32)
-            {
+            if t.data_location == Some(crate::schema::tensor_proto::DataLocation::External as i32) {
                 t.data_location = None;
                 t.external_data.clear();
             }

@@ -12,14 +12,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::quant::dyadic::Dyadic;
-use crate::quant::requant::RequantParams;
-use crate::quant::rounding::Rounding;
 use crate::ir::quant::{QuantFacts, Scale};
 use crate::ir::{Array, DataType, Model, NodeId, Op, ValueId, attr};
 use crate::ops::GraphFacts;
 use crate::ops::matmul_kernels::{MatmulOperands, Storage};
 use crate::pass::{CompileOptions, Rewriter};
+use crate::quant::dyadic::Dyadic;
+use crate::quant::requant::RequantParams;
+use crate::quant::rounding::Rounding;
 use crate::{Error, Result};
 
 /// The integer form of a float value: `real ≈ scale · (q − zero_point)`.

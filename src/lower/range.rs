@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use crate::ir::{Array, DataType, DataTypeInfo, Element, Model, NodeId, Op, ValueId};
 use crate::ops::GraphFacts;
 use crate::ops::matmul_kernels::{MatmulOperands, Operands, saturation};
+use crate::ops::table::{self, IntervalRule};
 use crate::{Error, Result};
 
 /// An inclusive interval of integers.
@@ -174,6 +175,25 @@ fn interval_of(
             .and_then(|s| s.len().checked_sub(from_end + 1).and_then(|i| s[i].known()))
             .unwrap_or(dim_bound) as i128
     };
+    match table::of(op).map_or(IntervalRule::Unknown, |r| r.interval) {
+        IntervalRule::OfInput => return Ok(get(0)),
+        IntervalRule::WithPadding => {
+            return Ok(get(0).map(|a| get(2).map_or(hull(a, (0, 0)), |p| hull(a, p))));
+        }
+        IntervalRule::HullOfInputs => {
+            return Ok((0..inputs.len())
+                .map(get)
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().reduce(hull)));
+        }
+        IntervalRule::HullOfBranches => {
+            return Ok(match (get(1), get(2)) {
+                (Some(a), Some(b)) => Some(hull(a, b)),
+                _ => None,
+            });
+        }
+        IntervalRule::Arithmetic | IntervalRule::Unknown => {}
+    }
     Ok(match op.op_type() {
         "Add" | "Sum" => match (get(0), get(1)) {
             (Some(a), Some(b)) => Some((a.0 + b.0, a.1 + b.1)),
@@ -342,18 +362,6 @@ fn interval_of(
                     .collect();
                 Some((*c.iter().min().expect("4"), *c.iter().max().expect("4")))
             }
-            _ => None,
-        },
-        "Reshape" | "Transpose" | "Squeeze" | "Unsqueeze" | "Flatten" | "Identity" | "Slice"
-        | "Expand" | "Tile" | "Split" | "MaxPool" | "Gather" | "GatherElements"
-        | "SpaceToDepth" | "DepthToSpace" | "ReduceMax" | "ReduceMin" => get(0),
-        "Pad" => get(0).map(|a| get(2).map_or(hull(a, (0, 0)), |p| hull(a, p))),
-        "Concat" => (0..inputs.len())
-            .map(get)
-            .collect::<Option<Vec<_>>>()
-            .and_then(|v| v.into_iter().reduce(hull)),
-        "Where" => match (get(1), get(2)) {
-            (Some(a), Some(b)) => Some(hull(a, b)),
             _ => None,
         },
         _ => None,

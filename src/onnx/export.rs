@@ -3,9 +3,9 @@
 
 use std::collections::HashSet;
 
-use crate::schema::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use crate::Result;
 use crate::ir::{Graph, Model, NodeId, NodeKind, ValueId, ValueInfoEntry};
+use crate::schema::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 
 /// Builds the ModelProto of a model. Tensor bytes are shared, not copied.
 pub fn export(model: &Model) -> Result<ModelProto> {

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use crate::schema::{GraphProto, ModelProto, NodeProto};
 use crate::ir::{
     Graph, GraphOutput, Initializer, Model, NodeId, NodeKind, Op, Order, Tensor, Value,
     ValueInfoEntry,
 };
+use crate::schema::{GraphProto, ModelProto, NodeProto};
 use crate::{Error, Result};
 
 /// Builds the IR of a decoded model. The proto's graph moves into the IR; tensor bytes are

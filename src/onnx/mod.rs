@@ -14,9 +14,9 @@ use std::path::Path;
 use bytes::Bytes;
 use prost::Message;
 
+use crate::schema::ModelProto;
 pub use export::export;
 pub use import::import;
-use crate::schema::ModelProto;
 
 use crate::ir::Model;
 use crate::{Error, Result};

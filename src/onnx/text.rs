@@ -6,11 +6,11 @@
 
 use std::fmt::Write;
 
-use crate::ir::dtype::{DataTypeInfo, data_type};
-use crate::ir::attr_type;
-use crate::ir::Tensor;
-use crate::ir::{Model, ValueId};
 use crate::Result;
+use crate::ir::Tensor;
+use crate::ir::attr_type;
+use crate::ir::dtype::{DataTypeInfo, data_type};
+use crate::ir::{Model, ValueId};
 use crate::schema::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto,
     attribute_proto::AttributeType, tensor_shape_proto::dimension::Value as Dim,

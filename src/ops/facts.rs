@@ -125,4 +125,3 @@ pub(super) fn small_int_elements(array: &Array) -> Option<Vec<Dim>> {
         None
     }
 }
-

@@ -6,6 +6,7 @@
 //!   arithmetic of dynamic exports).
 //! - [`facts`]: the analysis that runs both over a whole graph.
 //! - [`intone`]: intone's internal ops (definition, inference, evaluation, expansion).
+//! - [`table`]: the op table (data movement, channel axes, integer types, interval rules).
 //! - [`matmul_kernels`]: which integer matmul operands each engine's kernels compute exactly.
 
 pub mod analysis;
@@ -14,6 +15,7 @@ pub mod facts;
 pub mod infer;
 pub mod intone;
 pub mod matmul_kernels;
+pub mod table;
 
 pub use analysis::{GraphFacts, analyze, pin_input_shapes};
 pub use facts::{Dim, Facts};

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use ndarray::{Axis, Slice};
 
-use crate::quant::observer::CalibrationMethod;
 use crate::ir::Array;
+use crate::quant::observer::CalibrationMethod;
 use crate::{Error, Result, map_array};
 
 /// What `--calibrate NAME=FILE.npy`, `--calibration-batch` and `--calibration-method` give.

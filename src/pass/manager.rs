@@ -7,8 +7,8 @@ use std::time::Instant;
 use super::pipeline::{PassInfo, Pipeline, lookup};
 use super::{CompileOptions, Pass, PassContext, PassReport};
 use crate::ir::Model;
-use crate::onnx::text::model_to_text;
 use crate::ir::verify::{IoSignature, verify};
+use crate::onnx::text::model_to_text;
 use crate::{Error, Result};
 
 /// Which passes to dump the text form after.

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 pub use calibration::CalibrationSet;
 pub use manager::{DumpAfter, Manager};
-pub use pattern::{Match, Pattern, apply_greedily};
+pub use pattern::{Match, Pattern, Roots, apply_greedily};
 pub use pipeline::{OptionInfo, PassInfo, PassOptions, PassSpec, Pipeline, Preset};
 pub use rewriter::Rewriter;
 

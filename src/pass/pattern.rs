@@ -4,7 +4,7 @@
 
 use super::{PassContext, Rewriter};
 use crate::Result;
-use crate::ir::{Model, NodeId};
+use crate::ir::{Model, NodeId, Op};
 
 /// Outcome of matching a pattern at one node.
 pub enum Match<M> {
@@ -21,10 +21,9 @@ pub trait Pattern {
     /// What the matcher hands to the rewrite: the nodes and values it found.
     type Found;
 
-    /// Op types (default domain) the root may have; the driver skips other nodes unseen.
-    /// Empty means any op.
-    fn roots(&self) -> &[&str] {
-        &[]
+    /// The ops the root may be; the driver skips other nodes unseen.
+    fn roots(&self) -> Roots {
+        Roots::Any
     }
 
     /// Pure: inspects the model around `root` and decides.
@@ -32,6 +31,39 @@ pub trait Pattern {
 
     /// Applies the rewrite. Nodes made dead are removed by the driver afterwards.
     fn rewrite(&self, found: Self::Found, rw: &mut Rewriter) -> Result<()>;
+}
+
+/// Which ops a pattern's root may be.
+#[derive(Copy, Clone)]
+pub enum Roots {
+    Any,
+    /// These op types of one domain (`""` for ONNX's default domain, `"intone"`, …).
+    Ops {
+        domain: &'static str,
+        op_types: &'static [&'static str],
+    },
+    /// Ops a predicate admits (a property of the op table, say).
+    Where(fn(&Op) -> bool),
+}
+
+impl Roots {
+    /// Default-domain op types.
+    pub const fn onnx(op_types: &'static [&'static str]) -> Roots {
+        Roots::Ops {
+            domain: "",
+            op_types,
+        }
+    }
+
+    pub fn admits(self, op: &Op) -> bool {
+        match self {
+            Roots::Any => true,
+            Roots::Ops { domain, op_types } => {
+                op.domain() == domain && op_types.contains(&op.op_type())
+            }
+            Roots::Where(admits) => admits(op),
+        }
+    }
 }
 
 /// Default cap on rounds; a pattern still firing after this many rounds is reported.
@@ -51,8 +83,7 @@ pub fn apply_greedily<P: Pattern>(
                 continue;
             }
             let op = model.graph.op(root).expect("topological order holds ops");
-            let is_root = op.domain().is_empty() && pattern.roots().contains(&op.op_type());
-            if !pattern.roots().is_empty() && !is_root {
+            if !pattern.roots().admits(op) {
                 continue;
             }
             match pattern.match_at(model, root)? {

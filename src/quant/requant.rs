@@ -81,5 +81,4 @@ impl RequantParams {
         let (m, _, shift) = self.channel(c);
         m as f64 / 2f64.powi(shift as i32)
     }
-
 }

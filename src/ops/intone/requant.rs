@@ -239,10 +239,16 @@ pub fn expand(op: &Op, x: &ExpansionInput, recipe: Recipe) -> Result<Expansion> 
     }
     let typed = |values: Vec<i128>| -> Result<Array> {
         match work {
-            DataType::Int64 => {
-                channel_constant(values.into_iter().map(|v| v as i64).collect(), p.axis, x.rank)
-            }
-            _ => channel_constant(values.into_iter().map(|v| v as i32).collect(), p.axis, x.rank),
+            DataType::Int64 => channel_constant(
+                values.into_iter().map(|v| v as i64).collect(),
+                p.axis,
+                x.rank,
+            ),
+            _ => channel_constant(
+                values.into_iter().map(|v| v as i32).collect(),
+                p.axis,
+                x.rank,
+            ),
         }
     };
     // tract 0.23 reads an integer scalar operand of Mul or Div as a mask ("region of
@@ -303,10 +309,7 @@ pub fn expand(op: &Op, x: &ExpansionInput, recipe: Recipe) -> Result<Expansion> 
                 let c = e.constant("offset", typed(b)?);
                 t = e.op("Add", "offset", &[t, c], vec![]);
             }
-            let amounts = e.constant(
-                "shift",
-                typed(shifts.iter().map(|&s| s as i128).collect())?,
-            );
+            let amounts = e.constant("shift", typed(shifts.iter().map(|&s| s as i128).collect())?);
             t = e.op(
                 "BitShift",
                 "shift",
