@@ -19,7 +19,7 @@ pub struct FoldConstants {
 impl FoldConstants {
     pub fn new(options: &PassOptions) -> Result<FoldConstants> {
         Ok(FoldConstants {
-            max_elements: options.get("max-elements", 1 << 20)?,
+            max_elements: options.get("max-elements")?,
         })
     }
 }

@@ -36,7 +36,7 @@ pub struct Legalize {
 
 impl Legalize {
     pub fn new(options: &PassOptions) -> Result<Legalize> {
-        let target = match options.raw("target").unwrap_or("integer") {
+        let target = match options.raw("target").unwrap_or_default() {
             "integer" => Target::Integer,
             "integer-opset28" => Target::IntegerOpset28,
             other => {

@@ -35,7 +35,7 @@ const INPUT_LIMIT: i64 = 1 << 29;
 
 impl LowerSoftmax {
     pub fn shiftmax(options: &PassOptions) -> Result<LowerSoftmax> {
-        let n = options.get("n", 15u32)?;
+        let n = options.get::<u32>("n")?;
         if !(4..=24).contains(&n) {
             return Err(Error::Usage(format!(
                 "lower-softmax-to-shiftmax: n={n} is outside 4..=24"
@@ -49,7 +49,7 @@ impl LowerSoftmax {
     }
 
     fn with(kernel: ExpKernel, options: &PassOptions) -> Result<LowerSoftmax> {
-        let out_bits = options.get("out-bits", 16u32)?;
+        let out_bits = options.get::<u32>("out-bits")?;
         if out_bits != 8 && out_bits != 16 {
             return Err(Error::Usage(format!(
                 "softmax lowering: out-bits={out_bits} must be 8 or 16"

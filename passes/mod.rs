@@ -26,7 +26,40 @@ mod quantize;
 mod replace_gelu_with_relu;
 mod upgrade_opset;
 
-use crate::pass::{OptionInfo, PassInfo, Preset};
+use crate::pass::{OptionInfo, PassInfo, Phase, Phases, Preset};
+
+/// `quantize`: a float model becomes a planned one.
+const PLANS: Phases = Phases {
+    runs_on: &[Phase::Float],
+    leaves: Some(Phase::Planned),
+    needs: "a float model with calibration statistics (run calibrate before it)",
+};
+
+/// The lowerings: plans become integer ops.
+const LOWERS: Phases = Phases {
+    runs_on: &[Phase::Planned, Phase::Lowered],
+    leaves: Some(Phase::Lowered),
+    needs: "quantization plans (run calibrate and quantize before it)",
+};
+
+/// Algebra on lowered integer ops.
+const FOLDS: Phases = Phases {
+    runs_on: &[Phase::Lowered, Phase::Legal],
+    leaves: None,
+    needs: "a lowered model (run a lowering before it)",
+};
+
+const LEGALIZES: Phases = Phases {
+    runs_on: &[Phase::Lowered, Phase::Legal],
+    leaves: Some(Phase::Legal),
+    needs: "a lowered model (run a lowering before it)",
+};
+
+const LEGAL_ONLY: Phases = Phases {
+    runs_on: &[Phase::Legal],
+    leaves: None,
+    needs: "a legalized model (run legalize before it)",
+};
 
 /// What every pass file imports.
 mod prelude {
@@ -45,6 +78,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "eliminate-dead-nodes",
         summary: "remove ops and initializers whose values nothing reads",
         exact: true,
+        phases: Phases::ANY,
         options: &[],
         build: |_| Ok(Box::new(eliminate_dead_nodes::EliminateDeadNodes)),
     },
@@ -52,6 +86,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "eliminate-identity",
         summary: "read through Identity ops",
         exact: true,
+        phases: Phases::ANY,
         options: &[],
         build: |_| Ok(Box::new(eliminate_identity::EliminateIdentity)),
     },
@@ -59,6 +94,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "fold-constants",
         summary: "evaluate ops whose inputs are all known at compile time, shape arithmetic included",
         exact: true,
+        phases: Phases::ANY,
         options: &[OptionInfo {
             name: "max-elements",
             default: "1048576",
@@ -70,6 +106,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "calibrate",
         summary: "run the float model on the calibration samples and record statistics of every float value",
         exact: true,
+        phases: Phases::FLOAT,
         options: &[],
         build: |_| Ok(Box::new(calibrate::Calibrate)),
     },
@@ -77,6 +114,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "quantize",
         summary: "choose bits, sign and scale of every calibrated value (the plan lowering follows)",
         exact: true,
+        phases: PLANS,
         options: &[
             OptionInfo {
                 name: "bits",
@@ -95,6 +133,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "lower-linear-to-integer",
         summary: "MatMul/Gemm/Conv to MatMulInteger/ConvInteger with 8-bit weights (--matmul-operands), residuals and data movement in integers",
         exact: false,
+        phases: LOWERS,
         options: &[],
         build: |_| Ok(Box::new(lower_linear_to_integer::LowerLinear)),
     },
@@ -102,6 +141,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse-gelu",
         summary: "erf, tanh and sigmoid GELU forms and com.microsoft Gelu/BiasGelu/FastGelu become one Gelu (opset 20)",
         exact: true,
+        phases: Phases::FLOAT,
         options: &[],
         build: |_| Ok(Box::new(fuse_gelu::FuseGelu)),
     },
@@ -109,6 +149,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse-layer-norm",
         summary: "the decomposed LayerNorm of opset < 17 exports becomes LayerNormalization",
         exact: true,
+        phases: Phases::FLOAT,
         options: &[],
         build: |_| Ok(Box::new(fuse_layer_norm::FuseLayerNorm)),
     },
@@ -116,6 +157,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse-softmax",
         summary: "Exp / ReduceSum(Exp) over one axis (with or without the max subtraction) becomes Softmax",
         exact: true,
+        phases: Phases::FLOAT,
         options: &[],
         build: |_| Ok(Box::new(fuse_softmax::FuseSoftmax)),
     },
@@ -123,6 +165,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "fuse-attention-mask",
         summary: "scores + f(int mask) (Cast/Sub/Mul chains) becomes Where(mask, scores, f(0)): no float mask",
         exact: true,
+        phases: Phases::FLOAT,
         options: &[],
         build: |_| Ok(Box::new(fuse_attention_mask::FuseAttentionMask)),
     },
@@ -130,6 +173,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "replace-gelu-with-relu",
         summary: "every GELU becomes ReLU; correct-relu-bias compensates the next bias for the mean shift",
         exact: false,
+        phases: Phases::FLOAT,
         options: &[OptionInfo {
             name: "correct-relu-bias",
             default: "false",
@@ -145,6 +189,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "lower-softmax-to-shiftmax",
         summary: "Softmax in integers: I-ViT Shiftmax (ShiftExp table, integer normalisation)",
         exact: false,
+        phases: LOWERS,
         options: &[
             OptionInfo {
                 name: "out-bits",
@@ -167,6 +212,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "lower-softmax-to-ibert-exp",
         summary: "Softmax in integers with I-BERT's polynomial i-exp",
         exact: false,
+        phases: LOWERS,
         options: &[OptionInfo {
             name: "out-bits",
             default: "16",
@@ -178,6 +224,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "lower-gelu-to-shiftgelu",
         summary: "GELU in integers: I-ViT ShiftGELU over int8 inputs (a 256-entry table)",
         exact: false,
+        phases: LOWERS,
         options: &[],
         build: |_| Ok(Box::new(lower_gelu_to_shiftgelu::shift_gelu())),
     },
@@ -185,6 +232,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "lower-gelu-to-ibert-erf",
         summary: "GELU in integers: I-BERT i-GELU (polynomial erf) over int8 inputs",
         exact: false,
+        phases: LOWERS,
         options: &[],
         build: |_| lower_gelu_to_ibert_erf::build(),
     },
@@ -192,6 +240,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "lower-tanh-sigmoid-to-table",
         summary: "Tanh and Sigmoid in integers: int8 input, a 256-entry table (BERT's pooler)",
         exact: false,
+        phases: LOWERS,
         options: &[],
         build: |_| Ok(Box::new(lower_tanh_sigmoid_to_table::LowerTanhSigmoid)),
     },
@@ -199,6 +248,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "lower-layer-norm-to-int",
         summary: "LayerNormalization in int32: I-LayerNorm with Newton's integer square root",
         exact: false,
+        phases: LOWERS,
         options: &[],
         build: |_| Ok(Box::new(lower_layer_norm_to_int::LowerLayerNorm)),
     },
@@ -206,6 +256,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "fold-dyadic-requant",
         summary: "fold biases into requantization offsets; merge requantization chains and requant→dequantize pairs",
         exact: false,
+        phases: FOLDS,
         options: &[],
         build: |_| Ok(Box::new(fold_dyadic_requant::FoldDyadicRequant)),
     },
@@ -213,6 +264,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "legalize",
         summary: "expand intone's internal ops into standard ONNX for a target, then prove no integer op can overflow",
         exact: true,
+        phases: LEGALIZES,
         options: &[OptionInfo {
             name: "target",
             default: "integer",
@@ -224,6 +276,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "expose-integer-io",
         summary: "inputs and outputs become the integers around the quantization (scales in metadata)",
         exact: true,
+        phases: LEGAL_ONLY,
         options: &[],
         build: |_| Ok(Box::new(expose_integer_io::ExposeIntegerIo)),
     },
@@ -231,6 +284,7 @@ pub const PASSES: &[PassInfo] = &[
         name: "upgrade-opset",
         summary: "rewrite every op to its form at a newer opset (attributes that became inputs, Softmax axes)",
         exact: true,
+        phases: Phases::ANY,
         options: &[OptionInfo {
             name: "to",
             default: "18",
@@ -240,65 +294,140 @@ pub const PASSES: &[PassInfo] = &[
     },
 ];
 
-/// Named pipelines. Each line says why its passes sit where they do.
+/// The stages presets are built from. Each says why its passes sit where they do.
+mod stages {
+    use crate::pass::{Stage, StageKind};
+
+    /// Identity first so folding sees through it; dead-node removal last collects what
+    /// folding left behind.
+    pub const CLEANUP: Stage = Stage {
+        kind: StageKind::Canonicalize,
+        passes: "eliminate-identity,fold-constants,eliminate-dead-nodes",
+    };
+    /// Upgrading first means folding and the later passes see one version of each op.
+    pub const CANONICALIZE_18: Stage = Stage {
+        kind: StageKind::Canonicalize,
+        passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,eliminate-dead-nodes",
+    };
+    /// Opset 20 has Gelu.
+    pub const CANONICALIZE_20: Stage = Stage {
+        kind: StageKind::Canonicalize,
+        passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes",
+    };
+    /// The fusers run before calibration so that calibration observes the inputs of the fused
+    /// ops.
+    pub const FUSE: Stage = Stage {
+        kind: StageKind::Fuse,
+        passes: "fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes",
+    };
+    /// Calibration observes the canonical float model; quantize writes the plans.
+    pub const PLAN: Stage = Stage {
+        kind: StageKind::Plan,
+        passes: "calibrate,quantize",
+    };
+    /// The correction needs the GELU inputs' statistics; calibrating again then plans the
+    /// ReLU model that is actually compiled.
+    pub const PLAN_RELU: Stage = Stage {
+        kind: StageKind::Plan,
+        passes: "calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,quantize",
+    };
+    pub const LOWER_LINEAR: Stage = Stage {
+        kind: StageKind::Lower,
+        passes: "lower-linear-to-integer",
+    };
+    /// The non-linear lowerings close the islands the linear lowering leaves.
+    pub const LOWER_IVIT: Stage = Stage {
+        kind: StageKind::Lower,
+        passes: "lower-linear-to-integer,lower-softmax-to-shiftmax,lower-gelu-to-shiftgelu,\
+                 lower-tanh-sigmoid-to-table,lower-layer-norm-to-int",
+    };
+    pub const LOWER_IVIT_RELU: Stage = Stage {
+        kind: StageKind::Lower,
+        passes: "lower-linear-to-integer,lower-softmax-to-shiftmax,lower-tanh-sigmoid-to-table,\
+                 lower-layer-norm-to-int",
+    };
+    pub const LOWER_IBERT: Stage = Stage {
+        kind: StageKind::Lower,
+        passes: "lower-linear-to-integer,lower-softmax-to-ibert-exp,lower-gelu-to-ibert-erf,\
+                 lower-tanh-sigmoid-to-table,lower-layer-norm-to-int",
+    };
+    /// Folding merges the lowerings' requantizations; legalize expands what is left into
+    /// standard ONNX and proves ranges.
+    pub const LEGALIZE_INTEGER: Stage = Stage {
+        kind: StageKind::Legalize,
+        passes: "fold-dyadic-requant,legalize(target=integer)",
+    };
+    /// Quantizations of constants (class tokens) fold into integer constants.
+    pub const FINALIZE: Stage = Stage {
+        kind: StageKind::Finalize,
+        passes: "fold-constants,eliminate-dead-nodes",
+    };
+}
+
+use stages::*;
+
+/// Named pipelines.
 pub const PRESETS: &[Preset] = &[
     Preset {
         name: "none",
         summary: "no passes: an exact round trip of the input",
-        passes: "",
+        stages: &[],
     },
     Preset {
         name: "canonicalize",
         summary: "one opset (18+) for every op, then cleanup: the form every later pass expects",
-        // Upgrading first means folding and the later passes see one version of each op.
-        passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,eliminate-dead-nodes",
+        stages: &[CANONICALIZE_18],
     },
     Preset {
         name: "linear",
         summary: "integer linear layers: canonicalize, calibrate, quantize, lower MatMul/Gemm/Conv, legalize",
-        // Calibration observes the canonical float model; lowering follows the quantize plan;
-        // legalize expands requantizations and proves ranges; the final folding turns
-        // quantizations of constants (class tokens) into integer constants.
-        passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,eliminate-dead-nodes,\
-                 calibrate,quantize,lower-linear-to-integer,fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
+        stages: &[
+            CANONICALIZE_18,
+            PLAN,
+            LOWER_LINEAR,
+            LEGALIZE_INTEGER,
+            FINALIZE,
+        ],
     },
     Preset {
         name: "ivit",
         summary: "integer-only: fuse GELU/LayerNorm/Softmax/mask, calibrate, quantize, lower linear ops, Shiftmax, ShiftGELU, I-LayerNorm, fold, legalize",
-        // Opset 20 has Gelu; the fusers run before calibration so that calibration observes
-        // the inputs of the fused ops; the non-linear lowerings close the islands the linear
-        // lowering leaves, and folding then merges their requantizations.
-        passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,\
-                 fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes,\
-                 calibrate,quantize,lower-linear-to-integer,\
-                 lower-softmax-to-shiftmax,lower-gelu-to-shiftgelu,lower-tanh-sigmoid-to-table,lower-layer-norm-to-int,\
-                 fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
+        stages: &[
+            CANONICALIZE_20,
+            FUSE,
+            PLAN,
+            LOWER_IVIT,
+            LEGALIZE_INTEGER,
+            FINALIZE,
+        ],
     },
     Preset {
         name: "ivit-relu",
         summary: "ivit with every GELU replaced by ReLU, the next biases corrected for the mean shift",
-        // The correction needs the GELU inputs' statistics; calibrating again then plans the
-        // ReLU model that is actually compiled.
-        passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,\
-                 fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes,\
-                 calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,quantize,lower-linear-to-integer,\
-                 lower-softmax-to-shiftmax,lower-tanh-sigmoid-to-table,lower-layer-norm-to-int,\
-                 fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
+        stages: &[
+            CANONICALIZE_20,
+            FUSE,
+            PLAN_RELU,
+            LOWER_IVIT_RELU,
+            LEGALIZE_INTEGER,
+            FINALIZE,
+        ],
     },
     Preset {
         name: "ibert",
         summary: "integer-only with I-BERT's polynomial exp and erf instead of the shift-based kernels",
-        passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,\
-                 fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,eliminate-dead-nodes,\
-                 calibrate,quantize,lower-linear-to-integer,\
-                 lower-softmax-to-ibert-exp,lower-gelu-to-ibert-erf,lower-tanh-sigmoid-to-table,lower-layer-norm-to-int,\
-                 fold-dyadic-requant,legalize(target=integer),fold-constants,eliminate-dead-nodes",
+        stages: &[
+            CANONICALIZE_20,
+            FUSE,
+            PLAN,
+            LOWER_IBERT,
+            LEGALIZE_INTEGER,
+            FINALIZE,
+        ],
     },
     Preset {
         name: "cleanup",
         summary: "canonical cleanup: drop Identity, fold constants and shape arithmetic, drop dead nodes",
-        // Identity first so folding sees through it; dead-node removal last collects what
-        // folding left behind.
-        passes: "eliminate-identity,fold-constants,eliminate-dead-nodes",
+        stages: &[CLEANUP],
     },
 ];

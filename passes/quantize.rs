@@ -24,8 +24,8 @@ pub struct Quantize {
 
 impl Quantize {
     pub fn new(options: &PassOptions) -> Result<Quantize> {
-        let bits = options.get("bits", 8u32)?;
-        let residual_bits = options.get("residual-bits", 16u32)?;
+        let bits = options.get::<u32>("bits")?;
+        let residual_bits = options.get::<u32>("residual-bits")?;
         for (name, b) in [("bits", bits), ("residual-bits", residual_bits)] {
             if !(2..=16).contains(&b) {
                 return Err(Error::Usage(format!(

@@ -21,7 +21,7 @@ pub struct ReplaceGeluWithRelu {
 impl ReplaceGeluWithRelu {
     pub fn new(options: &PassOptions) -> Result<ReplaceGeluWithRelu> {
         Ok(ReplaceGeluWithRelu {
-            correct_bias: options.get("correct-relu-bias", false)?,
+            correct_bias: options.get("correct-relu-bias")?,
         })
     }
 }

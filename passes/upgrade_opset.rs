@@ -23,7 +23,7 @@ pub struct UpgradeOpset {
 
 impl UpgradeOpset {
     pub fn new(options: &PassOptions) -> Result<UpgradeOpset> {
-        let to = options.get("to", 18i64)?;
+        let to = options.get::<i64>("to")?;
         if !(13..=21).contains(&to) {
             return Err(Error::Usage(format!(
                 "upgrade-opset: to={to} is outside 13..=21"

@@ -253,8 +253,13 @@ fn list_passes() {
     text.push_str("pipelines (--pipeline NAME):\n");
     for p in PRESETS {
         text.push_str(&format!("  {:<28} {}\n", p.name, p.summary));
-        if !p.passes.is_empty() {
-            text.push_str(&format!("  {:<28}   = {}\n", "", p.passes));
+        for stage in p.stages {
+            text.push_str(&format!(
+                "  {:<28}   {:<12} {}\n",
+                "",
+                stage.kind.name(),
+                stage.passes
+            ));
         }
     }
     emit(&text);

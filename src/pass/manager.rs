@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::pipeline::{PassInfo, Pipeline, lookup};
-use super::{CompileOptions, Pass, PassContext, PassReport};
+use super::{CompileOptions, Pass, PassContext, PassReport, Phase, Phases};
 use crate::ir::Model;
 use crate::ir::verify::{IoSignature, verify};
 use crate::onnx::text::model_to_text;
@@ -34,6 +34,7 @@ pub struct Manager {
 struct Step {
     name: String,
     pass: Box<dyn Pass>,
+    phases: Phases,
 }
 
 impl Manager {
@@ -47,7 +48,8 @@ impl Manager {
                     .ok_or_else(|| Error::Usage(format!("unknown pass '{}'", spec.name)))?;
                 Ok(Step {
                     name: spec.name.clone(),
-                    pass: (info.build)(&spec.options)?,
+                    pass: info.instantiate(&spec.options)?,
+                    phases: info.phases,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -71,6 +73,7 @@ impl Manager {
                 )));
             }
         }
+        self.check_phases(Phase::of(model))?;
         crate::ops::pin_input_shapes(model, &options.input_shapes)?;
         let signature = IoSignature::of(&model.graph);
         let mut reports = Vec::new();
@@ -102,6 +105,25 @@ impl Manager {
             }
         }
         Ok(reports)
+    }
+
+    /// Walks the pipeline's phases from `start` before anything runs: a pass on a model in a
+    /// phase it does not accept is an error naming what must run first.
+    fn check_phases(&self, start: Phase) -> Result<()> {
+        let mut phase = start;
+        for step in &self.steps {
+            if !step.phases.accepts(phase) {
+                let accepted: Vec<&str> = step.phases.runs_on.iter().map(|p| p.name()).collect();
+                return Err(Error::Usage(format!(
+                    "pass {} runs on {} models, and the model is {phase} there: it needs {}",
+                    step.name,
+                    accepted.join(" or "),
+                    step.phases.needs
+                )));
+            }
+            phase = step.phases.after(phase);
+        }
+        Ok(())
     }
 
     fn dump_names(&self) -> Vec<String> {

@@ -4,7 +4,8 @@
 //! - [`pattern`]: pure matching on `&Model`, rewriting through one [`Rewriter`], applied greedily
 //!   to a fixpoint with a round cap.
 //! - [`pipeline`]: the `a,b(k=v),c` pipeline language, with spans and "did you mean".
-//! - [`manager`]: runs a pipeline, verifying, dumping and stopping where asked.
+//! - [`phase`]: Float → Planned → Lowered → Legal; passes declare theirs, the manager checks.
+//! - [`manager`]: runs a pipeline, checking phases, verifying, dumping and stopping where asked.
 //!
 //! Passes explain themselves through [`Remark`]s: why a candidate did not fire, or what a pass
 //! decided. The manager collects them, with counts, into a [`PassReport`] per pass.
@@ -13,6 +14,7 @@ pub mod calibration;
 pub mod manager;
 pub mod matcher;
 pub mod pattern;
+pub mod phase;
 pub mod pipeline;
 pub(crate) mod rewriter;
 
@@ -24,7 +26,10 @@ use serde::Serialize;
 pub use calibration::CalibrationSet;
 pub use manager::{DumpAfter, Manager};
 pub use pattern::{Match, Pattern, Roots, apply_greedily};
-pub use pipeline::{OptionInfo, PassInfo, PassOptions, PassSpec, Pipeline, Preset};
+pub use phase::{Phase, Phases};
+pub use pipeline::{
+    OptionInfo, PassInfo, PassOptions, PassSpec, Pipeline, Preset, Stage, StageKind,
+};
 pub use rewriter::Rewriter;
 
 use crate::Result;

@@ -15,8 +15,22 @@ pub struct PassInfo {
     pub summary: &'static str,
     /// True when the pass never changes what the model computes.
     pub exact: bool,
+    /// The phases it runs on and the one it leaves.
+    pub phases: super::Phases,
     pub options: &'static [OptionInfo],
     pub build: fn(&PassOptions) -> Result<Box<dyn Pass>>,
+}
+
+impl PassInfo {
+    /// The pass, with its options' defaults filled in from the registry (the only place they
+    /// are written).
+    pub fn instantiate(&self, options: &PassOptions) -> Result<Box<dyn Pass>> {
+        let mut options = options.with_defaults(self.options);
+        if options.pass.is_empty() {
+            options.pass = self.name.to_string();
+        }
+        (self.build)(&options)
+    }
 }
 
 /// One option a pass accepts.
@@ -26,12 +40,63 @@ pub struct OptionInfo {
     pub help: &'static str,
 }
 
-/// A named pipeline.
+/// What a stage of a pipeline does. A pipeline is canonicalize, fuse, plan, lower, legalize,
+/// finalize, in that order, each stage optional; a new target or a new representation (Q/DQ,
+/// residual expansion) is a new stage.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum StageKind {
+    Canonicalize,
+    Fuse,
+    Plan,
+    Lower,
+    Legalize,
+    Finalize,
+}
+
+impl StageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Canonicalize => "canonicalize",
+            StageKind::Fuse => "fuse",
+            StageKind::Plan => "plan",
+            StageKind::Lower => "lower",
+            StageKind::Legalize => "legalize",
+            StageKind::Finalize => "finalize",
+        }
+    }
+}
+
+/// A named group of passes.
+#[derive(Copy, Clone, Debug)]
+pub struct Stage {
+    pub kind: StageKind,
+    /// The passes in the pass language.
+    pub passes: &'static str,
+}
+
+/// A named pipeline, built from stages.
 pub struct Preset {
     pub name: &'static str,
     pub summary: &'static str,
+    pub stages: &'static [Stage],
+}
+
+impl Preset {
     /// The pipeline in the pass language.
-    pub passes: &'static str,
+    pub fn passes(&self) -> String {
+        let parts: Vec<&str> = self.stages.iter().map(|s| s.passes).collect();
+        parts.join(",")
+    }
+
+    /// `canonicalize: …; plan: …`, for `intone passes`.
+    pub fn describe_stages(&self) -> String {
+        let parts: Vec<String> = self
+            .stages
+            .iter()
+            .map(|s| format!("{}: {}", s.kind.name(), s.passes))
+            .collect();
+        parts.join("; ")
+    }
 }
 
 /// One pass of a parsed pipeline.
@@ -71,10 +136,26 @@ impl PassOptions {
         self.values.get(key).map(String::as_str)
     }
 
-    /// An option parsed as `T`, or `default` when absent.
-    pub fn get<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
+    /// These options with every absent one set to its registry default.
+    pub fn with_defaults(&self, infos: &[OptionInfo]) -> PassOptions {
+        let mut options = self.clone();
+        for info in infos {
+            options
+                .values
+                .entry(info.name.to_string())
+                .or_insert_with(|| info.default.to_string());
+        }
+        options
+    }
+
+    /// An option parsed as `T` (the registry default when it was not written; see
+    /// [`PassInfo::instantiate`]).
+    pub fn get<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
         match self.values.get(key) {
-            None => Ok(default),
+            None => Err(Error::Usage(format!(
+                "pass {}: option {key} has no value and no default",
+                self.pass
+            ))),
             Some(v) => v.parse().map_err(|_| {
                 Error::Usage(format!(
                     "pass {}: option {key}={v} is not a valid {}",
@@ -146,7 +227,7 @@ impl Pipeline {
                 suggestion(name, &names)
             ))
         })?;
-        Pipeline::parse(preset.passes, registry)
+        Pipeline::parse(&preset.passes(), registry)
     }
 
     /// The pipeline in the pass language.

@@ -2,10 +2,10 @@
 
 use intone::ir::verify::{IoSignature, verify};
 use intone::ir::{Array, NodeKind, Tensor, ValueId};
+use intone::pass::Rewriter;
 use intone::schema::{
     AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType,
 };
-use intone::pass::Rewriter;
 
 use crate::build::*;
 
@@ -182,7 +182,7 @@ fn subgraph_reads_are_edges_and_follow_renames() {
         .unwrap();
     let options = Default::default();
     let mut cx = intone::pass::PassContext::new("eliminate-dead-nodes", &options);
-    (dead.build)(&Default::default())
+    dead.instantiate(&Default::default())
         .unwrap()
         .run(&mut model, &mut cx)
         .unwrap();
