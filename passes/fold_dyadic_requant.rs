@@ -82,7 +82,7 @@ impl Pattern for ShapeOfDequantize {
 
     fn rewrite(&self, (root, q): Self::Found, rw: &mut Rewriter) -> Result<()> {
         let old = rw.graph().input(root, 0).expect("input");
-        rw.graph_mut().set_input(root, 0, Some(q));
+        rw.set_input(root, 0, Some(q));
         rw.erase_if_dead(old.node);
         Ok(())
     }
@@ -295,7 +295,7 @@ impl Pattern for MoveBeforeDequantize {
                 *a = axis as usize;
             }
         }
-        rw.graph_mut().value_mut(moved).quant = facts;
+        rw.annotate(moved, |v| v.quant = facts);
         dequantize_like(rw, dq, &dq_op, moved, root)
     }
 }
@@ -392,7 +392,7 @@ fn mean_as_sum(rw: &mut Rewriter, root: NodeId, dq: NodeId, count: i64) -> Resul
             *s /= count as f64;
         }
     }
-    rw.graph_mut().value_mut(sum).quant = facts;
+    rw.annotate(sum, |v| v.quant = facts);
     let scale = rw
         .graph()
         .input(dq, 1)
@@ -485,7 +485,7 @@ impl Pattern for ConcatOfDequantized {
                 }
             }
         }
-        rw.graph_mut().value_mut(joined).quant = facts;
+        rw.annotate(joined, |v| v.quant = facts);
         let dq_op = rw.graph().op(dq).expect("op").clone();
         dequantize_like(rw, dq, &dq_op, joined, root)
     }
@@ -571,7 +571,7 @@ impl Pattern for IntoTable {
             slot: 0,
         };
         let facts = rw.graph().value(out).quant.clone();
-        rw.graph_mut().value_mut(y).quant = facts;
+        rw.annotate(y, |v| v.quant = facts);
         rw.replace(out, y)
     }
 }
@@ -594,10 +594,16 @@ fn range_of(model: &Model, v: ValueId) -> Option<(i64, i64)> {
 }
 
 /// Replaces a Requant node's parameters and input, keeping its output value.
-fn set_requant(rw: &mut Rewriter, id: NodeId, params: &RequantParams, input: ValueId) {
-    let op = crate::ops::intone::requant::to_op(&params, rw.graph().op(id).expect("op").name());
-    rw.graph_mut().op_mut(id).expect("op").proto.attribute = op.proto.attribute;
-    rw.graph_mut().set_input(id, 0, Some(input));
+fn set_requant(
+    rw: &mut Rewriter,
+    id: NodeId,
+    params: &RequantParams,
+    input: ValueId,
+) -> Result<()> {
+    let op = crate::ops::intone::requant::to_op(params, rw.graph().op(id).expect("op").name());
+    rw.modify_op(id, |o| o.proto.attribute = op.proto.attribute)?;
+    rw.set_input(id, 0, Some(input));
+    Ok(())
 }
 
 struct FoldBias;
@@ -683,7 +689,7 @@ impl Pattern for FoldBias {
             *offset += bias * m;
         }
         let old_input = rw.graph().input(root, 0).expect("input");
-        set_requant(rw, root, &p, x);
+        set_requant(rw, root, &p, x)?;
         rw.erase_if_dead(old_input.node);
         Ok(())
     }
@@ -773,7 +779,7 @@ impl Pattern for MergeChain {
             },
             ..outer
         };
-        set_requant(rw, root, &merged, x);
+        set_requant(rw, root, &merged, x)?;
         rw.erase_if_dead(inner_id);
         Ok(())
     }

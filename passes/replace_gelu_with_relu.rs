@@ -148,7 +148,7 @@ fn correct_next_bias(model: &mut Model, y: ValueId, delta: f64) -> Result<Option
             let corrected: Vec<f32> = b.iter().zip(&shift).map(|(b, s)| b + s).collect();
             let c = rw.constant("corrected_bias", &Array::from_vec(b.shape(), corrected)?)?;
             let slot = usize::from(rw.graph().input(add, 1) == Some(slot_value));
-            rw.graph_mut().set_input(add, slot, Some(c));
+            rw.set_input(add, slot, Some(c));
             rw.erase_if_dead(slot_value.node);
         }
         None => {
@@ -157,7 +157,7 @@ fn correct_next_bias(model: &mut Model, y: ValueId, delta: f64) -> Result<Option
             // Every reader of the MatMul but the new Add reads the corrected value.
             for u in rw.graph().uses(out(mm)) {
                 if let (true, crate::ir::Port::Input(slot)) = (u.node != new.node, u.port) {
-                    rw.graph_mut().set_input(u.node, slot, Some(new));
+                    rw.set_input(u.node, slot, Some(new));
                 }
             }
         }

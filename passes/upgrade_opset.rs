@@ -133,8 +133,10 @@ fn attr_to_input(rw: &mut Rewriter, id: NodeId, name: &str, slot: usize) -> Resu
         return Ok(());
     };
     let c = rw.constant(name, &Array::from_vec(&[values.len()], values)?)?;
-    rw.graph_mut().op_mut(id).expect("op").remove_attr(name);
-    rw.graph_mut().set_input(id, slot, Some(c));
+    rw.modify_op(id, |op| {
+        op.remove_attr(name);
+    })?;
+    rw.set_input(id, slot, Some(c));
     Ok(())
 }
 
@@ -152,8 +154,10 @@ fn scalar_to_input(
     }
     let value = Array::scalar(op.attr_float(name, 0.0)?).cast(dtype.unwrap_or(DataType::Float))?;
     let c = rw.constant(name, &value)?;
-    rw.graph_mut().op_mut(id).expect("op").remove_attr(name);
-    rw.graph_mut().set_input(id, slot, Some(c));
+    rw.modify_op(id, |op| {
+        op.remove_attr(name);
+    })?;
+    rw.set_input(id, slot, Some(c));
     Ok(())
 }
 
@@ -179,8 +183,10 @@ fn upgrade(
             // TopK-1's k is an int attribute; from 10 it is a 1-element input.
             let k = op.attr_int("k", 1)?;
             let c = rw.constant("k", &Array::from_vec(&[1], vec![k])?)?;
-            rw.graph_mut().op_mut(id).expect("op").remove_attr("k");
-            rw.graph_mut().set_input(id, 1, Some(c));
+            rw.modify_op(id, |op| {
+                op.remove_attr("k");
+            })?;
+            rw.set_input(id, 1, Some(c));
         }
         "Slice" => {
             for (i, name) in ["starts", "ends", "axes"].iter().enumerate() {
@@ -196,9 +202,10 @@ fn upgrade(
             scalar_to_input(&mut rw, id, "max", dtype, 2)?;
         }
         "Dropout" => {
-            let op = rw.graph_mut().op_mut(id).expect("op");
-            op.remove_attr("is_test");
-            op.remove_attr("ratio");
+            rw.modify_op(id, |op| {
+                op.remove_attr("is_test");
+                op.remove_attr("ratio");
+            })?;
         }
         "Softmax" | "LogSoftmax" | "Hardmax" => {
             // Below 13, `axis` flattens [d0..d(axis-1)] x [d(axis)..]; from 13 it is one axis.
@@ -211,10 +218,7 @@ fn upgrade(
             })?;
             let axis = normalize_axis(axis, rank, op)?;
             if axis + 1 == rank || rank == 0 {
-                rw.graph_mut()
-                    .op_mut(id)
-                    .expect("op")
-                    .set_attr(attr::int("axis", -1));
+                rw.modify_op(id, |op| op.set_attr(attr::int("axis", -1)))?;
             } else {
                 let x = rw.graph().input(id, 0).expect("input");
                 let y = ValueId { node: id, slot: 0 };

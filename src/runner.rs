@@ -467,8 +467,13 @@ pub fn check(
         }
     }
     let cand_names: Vec<String> = pairs.iter().map(|(c, _, _)| c.clone()).collect();
-    let mut ref_names: Vec<String> = pairs.iter().map(|(_, r, _)| r.clone()).collect();
-    ref_names.dedup();
+    // Several integer values can stand for one float value (copies of a subgraph).
+    let mut ref_names: Vec<String> = Vec::new();
+    for (_, r, _) in &pairs {
+        if !ref_names.contains(r) {
+            ref_names.push(r.clone());
+        }
+    }
     let ref_values: HashMap<String, Array> = ref_runner
         .run(inputs, Some(&ref_names))?
         .into_iter()

@@ -232,13 +232,14 @@ impl<'m> Lowering<'m> {
                 .clone()
                 .unwrap_or_else(|| g.value_name(v).to_string())
         };
-        let value = self.rw.graph_mut().value_mut(rep.value);
-        if value.quant.is_none() {
-            value.quant = Some(facts);
-        }
-        if value.origin.is_none() {
-            value.origin = Some(origin);
-        }
+        self.rw.annotate(rep.value, |value| {
+            if value.quant.is_none() {
+                value.quant = Some(facts);
+            }
+            if value.origin.is_none() {
+                value.origin = Some(origin);
+            }
+        });
         self.lowered.insert(v.node);
         self.reps.insert(v, rep);
     }
@@ -246,10 +247,12 @@ impl<'m> Lowering<'m> {
     /// Records a representation's facts on its integer value (for intermediate values, such
     /// as an accumulator before its bias, that stand for no float value of their own).
     pub fn note(&mut self, rep: &IntRep, bits: u32, signed: bool) {
-        let value = self.rw.graph_mut().value_mut(rep.value);
-        if value.quant.is_none() {
-            value.quant = Some(rep.facts(bits, signed));
-        }
+        let facts = rep.facts(bits, signed);
+        self.rw.annotate(rep.value, |value| {
+            if value.quant.is_none() {
+                value.quant = Some(facts);
+            }
+        });
     }
 
     /// Rank of a value, from the facts of the float graph or of the value's producer inputs.
@@ -394,7 +397,7 @@ impl<'m> Lowering<'m> {
         let signed = target.zero_point != 0 || target.lo < 0;
         let facts = rep.facts(bits, signed);
         if self.rw.graph().value(rep.value).quant.is_none() {
-            self.rw.graph_mut().value_mut(rep.value).quant = Some(facts);
+            self.rw.annotate(rep.value, |v| v.quant = Some(facts));
         }
         if self.rw.graph().value(rep.value).origin.is_none() {
             let origin = self
@@ -404,7 +407,7 @@ impl<'m> Lowering<'m> {
                 .origin
                 .clone()
                 .unwrap_or_else(|| self.rw.graph().value_name(v).to_string());
-            self.rw.graph_mut().value_mut(rep.value).origin = Some(origin);
+            self.rw.annotate(rep.value, |v| v.origin = Some(origin));
         }
         self.forms.insert((v, form), rep.clone());
         Ok(rep)
@@ -583,9 +586,10 @@ impl<'m> Lowering<'m> {
                 let value = self.rw.graph().value(v);
                 (value.quant.clone(), value.stats.clone())
             };
-            let value = self.rw.graph_mut().value_mut(dq);
-            value.quant = plan;
-            value.stats = stats;
+            self.rw.annotate(dq, |value| {
+                value.quant = plan;
+                value.stats = stats;
+            });
             self.rw.replace(v, dq)?;
             dequantized += 1;
         }

@@ -161,7 +161,7 @@ pub fn replace_quantization(lw: &mut Lowering, q: &Quantization, value: ValueId)
     let origin = lw.model().graph.value(q.result).origin.clone();
     lw.rw.replace(q.result, value)?;
     if lw.rw.graph().value(value).origin.is_none() {
-        lw.rw.graph_mut().value_mut(value).origin = origin;
+        lw.rw.annotate(value, |v| v.origin = origin);
     }
     lw.rw.erase_if_dead(q.last);
     Ok(())
@@ -186,7 +186,7 @@ pub fn emit_output(
             .origin
             .clone()
             .unwrap_or_else(|| g.value_name(float).to_string());
-        lw.rw.graph_mut().value_mut(rep.value).origin = Some(origin);
+        lw.rw.annotate(rep.value, |v| v.origin = Some(origin));
     }
     requantize_readers(lw, float, rep)?;
     // Shape and Size read the integers: the shape is the same, and no dequantization (or
@@ -198,7 +198,7 @@ pub fn emit_output(
             .op(u.node)
             .is_some_and(|o| o.is("Shape") || o.is("Size"));
         if let (true, crate::ir::Port::Input(slot)) = (shape_of, u.port) {
-            lw.rw.graph_mut().set_input(u.node, slot, Some(rep.value));
+            lw.rw.set_input(u.node, slot, Some(rep.value));
         }
     }
     let g = &lw.model().graph;
@@ -258,13 +258,14 @@ pub fn requantize_readers(lw: &mut Lowering, float: ValueId, rep: &IntRep) -> Re
         );
         let origin = lw.model().graph.value(q.result).origin.clone();
         lw.rw.replace(q.result, converted.value)?;
-        let value = lw.rw.graph_mut().value_mut(converted.value);
-        if value.quant.is_none() {
-            value.quant = Some(facts);
-        }
-        if value.origin.is_none() {
-            value.origin = origin;
-        }
+        lw.rw.annotate(converted.value, |value| {
+            if value.quant.is_none() {
+                value.quant = Some(facts);
+            }
+            if value.origin.is_none() {
+                value.origin = origin;
+            }
+        });
         lw.rw.erase_if_dead(q.last);
         closed += 1;
     }

@@ -2,7 +2,7 @@
 //! (`<anchor>/<suffix>`), keeps graph output names stable when an output value is replaced,
 //! and removes what a rewrite leaves dead.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::ir::{Array, Graph, Initializer, Model, NodeId, NodeKind, Op, Tensor, Value, ValueId};
 use crate::schema::AttributeProto;
@@ -52,9 +52,82 @@ impl<'m> Rewriter<'m> {
         &self.model.graph
     }
 
-    /// Direct access for edits the rewriter has no verb for (attributes, quant facts).
-    pub fn graph_mut(&mut self) -> &mut Graph {
-        &mut self.model.graph
+    /// Edits an op in place (attributes, domain); its inputs and outputs stay.
+    pub fn modify_op(&mut self, id: NodeId, edit: impl FnOnce(&mut Op)) -> Result<()> {
+        let op = self.model.graph.op_mut(id).ok_or_else(|| Error::Pass {
+            pass: "rewriter".into(),
+            message: format!("node {id:?} is not an op"),
+        })?;
+        edit(op);
+        Ok(())
+    }
+
+    /// Edits what a value carries (its quantization, its origin), not its uses.
+    pub fn annotate(&mut self, v: ValueId, edit: impl FnOnce(&mut Value)) {
+        edit(self.model.graph.value_mut(v));
+    }
+
+    /// Rewires input `slot` of `node`; the producer of the old input may become dead.
+    pub fn set_input(&mut self, node: NodeId, slot: usize, value: Option<ValueId>) {
+        if let Some(old) = self.model.graph.input(node, slot) {
+            self.maybe_dead.insert(old.node);
+        }
+        self.model.graph.set_input(node, slot, value);
+    }
+
+    /// Copies the ops `nodes` (in graph order), reading `substitutions` in place of the values
+    /// they name and each other's copies in place of the originals. Copies are named
+    /// `<original>/<suffix>`, keep the originals' quantization, and stand for the same float
+    /// values (their origin), so the compiled model's value map lists every copy. Returns the
+    /// map from original to copied values (substitutions included).
+    pub fn clone_subgraph(
+        &mut self,
+        nodes: &[NodeId],
+        substitutions: &HashMap<ValueId, ValueId>,
+        suffix: &str,
+    ) -> Result<HashMap<ValueId, ValueId>> {
+        let mut map = substitutions.clone();
+        let wanted: BTreeSet<NodeId> = nodes.iter().copied().collect();
+        let order: Vec<NodeId> = self
+            .model
+            .graph
+            .topological_order()?
+            .into_iter()
+            .filter(|id| wanted.contains(id))
+            .collect();
+        let anchor = self.anchor;
+        for id in order {
+            let g = &self.model.graph;
+            let op = g.op(id).cloned().ok_or_else(|| Error::Pass {
+                pass: "rewriter".into(),
+                message: format!("clone_subgraph: {} is not an op", g.describe(id)),
+            })?;
+            let inputs: Vec<Option<ValueId>> = g
+                .inputs_of(id)
+                .into_iter()
+                .map(|v| v.map(|v| map.get(&v).copied().unwrap_or(v)))
+                .collect();
+            let outputs: Vec<ValueId> = g.outputs_of(id).collect();
+            let slots = g.node(id).outputs.len();
+            self.anchor = Some(id);
+            let attrs = op.attrs().to_vec();
+            let mut copy = Op::new(op.op_type(), "");
+            copy.proto.domain = op.proto.domain.clone();
+            let new = self.op_node(copy, suffix, &inputs, attrs, slots)?;
+            for old in outputs {
+                let new_value = ValueId {
+                    node: new,
+                    slot: old.slot,
+                };
+                let original = self.model.graph.value(old).clone();
+                let value = self.model.graph.value_mut(new_value);
+                value.quant = original.quant;
+                value.origin = Some(original.origin.unwrap_or(original.name));
+                map.insert(old, new_value);
+            }
+        }
+        self.anchor = anchor;
+        Ok(map)
     }
 
     pub fn model_mut(&mut self) -> &mut Model {
