@@ -35,7 +35,7 @@ impl Pass for Calibrate {
         let set = cx.options.calibration.as_ref().ok_or_else(|| {
             Error::Usage("the calibrate pass needs calibration data: add --calibrate NAME=FILE.npy for each model input".into())
         })?;
-        let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+        let facts = cx.facts(model)?;
         let observed = candidates(model, &facts)?;
 
         let runner = Runner::new(model)?;
@@ -288,7 +288,7 @@ fn bytes_per_sample(
         pins.insert(name.clone(), shape);
     }
     // Pinning fails when a model fixes another batch size; then only the budget's default holds.
-    let Ok(facts) = ops::analyze(model, &pins, 1 << 16) else {
+    let Ok(facts) = ops::analyze(model, &pins, crate::ops::EVALUATION_LIMIT) else {
         return Ok(1);
     };
     Ok(values

@@ -29,7 +29,7 @@ impl Pass for FoldDyadicRequant {
         apply_greedily(&ShapeOfDequantize, model, cx, MAX_ROUNDS)?;
         // Moving data movement and concatenations past dequantizations feeds each other (a
         // Slice moved exposes a Concat of dequantized values, and so on): to a fixpoint.
-        let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+        let facts = cx.facts(model)?;
         let movement = MoveBeforeDequantize { facts };
         for _ in 0..MAX_ROUNDS {
             let before = cx.report.rewritten;
@@ -94,7 +94,7 @@ impl Pattern for ShapeOfDequantize {
 /// too; a `Cast` to float of the (float) dequantized value is dropped.
 struct MoveBeforeDequantize {
     /// Shapes of the graph before the rewrites (outputs of movement ops keep theirs).
-    facts: ops::GraphFacts,
+    facts: std::sync::Arc<ops::GraphFacts>,
 }
 
 /// What moving an op before a dequantization does to it.
@@ -494,7 +494,7 @@ impl Pattern for ConcatOfDequantized {
 /// A quantization of a dequantized value (`Cast(Clip(Round(DequantizeLinear(q)·c)))` or
 /// `QuantizeLinear`) becomes one requantization of `q`: the float island between them closes.
 fn close_islands(model: &mut Model, cx: &mut PassContext) -> Result<()> {
-    let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+    let facts = cx.facts(model)?;
     let order = model.graph.topological_order()?;
     let mut lw = Lowering::new(model, facts, cx.options);
     for id in order {

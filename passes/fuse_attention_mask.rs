@@ -19,7 +19,7 @@ pub struct FuseAttentionMask;
 
 impl Pass for FuseAttentionMask {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        let facts = crate::ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+        let facts = cx.facts(model)?;
         let pattern = MaskPattern { facts };
         apply_greedily(&pattern, model, cx, MAX_ROUNDS)?;
         if cx.report.rewritten > 0 {
@@ -33,7 +33,7 @@ impl Pass for FuseAttentionMask {
 }
 
 struct MaskPattern {
-    facts: GraphFacts,
+    facts: std::sync::Arc<GraphFacts>,
 }
 
 /// A mask chain: its integer source, the movement ops to replay, and `f(0)`.

@@ -23,7 +23,7 @@ impl Pass for FuseLayerNorm {
             );
             return Ok(());
         }
-        let facts = crate::ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+        let facts = cx.facts(model)?;
         apply_greedily(&LayerNormPattern { facts }, model, cx, MAX_ROUNDS)
     }
 }
@@ -38,7 +38,7 @@ struct Found {
 }
 
 struct LayerNormPattern {
-    facts: crate::ops::GraphFacts,
+    facts: std::sync::Arc<crate::ops::GraphFacts>,
 }
 
 /// True when `node` is a ReduceMean over the last axis only (attribute or input axes).

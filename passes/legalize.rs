@@ -19,10 +19,10 @@ use super::prelude::*;
 use crate::ir::quant::QuantFacts;
 use std::collections::HashMap;
 
+use crate::Error;
 use crate::ir::DataType;
 use crate::lower::range;
 use crate::ops::intone::{DOMAIN, requant};
-use crate::{Error, ops};
 
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub enum Target {
@@ -57,7 +57,7 @@ impl Pass for Legalize {
                 "legalize: the model imports opset {opset}; integer targets need 15 or more (run upgrade-opset first)"
             )));
         }
-        let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+        let facts = cx.facts(model)?;
         // Element type and rank of values, including those expansions create.
         let mut kinds: HashMap<ValueId, (Option<DataType>, Option<usize>)> = facts
             .values

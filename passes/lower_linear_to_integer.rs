@@ -24,13 +24,13 @@ use super::prelude::*;
 #[path = "lower_linear_to_integer/pooling.rs"]
 mod pooling;
 
+use crate::Error;
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, Op};
 use crate::lower::engine::{
     Form, IntRep, Lowering, Target, copy_attrs, matmul_range, quantize_weight, stored_weight,
 };
 use crate::ops::table;
-use crate::{Error, ops};
 
 pub struct LowerLinear;
 
@@ -45,7 +45,7 @@ enum Outcome {
 
 impl Pass for LowerLinear {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+        let facts = cx.facts(model)?;
         let order = model.graph.topological_order()?;
         let mut lw = Lowering::new(model, facts, cx.options);
         for id in order {

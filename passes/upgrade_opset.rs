@@ -96,7 +96,7 @@ impl Pass for UpgradeOpset {
                 }
             }
         }
-        let facts = ops::analyze(model, &cx.options.input_shapes, 1 << 16)?;
+        let facts = cx.facts(model)?;
         for id in model.graph.topological_order()? {
             let op = model.graph.op(id).expect("op").clone();
             if !op.domain().is_empty()

@@ -214,7 +214,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let (name, dims) = parse_input_shape(text)?;
                     pins.insert(name, dims);
                 }
-                let facts = intone::ops::analyze(&model, &pins, 1 << 16)?;
+                let facts = intone::ops::analyze(&model, &pins, intone::ops::EVALUATION_LIMIT)?;
                 for id in model.graph.node_ids() {
                     for v in model.graph.outputs_of(id) {
                         if let Some(f) = facts.get(v) {

@@ -433,7 +433,8 @@ pub fn check(
     if per_layer {
         // Float values only (besides mapped integers): shape arithmetic and constants are
         // exact by construction and would only pad the list.
-        let facts = crate::ops::analyze(candidate, &Default::default(), 1 << 16)?;
+        let facts =
+            crate::ops::analyze(candidate, &Default::default(), crate::ops::EVALUATION_LIMIT)?;
         let is_float = |v: crate::ir::ValueId| {
             candidate.graph.constant(v).is_none()
                 && facts.get(v).is_some_and(|f| {

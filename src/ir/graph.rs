@@ -78,13 +78,21 @@ pub struct Graph {
     names: HashMap<String, ValueId>,
     node_names: BTreeSet<String>,
     next_minor: u32,
+    /// Bumped by every mutation: what caches of derived facts compare against.
+    revision: u64,
 }
 
 impl Graph {
+    /// Changes whenever the graph does (a cache key; not part of the model).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
     pub fn new(header: GraphProto) -> Graph {
         Graph {
             header,
             next_minor: 1,
+            revision: 0,
             ..Default::default()
         }
     }
@@ -96,6 +104,7 @@ impl Graph {
     }
 
     pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.revision += 1;
         &mut self.dag[id.0]
     }
 
@@ -112,6 +121,7 @@ impl Graph {
     }
 
     pub fn op_mut(&mut self, id: NodeId) -> Option<&mut Op> {
+        self.revision += 1;
         match &mut self.node_mut(id).kind {
             NodeKind::Op(op) => Some(op),
             _ => None,
@@ -132,6 +142,7 @@ impl Graph {
     }
 
     pub fn value_mut(&mut self, v: ValueId) -> &mut Value {
+        self.revision += 1;
         &mut self.node_mut(v.node).outputs[v.slot]
     }
 
@@ -351,6 +362,7 @@ impl Graph {
         outputs: Vec<Value>,
         order: Order,
     ) -> Result<NodeId> {
+        self.revision += 1;
         for v in &outputs {
             if !v.name.is_empty() && self.names.contains_key(&v.name) {
                 return Err(Error::invalid(format!(
@@ -382,6 +394,7 @@ impl Graph {
 
     /// Wires `from` into positional input `slot` of `to` (replacing what was there).
     pub fn set_input(&mut self, to: NodeId, slot: usize, from: Option<ValueId>) {
+        self.revision += 1;
         if let Some(e) = self.input_edge(to, slot) {
             self.dag.remove_edge(e);
         }
@@ -402,6 +415,7 @@ impl Graph {
 
     /// Records that a subgraph of `to` reads `from` by name.
     pub fn add_capture(&mut self, to: NodeId, from: ValueId) {
+        self.revision += 1;
         let exists = self
             .dag
             .edges_connecting(from.node.0, to.0)
@@ -429,6 +443,7 @@ impl Graph {
     /// (their references are renamed). Graph outputs are not touched: see
     /// [`Graph::set_output_value`].
     pub fn replace_uses(&mut self, old: ValueId, new: ValueId) {
+        self.revision += 1;
         if old == new {
             return;
         }
@@ -459,20 +474,24 @@ impl Graph {
     /// Points graph output `index` at another value. The caller keeps the output's name
     /// stable (the rewriter does: graph output names are API).
     pub fn set_output_value(&mut self, index: usize, value: ValueId) {
+        self.revision += 1;
         self.outputs[index].value = value;
     }
 
     /// Replaces the declaration (type, doc string) of graph output `index`.
     pub fn set_output_info(&mut self, index: usize, info: crate::schema::ValueInfoProto) {
+        self.revision += 1;
         self.outputs[index].info = info;
     }
 
     pub(crate) fn push_output(&mut self, output: GraphOutput) {
+        self.revision += 1;
         self.outputs.push(output);
     }
 
     /// Declares an existing value as an extra graph output (under its own name).
     pub fn add_output(&mut self, value: ValueId) {
+        self.revision += 1;
         let info = ValueInfoProto {
             name: Some(self.value_name(value).to_string()),
             ..Default::default()
@@ -481,11 +500,13 @@ impl Graph {
     }
 
     pub(crate) fn push_input(&mut self, id: NodeId) {
+        self.revision += 1;
         self.inputs.push(id);
     }
 
     /// Renames a value, and the references to it inside capturing subgraphs.
     pub fn rename_value(&mut self, v: ValueId, name: &str) -> Result<()> {
+        self.revision += 1;
         let old = self.value_name(v).to_string();
         if old == name {
             return Ok(());
@@ -525,6 +546,7 @@ impl Graph {
 
     /// Removes a node and every edge touching it. Its values must be unused.
     pub fn remove_node(&mut self, id: NodeId) -> Result<()> {
+        self.revision += 1;
         for v in self.outputs_of(id).collect::<Vec<_>>() {
             if !self.is_unused(v) {
                 return Err(Error::invalid(format!(
@@ -559,6 +581,7 @@ impl Graph {
 
     /// The order key for a node created now, placed right after `anchor` (or last).
     pub fn next_order(&mut self, anchor: Option<NodeId>) -> Order {
+        self.revision += 1;
         let minor = self.next_minor;
         self.next_minor += 1;
         Order {
@@ -574,6 +597,7 @@ impl Graph {
 
     /// Reserves a node name so [`Graph::fresh_name`] will not hand it out.
     pub(crate) fn reserve_node_name(&mut self, name: &str) {
+        self.revision += 1;
         if !name.is_empty() {
             self.node_names.insert(name.to_string());
         }

@@ -14,6 +14,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::ir::quant::{QuantFacts, Scale};
 use crate::ir::{Array, DataType, Model, NodeId, Op, ValueId, attr};
+use std::sync::Arc;
+
 use crate::ops::GraphFacts;
 use crate::ops::matmul_kernels::{MatmulOperands, Storage};
 use crate::pass::{CompileOptions, Rewriter};
@@ -168,7 +170,7 @@ pub fn stored_weight(q: &ndarray::ArrayD<i8>, storage: Storage) -> Array {
 /// The lowering state of one pass over a model.
 pub struct Lowering<'m> {
     pub rw: Rewriter<'m>,
-    pub facts: GraphFacts,
+    pub facts: Arc<GraphFacts>,
     reps: HashMap<ValueId, IntRep>,
     forms: HashMap<(ValueId, Form), IntRep>,
     lowered: HashSet<NodeId>,
@@ -180,7 +182,11 @@ pub struct Lowering<'m> {
 impl<'m> Lowering<'m> {
     /// A lowering with the compilation's policies (rounding, matmul operand grid, dimension
     /// bound), so that every lowering pass makes the same choices.
-    pub fn new(model: &'m mut Model, facts: GraphFacts, options: &CompileOptions) -> Lowering<'m> {
+    pub fn new(
+        model: &'m mut Model,
+        facts: Arc<GraphFacts>,
+        options: &CompileOptions,
+    ) -> Lowering<'m> {
         Lowering {
             rw: Rewriter::unanchored(model),
             facts,

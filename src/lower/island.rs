@@ -10,7 +10,6 @@ use super::engine::{IntRep, Lowering, Target};
 use crate::Result;
 use crate::ir::quant::{QuantFacts, Scale};
 use crate::ir::{Array, DataType, DataTypeInfo, NodeId, ValueId, attr};
-use crate::ops::GraphFacts;
 use crate::pass::matcher::{scalar, sole_reader};
 
 /// The integer representation behind `v = DequantizeLinear(q, scale, zero_point)` with constant
@@ -311,7 +310,7 @@ pub fn lower_each(
     select: impl Fn(&crate::ir::Op) -> bool,
     mut lower: impl FnMut(&mut Lowering, NodeId, &crate::ir::Op) -> Result<Lowered>,
 ) -> Result<()> {
-    let facts = facts_of(model, cx)?;
+    let facts = cx.facts(model)?;
     let order = model.graph.topological_order()?;
     let mut lw = Lowering::new(model, facts, cx.options);
     for id in order {
@@ -334,11 +333,6 @@ pub fn lower_each(
     }
     lw.finish()?;
     Ok(())
-}
-
-/// The facts of the graph as lowering needs them (types and shapes of every value).
-pub fn facts_of(model: &crate::ir::Model, cx: &crate::pass::PassContext) -> Result<GraphFacts> {
-    crate::ops::analyze(model, &cx.options.input_shapes, 1 << 16)
 }
 
 /// An int32 constant holding `value`, repeated along an axis of known size > 1 of `like` (not

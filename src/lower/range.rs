@@ -490,6 +490,6 @@ fn stored_operands(
 
 /// Checks the whole graph; returns how many integer ops were proven safe.
 pub fn verify(model: &Model, dim_bound: i64, policy: MatmulOperands) -> Result<usize> {
-    let facts = crate::ops::analyze(model, &Default::default(), 1 << 16)?;
+    let facts = crate::ops::analyze(model, &Default::default(), crate::ops::EVALUATION_LIMIT)?;
     analyze(model, &facts, dim_bound, policy).map(|(_, checked)| checked)
 }

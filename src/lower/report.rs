@@ -19,7 +19,7 @@ pub struct FloatOps {
 
 /// Ops with a float result in `model`, grouped by type and reason.
 pub fn float_ops(model: &Model) -> Result<Vec<FloatOps>> {
-    let facts = crate::ops::analyze(model, &Default::default(), 1 << 16)?;
+    let facts = crate::ops::analyze(model, &Default::default(), crate::ops::EVALUATION_LIMIT)?;
     let g = &model.graph;
     let is_float = |v: ValueId| {
         facts
@@ -108,7 +108,7 @@ pub fn float_ops(model: &Model) -> Result<Vec<FloatOps>> {
 /// reads. An integer-only model has none. (Float work before the first quantization of an
 /// input, or after the last dequantization, is outside the integer part.)
 pub fn float_between(model: &Model) -> Result<Vec<String>> {
-    let facts = crate::ops::analyze(model, &Default::default(), 1 << 16)?;
+    let facts = crate::ops::analyze(model, &Default::default(), crate::ops::EVALUATION_LIMIT)?;
     let g = &model.graph;
     let dtype = |v: ValueId| facts.get(v).and_then(|f| f.dtype);
     let is_float = |v: ValueId| dtype(v).is_some_and(|t| t.is_float());

@@ -30,7 +30,7 @@ pub struct Entry {
 
 /// Writes the map of the model's integer values into its metadata (replacing an old one).
 pub fn record(model: &mut Model) -> Result<usize> {
-    let facts = crate::ops::analyze(model, &Default::default(), 1 << 16)?;
+    let facts = crate::ops::analyze(model, &Default::default(), crate::ops::EVALUATION_LIMIT)?;
     let g = &model.graph;
     let mut entries = Vec::new();
     for id in g.topological_order()? {

@@ -12,6 +12,9 @@ use crate::schema::{
 };
 use crate::{Error, Result};
 
+/// Largest constant (in elements) the analysis evaluates, unless a caller asks otherwise.
+pub const EVALUATION_LIMIT: usize = 1 << 16;
+
 /// Facts for every value of a graph, plus notes on what could not be evaluated.
 #[derive(Debug, Default)]
 pub struct GraphFacts {

@@ -80,12 +80,15 @@ impl Manager {
         if self.dump_after == DumpAfter::All {
             self.dump(model, 0, "input")?;
         }
+        let mut facts = super::FactsCache::default();
         for (i, step) in self.steps.iter().enumerate() {
             let mut cx = PassContext::new(&step.name, options);
+            cx.facts = std::mem::take(&mut facts);
             cx.report.nodes_before = model.graph.node_count();
             let start = Instant::now();
             step.pass.run(model, &mut cx)?;
             cx.report.duration = start.elapsed();
+            facts = std::mem::take(&mut cx.facts);
             cx.report.nodes_after = model.graph.node_count();
             if self.verify_each {
                 let problems = verify(&model.graph, Some(&signature));

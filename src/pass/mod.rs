@@ -19,6 +19,7 @@ pub mod pipeline;
 pub(crate) mod rewriter;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -34,6 +35,7 @@ pub use rewriter::Rewriter;
 
 use crate::Result;
 use crate::ir::Model;
+use crate::ops::GraphFacts;
 
 /// A transformation of a model.
 pub trait Pass {
@@ -76,6 +78,35 @@ impl Default for CompileOptions {
 pub struct PassContext<'a> {
     pub options: &'a CompileOptions,
     pub report: PassReport,
+    /// Facts of the model, handed from pass to pass by the manager.
+    pub(crate) facts: FactsCache,
+}
+
+/// The facts of a model, valid until its graph or opset changes (every mutation bumps the
+/// graph's revision, so a rewrite invalidates them).
+#[derive(Debug, Default)]
+pub struct FactsCache {
+    key: Option<(u64, Option<i64>)>,
+    facts: Option<Arc<GraphFacts>>,
+}
+
+impl FactsCache {
+    fn get(&mut self, model: &Model, options: &CompileOptions) -> Result<Arc<GraphFacts>> {
+        let key = (model.graph.revision(), model.opset(""));
+        if let (Some(k), Some(f)) = (self.key, &self.facts) {
+            if k == key {
+                return Ok(f.clone());
+            }
+        }
+        let facts = Arc::new(crate::ops::analyze(
+            model,
+            &options.input_shapes,
+            crate::ops::EVALUATION_LIMIT,
+        )?);
+        self.key = Some(key);
+        self.facts = Some(facts.clone());
+        Ok(facts)
+    }
 }
 
 impl<'a> PassContext<'a> {
@@ -86,7 +117,14 @@ impl<'a> PassContext<'a> {
                 pass: pass.to_string(),
                 ..Default::default()
             },
+            facts: FactsCache::default(),
         }
+    }
+
+    /// Types, shapes and known values of every value of `model` (`--input-shape` applied),
+    /// computed once per state of the graph.
+    pub fn facts(&mut self, model: &Model) -> Result<Arc<GraphFacts>> {
+        self.facts.get(model, self.options)
     }
 
     /// Records why a candidate did not fire, or another decision worth explaining.
