@@ -70,11 +70,7 @@ impl Pass for LowerByTable {
                     return Ok(Err("input plan is per channel".into()));
                 };
                 // The plan's clip over 127 levels (a plan of more bits keeps its clip).
-                let levels = if plan.signed {
-                    ((1u64 << (plan.bits - 1)) - 1) as f64
-                } else {
-                    ((1u64 << plan.bits) - 1) as f64
-                };
+                let levels = plan.levels() as f64;
                 let clip = planned * levels;
                 let s = (clip / 127.0) as f32 as f64;
                 let index = lw.convert(

@@ -93,11 +93,7 @@ impl Pass for Quantize {
                 self.bits
             };
             let signed = is_residual || stats.min < 0.0;
-            let levels = if signed {
-                (1u64 << (bits - 1)) - 1
-            } else {
-                (1u64 << bits) - 1
-            } as f64;
+            let levels = crate::quant::levels(bits, signed) as f64;
             let clip = stats.clip(method, levels);
             // A value that is always 0 still needs a valid scale.
             let scale = if clip > 0.0 {

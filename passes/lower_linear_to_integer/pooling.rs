@@ -87,11 +87,7 @@ pub(super) fn lower_product(
             return Ok(Outcome::Float);
         };
         // 16 bits of x over its planned clip: the pooled mean keeps more than an 8-bit plan.
-        let levels = if plan.signed {
-            ((1i64 << (plan.bits - 1)) - 1) as f64
-        } else {
-            ((1i64 << plan.bits) - 1) as f64
-        };
+        let levels = plan.levels() as f64;
         let target = Target {
             scale: (s * levels / 32767.0) as f32 as f64,
             zero_point: 0,

@@ -25,6 +25,13 @@ pub struct QuantFacts {
     pub range: Option<(i64, i64)>,
 }
 
+impl QuantFacts {
+    /// The largest stored magnitude of the value's grid ([`crate::quant::levels`]).
+    pub fn levels(&self) -> i64 {
+        crate::quant::levels(self.bits, self.signed)
+    }
+}
+
 impl Scale {
     /// The scale of channel `c` (per-tensor scales apply to every channel).
     pub fn at(&self, c: usize) -> f64 {

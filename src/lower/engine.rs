@@ -381,7 +381,7 @@ impl<'m> Lowering<'m> {
                 dtype: DataType::Uint8,
             },
             Form::Wide => {
-                let max = (1i64 << (plan.bits - 1)) - 1;
+                let max = crate::quant::levels(plan.bits, true);
                 Target {
                     scale,
                     zero_point: 0,
@@ -612,22 +612,20 @@ impl<'m> Lowering<'m> {
 
 /// The scale of an unsigned value re-expressed with `to_bits` instead of `bits` bits.
 fn rescale_unsigned(scale: f64, bits: u32, to_bits: u32) -> f64 {
-    let (from, to) = ((1u64 << bits) - 1, (1u64 << to_bits) - 1);
+    use crate::quant::levels;
+    let (from, to) = (levels(bits, false), levels(to_bits, false));
     (scale * from as f64 / to as f64) as f32 as f64
 }
 
 fn rescale_signed(scale: f64, bits: u32, to_bits: u32) -> f64 {
-    let (from, to) = ((1u64 << (bits - 1)) - 1, (1u64 << (to_bits - 1)) - 1);
+    use crate::quant::levels;
+    let (from, to) = (levels(bits, true), levels(to_bits, true));
     (scale * from as f64 / to as f64) as f32 as f64
 }
 
 /// Scale of a plan of `bits` re-spread over `levels` steps of its clip.
 fn respread(scale: f64, bits: u32, signed: bool, levels: i64) -> f64 {
-    let from = if signed {
-        (1u64 << (bits - 1)) - 1
-    } else {
-        (1u64 << bits) - 1
-    };
+    let from = crate::quant::levels(bits, signed);
     (scale * from as f64 / levels as f64) as f32 as f64
 }
 

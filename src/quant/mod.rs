@@ -12,3 +12,13 @@ pub use dyadic::Dyadic;
 pub use observer::{CalibrationMethod, Observer};
 pub use requant::RequantParams;
 pub use rounding::Rounding;
+
+/// The largest stored magnitude of a `bits`-bit grid: `2^(bits−1) − 1` signed (symmetric),
+/// `2^bits − 1` unsigned.
+pub fn levels(bits: u32, signed: bool) -> i64 {
+    if signed {
+        (1i64 << (bits - 1)) - 1
+    } else {
+        (1i64 << bits) - 1
+    }
+}

@@ -1,0 +1,340 @@
+//! Linear layers: `MatMul`, `Gemm` and `Conv` with constant weights (and activation ×
+//! activation `MatMul`) become `MatMulInteger`/`ConvInteger` with int32 accumulators; biases
+//! join the accumulator.
+
+use super::*;
+
+/// Adds a quantized weight initializer as the operand policy stores it, with its zero point
+/// input (none for int8).
+pub(super) fn weight_constant(
+    lw: &mut Lowering,
+    q: &ndarray::ArrayD<i8>,
+) -> Result<(ValueId, Option<ValueId>)> {
+    let storage = lw.operands.weights();
+    let stored = stored_weight(q, storage);
+    let name = match storage.dtype {
+        DataType::Uint8 => "weight_u8",
+        _ => "weight_i8",
+    };
+    let w = lw.constant(name, &stored)?;
+    let zp = match storage.zero_point {
+        0 => None,
+        zp => Some(lw.constant("weight_zero_point", &Array::scalar(zp).cast(storage.dtype)?)?),
+    };
+    Ok((w, zp))
+}
+
+/// The zero point input of an integer op's operand (none for zero).
+pub(super) fn zero_point_input(lw: &mut Lowering, rep: &IntRep) -> Result<Option<ValueId>> {
+    if rep.zero_point == 0 {
+        return Ok(None);
+    }
+    let zp = Array::scalar(rep.zero_point).cast(rep.dtype)?;
+    Ok(Some(lw.constant("zero_point", &zp)?))
+}
+
+/// Inputs of `MatMulInteger`/`ConvInteger`: A, B and the zero points that are not 0 (an
+/// omitted A zero point before a B zero point stays an empty slot).
+pub(super) fn operand_inputs(
+    a: ValueId,
+    b: ValueId,
+    a_zp: Option<ValueId>,
+    b_zp: Option<ValueId>,
+) -> Vec<Option<ValueId>> {
+    let mut inputs = vec![Some(a), Some(b), a_zp];
+    if b_zp.is_some() {
+        inputs.push(b_zp);
+    } else if a_zp.is_none() {
+        inputs.pop();
+    }
+    inputs
+}
+
+/// The accumulator of `x · W` for a constant 2-D weight [K, N], per output column.
+pub(super) fn weight_matmul(
+    lw: &mut Lowering,
+    x: ValueId,
+    w: &ndarray::ArrayD<f32>,
+    alpha: f64,
+    out_rank: usize,
+) -> Result<IntRep> {
+    let a = lw.operand(x, Form::OperandA)?;
+    let (q, scales) = quantize_weight(w, 1, lw.operands.weights().magnitude);
+    let a_range = (a.range.0 - a.zero_point, a.range.1 - a.zero_point);
+    let range = matmul_range(&q, 1, a_range);
+    let (wq, w_zp) = weight_constant(lw, &q)?;
+    let zp = zero_point_input(lw, &a)?;
+    let s_a = a.scale.at(0);
+    let acc = lw.rw.op_node(
+        Op::new("MatMulInteger", ""),
+        "matmul",
+        &operand_inputs(a.value, wq, zp, w_zp),
+        vec![],
+        1,
+    )?;
+    Ok(IntRep {
+        value: out(acc, 0),
+        scale: Scale::PerAxis {
+            axis: out_rank - 1,
+            scales: scales.iter().map(|s| s * s_a * alpha).collect(),
+        },
+        zero_point: 0,
+        dtype: DataType::Int32,
+        range,
+    })
+}
+
+pub(super) fn lower_matmul(
+    lw: &mut Lowering,
+    id: NodeId,
+    inputs: &[Option<ValueId>],
+) -> Result<Outcome> {
+    let (Some(a), Some(b)) = (inputs[0], inputs[1]) else {
+        return Ok(Outcome::Float);
+    };
+    let needs = if lw.model().graph.constant(b).is_some() {
+        vec![a]
+    } else {
+        vec![a, b]
+    };
+    if let Some(kept) = uncalibrated(lw, &needs) {
+        return Ok(kept);
+    }
+    let y = out(id, 0);
+    let Some(out_rank) = rank(lw, y) else {
+        return Ok(Outcome::Kept("output rank unknown".into()));
+    };
+    if lw.model().graph.constant(a).is_some() {
+        return Ok(Outcome::Kept("constant left operand".into()));
+    }
+    if let Some(w) = constant_f32(lw, Some(b)) {
+        if w.ndim() != 2 {
+            return Ok(Outcome::Kept(format!(
+                "constant weight of rank {}",
+                w.ndim()
+            )));
+        }
+        let rep = weight_matmul(lw, a, &w, 1.0, out_rank)?;
+        lw.set_rep(y, rep, 32, true);
+        return Ok(Outcome::Lowered);
+    }
+    if lw.model().graph.constant(b).is_some() {
+        return Ok(Outcome::Kept("constant weight is not f32".into()));
+    }
+    // Activation × activation (attention scores, attention-weighted values).
+    let ra = lw.operand(a, Form::OperandA)?;
+    let rb = lw.operand(b, Form::OperandB)?;
+    let k = lw.dim_or_bound(b, 1) as i128;
+    let bound = k * ra.magnitude() * rb.magnitude();
+    if bound >= i32::MAX as i128 {
+        return Ok(Outcome::Kept(format!(
+            "the int32 accumulator could reach {bound} (inner dimension {k})"
+        )));
+    }
+    let zp = zero_point_input(lw, &ra)?;
+    let b_zp = zero_point_input(lw, &rb)?;
+    let acc = lw.rw.op_node(
+        Op::new("MatMulInteger", ""),
+        "matmul",
+        &operand_inputs(ra.value, rb.value, zp, b_zp),
+        vec![],
+        1,
+    )?;
+    let rep = IntRep {
+        value: out(acc, 0),
+        scale: Scale::PerTensor(ra.scale.at(0) * rb.scale.at(0)),
+        zero_point: 0,
+        dtype: DataType::Int32,
+        range: (-bound as i64, bound as i64),
+    };
+    lw.set_rep(y, rep, 32, true);
+    Ok(Outcome::Lowered)
+}
+
+pub(super) fn lower_gemm(
+    lw: &mut Lowering,
+    id: NodeId,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+) -> Result<Outcome> {
+    let (Some(a), b) = (inputs[0], inputs.get(1).copied().flatten()) else {
+        return Ok(Outcome::Float);
+    };
+    if let Some(kept) = uncalibrated(lw, &[a]) {
+        return Ok(kept);
+    }
+    if op.attr_int("transA", 0)? != 0 {
+        return Ok(Outcome::Kept("transA=1".into()));
+    }
+    let alpha = op.attr_float("alpha", 1.0)? as f64;
+    let beta = op.attr_float("beta", 1.0)? as f64;
+    if alpha <= 0.0 {
+        return Ok(Outcome::Kept(format!("alpha={alpha} is not positive")));
+    }
+    let Some(mut w) = constant_f32(lw, b) else {
+        return Ok(Outcome::Kept("B is not a constant f32 weight".into()));
+    };
+    if w.ndim() != 2 {
+        return Ok(Outcome::Kept("B is not 2-D".into()));
+    }
+    if op.attr_int("transB", 0)? != 0 {
+        w = w.t().as_standard_layout().into_owned();
+    }
+    let c = inputs.get(2).copied().flatten();
+    let bias = match c {
+        None => None,
+        Some(c) => match constant_f32(lw, Some(c)) {
+            Some(c) => Some(c.mapv(|v| v * beta as f32)),
+            None => return Ok(Outcome::Kept("C is not a constant".into())),
+        },
+    };
+    let mut rep = weight_matmul(lw, a, &w, alpha, 2)?;
+    if let Some(bias) = bias {
+        match add_bias(lw, &rep, &bias, 2)? {
+            Some(r) => rep = r,
+            None => {
+                return Ok(Outcome::Kept(
+                    "bias does not broadcast along the output channels".into(),
+                ));
+            }
+        }
+    }
+    lw.set_rep(out(id, 0), rep, 32, true);
+    Ok(Outcome::Lowered)
+}
+
+pub(super) fn lower_conv(
+    lw: &mut Lowering,
+    id: NodeId,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+) -> Result<Outcome> {
+    let Some(x) = inputs[0] else {
+        return Ok(Outcome::Float);
+    };
+    if let Some(kept) = uncalibrated(lw, &[x]) {
+        return Ok(kept);
+    }
+    let Some(w) = constant_f32(lw, inputs.get(1).copied().flatten()) else {
+        return Ok(Outcome::Kept("weight is not a constant f32".into()));
+    };
+    let bias = match inputs.get(2).copied().flatten() {
+        None => None,
+        Some(b) => match constant_f32(lw, Some(b)) {
+            Some(b) => Some(b),
+            None => return Ok(Outcome::Kept("bias is not a constant".into())),
+        },
+    };
+    let a = lw.operand(x, Form::OperandA)?;
+    let (q, scales) = quantize_weight(&w, 0, lw.operands.weights().magnitude);
+    let a_range = (a.range.0 - a.zero_point, a.range.1 - a.zero_point);
+    let range = matmul_range(&q, 0, a_range);
+    let (wq, w_zp) = weight_constant(lw, &q)?;
+    let zp = zero_point_input(lw, &a)?;
+    let attrs = copy_attrs(
+        op,
+        &[
+            "auto_pad",
+            "dilations",
+            "group",
+            "kernel_shape",
+            "pads",
+            "strides",
+        ],
+    );
+    let acc = lw.rw.op_node(
+        Op::new("ConvInteger", ""),
+        "conv",
+        &operand_inputs(a.value, wq, zp, w_zp),
+        attrs,
+        1,
+    )?;
+    let s_a = a.scale.at(0);
+    let mut rep = IntRep {
+        value: out(acc, 0),
+        scale: Scale::PerAxis {
+            axis: 1,
+            scales: scales.iter().map(|s| s * s_a).collect(),
+        },
+        zero_point: 0,
+        dtype: DataType::Int32,
+        range,
+    };
+    lw.note(&rep, 32, true);
+    if let Some(b) = bias {
+        // [M] → [M, 1, …, 1] so it broadcasts along axis 1.
+        let spatial = w.ndim() - 2;
+        let mut shape = vec![b.len()];
+        shape.extend(std::iter::repeat_n(1, spatial));
+        let b = b
+            .into_shape_with_order(ndarray::IxDyn(&shape))
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        match add_bias(lw, &rep, &b, w.ndim())? {
+            Some(r) => rep = r,
+            None => {
+                return Ok(Outcome::Kept(
+                    "bias shape does not match the output channels".into(),
+                ));
+            }
+        }
+    }
+    lw.set_rep(out(id, 0), rep, 32, true);
+    Ok(Outcome::Lowered)
+}
+
+/// `acc + round(bias / scale)` in int32. The bias aligns with the trailing dimensions of the
+/// output (rank `out_rank`); with per-channel scales it is quantized per channel, growing a
+/// channel dimension if it had none. `None` when it does not broadcast or does not fit.
+pub(super) fn add_bias(
+    lw: &mut Lowering,
+    rep: &IntRep,
+    bias: &ndarray::ArrayD<f32>,
+    out_rank: usize,
+) -> Result<Option<IntRep>> {
+    let k = bias.ndim();
+    if k > out_rank {
+        return Ok(None);
+    }
+    let q = match &rep.scale {
+        Scale::PerTensor(s) => bias.mapv(|b| crate::quant::rounding::round_half_even(b as f64 / s)),
+        Scale::PerAxis { axis, scales } => {
+            let n = scales.len();
+            // The bias, broadcast to a shape that has the channel dimension.
+            let lead = out_rank - k;
+            let shape: Vec<usize> = if *axis >= lead {
+                let mut s = bias.shape().to_vec();
+                if s[axis - lead] != 1 && s[axis - lead] != n {
+                    return Ok(None);
+                }
+                s[axis - lead] = n;
+                s
+            } else {
+                let mut s = vec![n];
+                s.extend(std::iter::repeat_n(1, out_rank - 1 - axis - k));
+                s.extend_from_slice(bias.shape());
+                s
+            };
+            let channel_at = if *axis >= lead { axis - lead } else { 0 };
+            let Some(b) = bias.broadcast(ndarray::IxDyn(&shape)) else {
+                return Ok(None);
+            };
+            ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&shape), |i| {
+                crate::quant::rounding::round_half_even(b[&i] as f64 / scales[i[channel_at]])
+            })
+        }
+    };
+    let (min, max) = q
+        .iter()
+        .fold((0f64, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    let range = (rep.range.0 as f64 + min, rep.range.1 as f64 + max);
+    if range.0 < i32::MIN as f64 || range.1 > i32::MAX as f64 {
+        return Ok(None);
+    }
+    let b = lw.constant("bias_i32", &Array::I32(q.mapv(|v| v as i32)))?;
+    let sum = lw.op("Add", "bias", &[rep.value, b], vec![])?;
+    Ok(Some(IntRep {
+        value: sum,
+        range: (range.0 as i64, range.1 as i64),
+        ..rep.clone()
+    }))
+}

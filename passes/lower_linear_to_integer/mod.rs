@@ -1,0 +1,132 @@
+//! `lower-linear-to-integer`: the linear algebra of the model runs in integers.
+//!
+//! Rewrites (s = scale, q = stored integers, see `lower::engine`):
+//! - `MatMul(x, W)`, `Gemm`, `Conv` with constant W: `MatMulInteger(x_u8, W_i8, 128)` /
+//!   `ConvInteger` → int32 accumulator at `s_x · s_W[c]` (W int8 symmetric per output channel);
+//!   activation × activation `MatMul` (attention) the same with both operands quantized.
+//! - `Add(acc, b)` with constant b: int32 bias at the accumulator's scale.
+//! - `Add(a, b)` of two activations (a residual): both requantized to the output's planned
+//!   scale (16 bits, carried in int32) and added.
+//! - `Mul`/`Div` by a positive constant: no op, the scale absorbs it (1/√d, layer scale).
+//! - Data movement (every op `ops::table` marks so: Reshape, Transpose, Slice, Split, Pad,
+//!   MaxPool, …) and Concat run on the integers; Relu is `Max(q, zp)`.
+//! - `Gather` from a constant embedding table reads an int8 table (per-tensor scale).
+//!
+//! Everything else stays float: its inputs are dequantized (`DequantizeLinear`), and integer
+//! ops that read its outputs quantize them (`Mul`, `Round`, `Clip`, `Cast`). Graph inputs are
+//! quantized where integer ops first read them, graph outputs dequantized.
+//! Preconditions: `quantize` planned the activations. Error: weights ±s_W/2 per element,
+//! activations ±s/2 inside their clip, requantization within 2^−(bits+2) relative (dyadic).
+//! I-ViT §3.1–3.2; I-BERT §3.1.
+
+use super::prelude::*;
+
+mod elementwise;
+mod matmul;
+mod movement;
+mod pooling;
+
+use elementwise::*;
+use matmul::*;
+use movement::*;
+
+use crate::Error;
+use crate::ir::quant::Scale;
+use crate::ir::{Array, DataType, Op};
+use crate::lower::engine::{
+    Form, IntRep, Lowering, Target, copy_attrs, matmul_range, quantize_weight, stored_weight,
+};
+use crate::ops::table;
+
+pub struct LowerLinear;
+
+/// What became of one op.
+enum Outcome {
+    Lowered,
+    /// A candidate left in float, with the reason.
+    Kept(String),
+    /// Not an op this pass lowers.
+    Float,
+}
+
+impl Pass for LowerLinear {
+    fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
+        let facts = cx.facts(model)?;
+        let order = model.graph.topological_order()?;
+        let mut lw = Lowering::new(model, facts, cx.options);
+        for id in order {
+            let op = lw.model().graph.op(id).expect("op").clone();
+            lw.rw.set_anchor(id);
+            let who = lw.model().graph.describe(id);
+            match lower_op(&mut lw, id, &op)? {
+                Outcome::Lowered => {
+                    lw.mark_lowered(id);
+                    cx.report.matched += 1;
+                    cx.report.rewritten += 1;
+                }
+                Outcome::Kept(reason) => {
+                    cx.report.matched += 1;
+                    cx.report.skipped += 1;
+                    cx.remark(who, reason);
+                }
+                Outcome::Float => {}
+            }
+        }
+        let dequantized = lw.finish()?;
+        cx.remark(
+            "<lowering>",
+            format!("{dequantized} values are dequantized for float ops or graph outputs"),
+        );
+        Ok(())
+    }
+}
+
+fn out(id: NodeId, slot: usize) -> ValueId {
+    ValueId { node: id, slot }
+}
+
+fn lower_op(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Outcome> {
+    if !op.domain().is_empty() {
+        return Ok(Outcome::Float);
+    }
+    let inputs = lw.model().graph.inputs_of(id);
+    match op.op_type() {
+        "MatMul" => lower_matmul(lw, id, &inputs),
+        "Gemm" => lower_gemm(lw, id, op, &inputs),
+        "Conv" => lower_conv(lw, id, op, &inputs),
+        "Add" | "Sub" => lower_add(lw, id, op, &inputs),
+        "Mul" | "Div" => lower_scale(lw, id, op, &inputs),
+        "Gather" => lower_gather(lw, id, op, &inputs),
+        "Concat" => lower_concat(lw, id, op, &inputs),
+        "Relu" => lower_relu(lw, id, &inputs),
+        "Where" => lower_where(lw, id, &inputs),
+        "Cast" => pooling::lower_mask_cast(lw, id, &inputs),
+        "ReduceSum" => pooling::lower_reduce_sum(lw, id, op, &inputs),
+        "Clip" => pooling::lower_clip(lw, id, &inputs),
+        _ if table::moves_data(op) => lower_data_movement(lw, id, op, &inputs),
+        _ => Ok(Outcome::Float),
+    }
+}
+
+/// A constant f32 input, decoded.
+fn constant_f32(lw: &Lowering, v: Option<ValueId>) -> Option<ndarray::ArrayD<f32>> {
+    let t = lw.model().graph.constant(v?)?;
+    match t.decode().ok()? {
+        Array::F32(a) => Some(a),
+        _ => None,
+    }
+}
+
+fn rank(lw: &Lowering, v: ValueId) -> Option<usize> {
+    lw.facts.get(v).and_then(|f| f.rank())
+}
+
+/// Why an op must stay float when one of `values` cannot be quantized (no calibration plan).
+fn uncalibrated(lw: &Lowering, values: &[ValueId]) -> Option<Outcome> {
+    values.iter().find(|&&v| !lw.can_quantize(v)).map(|&v| {
+        Outcome::Kept(format!(
+            "input '{}' has no calibration statistics",
+            lw.model().graph.value_name(v)
+        ))
+    })
+}

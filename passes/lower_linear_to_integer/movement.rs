@@ -1,0 +1,203 @@
+//! Ops that move integers (every data-movement op of `ops::table`), `Gather` from embedding
+//! tables and `Concat`.
+
+use super::*;
+
+/// The integer tensor a data-movement op can work on: the representation itself when it is
+/// per-tensor, else its 8-bit form at the planned scale.
+pub(super) fn movable(lw: &mut Lowering, v: ValueId) -> Result<Option<IntRep>> {
+    match lw.rep(v).cloned() {
+        None => Ok(None),
+        Some(rep) if rep.is_per_tensor() => Ok(Some(rep)),
+        Some(_) if lw.model().graph.value(v).quant.is_none() => Ok(None),
+        Some(_) => lw.operand(v, Form::Stored8).map(Some),
+    }
+}
+
+/// A float constant moved by a data-movement op (a class token expanded over the batch): it
+/// is quantized at the moved value's planned scale (the quantization of a constant folds away).
+pub(super) fn constant_operand(
+    lw: &mut Lowering,
+    x: ValueId,
+    y: ValueId,
+) -> Result<Option<IntRep>> {
+    if constant_f32(lw, Some(x)).is_none() {
+        return Ok(None);
+    }
+    let Some(plan) = lw.model().graph.value(y).quant.clone() else {
+        return Ok(None);
+    };
+    let Scale::PerTensor(scale) = plan.scale else {
+        return Ok(None);
+    };
+    let levels = plan.levels() as f64;
+    let (s, lo, hi, dtype) = if plan.signed {
+        (scale * levels / 127.0, -127, 127, DataType::Int8)
+    } else {
+        (scale * levels / 255.0, 0, 255, DataType::Uint8)
+    };
+    let target = Target {
+        scale: s as f32 as f64,
+        zero_point: 0,
+        lo,
+        hi,
+        dtype,
+    };
+    lw.quantize_float(x, &target).map(Some)
+}
+
+pub(super) fn lower_data_movement(
+    lw: &mut Lowering,
+    id: NodeId,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+) -> Result<Outcome> {
+    let Some(x) = inputs[0] else {
+        return Ok(Outcome::Float);
+    };
+    if op.is("MaxPool") && lw.model().graph.outputs_of(id).count() > 1 {
+        return Ok(Outcome::Kept("MaxPool indices are read".into()));
+    }
+    if op.is("Pad") {
+        let mode = op.attr_string("mode")?.unwrap_or_else(|| "constant".into());
+        let value = inputs.get(2).copied().flatten();
+        let zero =
+            value.is_none() || constant_f32(lw, value).is_some_and(|v| v.iter().all(|&x| x == 0.0));
+        if mode != "constant" || !zero {
+            return Ok(Outcome::Kept("Pad other than with zeros".into()));
+        }
+    }
+    let rep = match movable(lw, x)? {
+        Some(rep) => rep,
+        None => match constant_operand(lw, x, out(id, 0))? {
+            Some(rep) => rep,
+            None => return Ok(Outcome::Float),
+        },
+    };
+    if !table::of(op).is_some_and(|r| r.integer.accepts(rep.dtype)) {
+        return Ok(Outcome::Float);
+    }
+    let mut new_inputs: Vec<Option<ValueId>> = inputs.to_vec();
+    new_inputs[0] = Some(rep.value);
+    if op.is("Pad") && rep.zero_point != 0 {
+        // Pad with the integer that stands for 0.
+        let zp = Array::scalar(rep.zero_point).cast(rep.dtype)?;
+        let zp = lw.constant("pad_value", &zp)?;
+        new_inputs.resize(3, None);
+        new_inputs[2] = Some(zp);
+    }
+    let outputs = lw.model().graph.node(id).outputs.len();
+    let node = lw.rw.op_node(
+        Op::new(op.op_type(), ""),
+        "int",
+        &new_inputs,
+        op.attrs().to_vec(),
+        outputs,
+    )?;
+    for slot in 0..outputs {
+        if lw.model().graph.node(id).outputs[slot].name.is_empty() {
+            continue;
+        }
+        let r = IntRep {
+            value: out(node, slot),
+            ..rep.clone()
+        };
+        lw.set_rep(out(id, slot), r, 8, true);
+    }
+    Ok(Outcome::Lowered)
+}
+
+pub(super) fn lower_gather(
+    lw: &mut Lowering,
+    id: NodeId,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+) -> Result<Outcome> {
+    let (Some(data), Some(indices)) = (inputs[0], inputs[1]) else {
+        return Ok(Outcome::Float);
+    };
+    if lw.model().graph.constant(data).is_none() {
+        return lower_data_movement(lw, id, op, inputs);
+    }
+    let Some(table) = constant_f32(lw, Some(data)) else {
+        return Ok(Outcome::Float);
+    };
+    if table.len() < 64 {
+        // A small constant (a shape or a few values), not an embedding table.
+        return Ok(Outcome::Float);
+    }
+    // An embedding table: int8, one scale for the whole table (rows are gathered freely).
+    let max = table.iter().fold(0f32, |m, &x| m.max(x.abs()));
+    let scale = if max > 0.0 {
+        (max as f64 / 127.0) as f32 as f64
+    } else {
+        1.0
+    };
+    let q = table.mapv(|x| {
+        crate::quant::rounding::round_half_even(x as f64 / scale).clamp(-127.0, 127.0) as i8
+    });
+    let lo = q.iter().copied().min().unwrap_or(0) as i64;
+    let hi = q.iter().copied().max().unwrap_or(0) as i64;
+    let tq = lw.constant("table_i8", &Array::I8(q))?;
+    let g = lw.op("Gather", "int", &[tq, indices], op.attrs().to_vec())?;
+    let rep = IntRep {
+        value: g,
+        scale: Scale::PerTensor(scale),
+        zero_point: 0,
+        dtype: DataType::Int8,
+        range: (lo, hi),
+    };
+    lw.set_rep(out(id, 0), rep, 8, true);
+    Ok(Outcome::Lowered)
+}
+
+pub(super) fn lower_concat(
+    lw: &mut Lowering,
+    id: NodeId,
+    op: &Op,
+    inputs: &[Option<ValueId>],
+) -> Result<Outcome> {
+    let y = out(id, 0);
+    if !inputs.iter().flatten().any(|&v| lw.rep(v).is_some()) {
+        return Ok(Outcome::Float);
+    }
+    let plan = match lw.plan(y) {
+        Ok(p) => p,
+        Err(_) => return Ok(Outcome::Kept("no calibration plan for the result".into())),
+    };
+    let Scale::PerTensor(scale) = plan.scale else {
+        return Ok(Outcome::Float);
+    };
+    // Every part at the result's scale, 8 bits (a constant part is quantized at compile time).
+    let (lo, hi, dtype) = if plan.signed {
+        (-128, 127, DataType::Int8)
+    } else {
+        (0, 255, DataType::Uint8)
+    };
+    let levels = if plan.signed { 127.0 } else { 255.0 };
+    let scale = (scale * ((1u64 << (plan.bits - u32::from(plan.signed))) - 1) as f64 / levels)
+        as f32 as f64;
+    let target = Target {
+        scale,
+        zero_point: 0,
+        lo,
+        hi,
+        dtype,
+    };
+    let mut parts = Vec::new();
+    for v in inputs.iter().flatten() {
+        parts.push(Some(lw.to_target(*v, &target, "align")?.value));
+    }
+    let node = lw
+        .rw
+        .op_node(Op::new("Concat", ""), "int", &parts, op.attrs().to_vec(), 1)?;
+    let rep = IntRep {
+        value: out(node, 0),
+        scale: Scale::PerTensor(scale),
+        zero_point: 0,
+        dtype,
+        range: (lo, hi),
+    };
+    lw.set_rep(y, rep, 8, plan.signed);
+    Ok(Outcome::Lowered)
+}
