@@ -13,7 +13,7 @@
 use super::prelude::*;
 
 use crate::Error;
-use crate::ir::quant::{QuantFacts, Scale};
+use crate::ir::quant::{Granularity, QuantFacts, Scale, WeightPlan};
 use crate::pass::ValueReport;
 use crate::quant::CalibrationMethod;
 
@@ -125,6 +125,7 @@ impl Pass for Quantize {
                 },
             });
         }
+        plan_weights(model, cx.options.matmul_operands.weights().magnitude)?;
         if uncalibrated > 0 {
             cx.remark(
                 "<quantize>",
@@ -140,4 +141,42 @@ impl Pass for Quantize {
         cx.report.matched = cx.report.rewritten;
         Ok(())
     }
+}
+
+/// Weight plans for the constant weights of MatMul, Gemm and Conv: per output channel, on the
+/// grid of the matmul operand policy, one term.
+fn plan_weights(model: &mut Model, magnitude: i64) -> Result<()> {
+    let mut plans = Vec::new();
+    for id in model.graph.topological_order()? {
+        let g = &model.graph;
+        let op = g.op(id).expect("op");
+        let Some(w) = g.input(id, 1).filter(|&w| {
+            g.constant(w)
+                .is_some_and(|t| t.dtype().ok() == Some(crate::ir::DataType::Float))
+        }) else {
+            continue;
+        };
+        let rank = g.constant(w).map_or(0, |t| t.dims().len());
+        let axis = match op.op_type() {
+            "MatMul" if op.domain().is_empty() && rank == 2 => 1,
+            "Gemm" if op.domain().is_empty() && rank == 2 => {
+                if op.attr_int("transB", 0)? != 0 {
+                    0
+                } else {
+                    1
+                }
+            }
+            "Conv" if op.domain().is_empty() => 0,
+            _ => continue,
+        };
+        plans.push((w, axis));
+    }
+    for (w, axis) in plans {
+        model.graph.value_mut(w).weight_plan = Some(WeightPlan {
+            granularity: Granularity::PerChannel { axis },
+            magnitude,
+            terms: 1,
+        });
+    }
+    Ok(())
 }

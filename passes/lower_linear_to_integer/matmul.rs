@@ -3,6 +3,7 @@
 //! join the accumulator.
 
 use super::*;
+use crate::ir::quant::{Granularity, WeightPlan};
 
 /// Adds a quantized weight initializer as the operand policy stores it, with its zero point
 /// input (none for int8).
@@ -55,11 +56,12 @@ pub(super) fn weight_matmul(
     lw: &mut Lowering,
     x: ValueId,
     w: &ndarray::ArrayD<f32>,
+    magnitude: i64,
     alpha: f64,
     out_rank: usize,
 ) -> Result<IntRep> {
     let a = lw.operand(x, Form::OperandA)?;
-    let (q, scales) = quantize_weight(w, 1, lw.operands.weights().magnitude);
+    let (q, scales) = quantize_weight(w, 1, magnitude);
     let a_range = (a.range.0 - a.zero_point, a.range.1 - a.zero_point);
     let range = matmul_range(&q, 1, a_range);
     let (wq, w_zp) = weight_constant(lw, &q)?;
@@ -114,7 +116,11 @@ pub(super) fn lower_matmul(
                 w.ndim()
             )));
         }
-        let rep = weight_matmul(lw, a, &w, 1.0, out_rank)?;
+        let magnitude = match planned_magnitude(lw, b, 1) {
+            Ok(m) => m,
+            Err(reason) => return Ok(Outcome::Kept(reason)),
+        };
+        let rep = weight_matmul(lw, a, &w, magnitude, 1.0, out_rank)?;
         lw.set_rep(y, rep, 32, true);
         return Ok(Outcome::Lowered);
     }
@@ -177,7 +183,13 @@ pub(super) fn lower_gemm(
     if w.ndim() != 2 {
         return Ok(Outcome::Kept("B is not 2-D".into()));
     }
-    if op.attr_int("transB", 0)? != 0 {
+    let transposed = op.attr_int("transB", 0)? != 0;
+    let magnitude =
+        match planned_magnitude(lw, b.expect("constant B"), if transposed { 0 } else { 1 }) {
+            Ok(m) => m,
+            Err(reason) => return Ok(Outcome::Kept(reason)),
+        };
+    if transposed {
         w = w.t().as_standard_layout().into_owned();
     }
     let c = inputs.get(2).copied().flatten();
@@ -188,7 +200,7 @@ pub(super) fn lower_gemm(
             None => return Ok(Outcome::Kept("C is not a constant".into())),
         },
     };
-    let mut rep = weight_matmul(lw, a, &w, alpha, 2)?;
+    let mut rep = weight_matmul(lw, a, &w, magnitude, alpha, 2)?;
     if let Some(bias) = bias {
         match add_bias(lw, &rep, &bias, 2)? {
             Some(r) => rep = r,
@@ -225,8 +237,12 @@ pub(super) fn lower_conv(
             None => return Ok(Outcome::Kept("bias is not a constant".into())),
         },
     };
+    let magnitude = match planned_magnitude(lw, inputs[1].expect("constant weight"), 0) {
+        Ok(m) => m,
+        Err(reason) => return Ok(Outcome::Kept(reason)),
+    };
     let a = lw.operand(x, Form::OperandA)?;
-    let (q, scales) = quantize_weight(&w, 0, lw.operands.weights().magnitude);
+    let (q, scales) = quantize_weight(&w, 0, magnitude);
     let a_range = (a.range.0 - a.zero_point, a.range.1 - a.zero_point);
     let range = matmul_range(&q, 0, a_range);
     let (wq, w_zp) = weight_constant(lw, &q)?;
@@ -337,4 +353,20 @@ pub(super) fn add_bias(
         range: (range.0 as i64, range.1 as i64),
         ..rep.clone()
     }))
+}
+
+/// The grid magnitude of a weight's plan, when `quantize` planned it per channel along
+/// `axis` with one term (the form these lowerings emit); else why not.
+fn planned_magnitude(lw: &Lowering, w: ValueId, axis: usize) -> std::result::Result<i64, String> {
+    match &lw.model().graph.value(w).weight_plan {
+        None => Err("the weight has no plan (quantize plans constant weights)".into()),
+        Some(WeightPlan {
+            granularity: Granularity::PerChannel { axis: a },
+            magnitude,
+            terms: 1,
+        }) if *a == axis => Ok(*magnitude),
+        Some(plan) => Err(format!(
+            "weight plan {plan:?} is not lowered to integers yet"
+        )),
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use super::quant::QuantFacts;
+use super::quant::{QuantFacts, WeightPlan};
 use super::subgraph;
 use super::tensor::Tensor;
 use crate::schema::{
@@ -74,6 +74,8 @@ pub struct Value {
     pub info: Option<ValueInfoProto>,
     /// Quantization facts handed from pass to pass.
     pub quant: Option<QuantFacts>,
+    /// On a constant weight: how `quantize` planned to quantize it.
+    pub weight_plan: Option<WeightPlan>,
     /// The value of the input model this one stands for, when a rewrite replaced it (the
     /// compiled model records the mapping so `intone check --per-layer` can compare them).
     pub origin: Option<String>,

@@ -11,6 +11,32 @@ pub enum Scale {
     },
 }
 
+/// How the elements of a constant weight share scales.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Granularity {
+    PerTensor,
+    /// One scale per index of `axis` (the output channels).
+    PerChannel {
+        axis: usize,
+    },
+    /// One scale per `size` consecutive indices of `axis` (block quantization).
+    PerGroup {
+        axis: usize,
+        size: usize,
+    },
+}
+
+/// How a constant weight is to be quantized: written by `quantize`, read by the lowerings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightPlan {
+    pub granularity: Granularity,
+    /// The largest stored magnitude: the grid is `[−magnitude, magnitude]` (64 for the
+    /// portable 7-bit grid, 127 for int8).
+    pub magnitude: i64,
+    /// Residual terms per weight (`W ≈ Σ_k s_k·q_k`); 1 is plain quantization.
+    pub terms: u32,
+}
+
 /// What is known about an integer value that stands for a real one:
 /// `real = scale · (q − zero_point)`.
 #[derive(Clone, Debug, PartialEq)]
