@@ -13,7 +13,7 @@
 use super::prelude::*;
 
 use crate::Error;
-use crate::ir::quant::{Granularity, QuantFacts, Scale, WeightPlan};
+use crate::ir::quant::{ActivationPlan, Granularity, Scale, WeightPlan};
 use crate::pass::ValueReport;
 use crate::quant::CalibrationMethod;
 
@@ -101,12 +101,10 @@ impl Pass for Quantize {
             } else {
                 1.0
             };
-            model.graph.value_mut(v).quant = Some(QuantFacts {
+            model.graph.value_mut(v).plan = Some(ActivationPlan {
                 scale: Scale::PerTensor(scale),
                 bits,
                 signed,
-                zero_point: 0,
-                range: None,
             });
             cx.report.rewritten += 1;
             cx.report.values.push(ValueReport {

@@ -9,7 +9,7 @@ pub(super) fn movable(lw: &mut Lowering, v: ValueId) -> Result<Option<IntRep>> {
     match lw.rep(v).cloned() {
         None => Ok(None),
         Some(rep) if rep.is_per_tensor() => Ok(Some(rep)),
-        Some(_) if lw.model().graph.value(v).quant.is_none() => Ok(None),
+        Some(_) if lw.model().graph.value(v).plan.is_none() => Ok(None),
         Some(_) => lw.operand(v, Form::Stored8).map(Some),
     }
 }
@@ -24,7 +24,7 @@ pub(super) fn constant_operand(
     if constant_f32(lw, Some(x)).is_none() {
         return Ok(None);
     }
-    let Some(plan) = lw.model().graph.value(y).quant.clone() else {
+    let Some(plan) = lw.model().graph.value(y).plan.clone() else {
         return Ok(None);
     };
     let Scale::PerTensor(scale) = plan.scale else {

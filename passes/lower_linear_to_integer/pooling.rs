@@ -80,7 +80,7 @@ pub(super) fn lower_product(
         } else {
             return Ok(Outcome::Float);
         };
-        let Some(plan) = lw.model().graph.value(x).quant.clone() else {
+        let Some(plan) = lw.model().graph.value(x).plan.clone() else {
             return Ok(Outcome::Float);
         };
         let Scale::PerTensor(s) = plan.scale else {

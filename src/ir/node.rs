@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use super::quant::{QuantFacts, WeightPlan};
+use super::quant::{ActivationPlan, QuantFacts, WeightPlan};
 use super::subgraph;
 use super::tensor::Tensor;
 use crate::schema::{
@@ -72,7 +72,9 @@ pub struct Value {
     pub name: String,
     /// Its `graph.value_info` entry, if the file had one.
     pub info: Option<ValueInfoProto>,
-    /// Quantization facts handed from pass to pass.
+    /// On a float value: how `quantize` planned to represent it in integers.
+    pub plan: Option<ActivationPlan>,
+    /// On an integer value: what is proven about it (scale, grid, zero point, range).
     pub quant: Option<QuantFacts>,
     /// On a constant weight: how `quantize` planned to quantize it.
     pub weight_plan: Option<WeightPlan>,

@@ -11,6 +11,22 @@ pub enum Scale {
     },
 }
 
+/// How a float value is to be represented in integers (`real = scale · q`): written by
+/// `quantize`, read by the lowerings. Proven facts about integer values are [`QuantFacts`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivationPlan {
+    pub scale: Scale,
+    pub bits: u32,
+    pub signed: bool,
+}
+
+impl ActivationPlan {
+    /// The largest stored magnitude of the planned grid ([`crate::quant::levels`]).
+    pub fn levels(&self) -> i64 {
+        crate::quant::levels(self.bits, self.signed)
+    }
+}
+
 /// How the elements of a constant weight share scales.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Granularity {
@@ -73,6 +89,17 @@ impl Scale {
             Scale::PerAxis { scales, .. } => scales.iter().copied().fold(0.0, f64::max),
         }
     }
+}
+
+/// One-line summary of a plan for the text form: `i8 scale=0.0123`.
+pub fn describe_plan(p: &ActivationPlan) -> String {
+    describe(&QuantFacts {
+        scale: p.scale.clone(),
+        bits: p.bits,
+        signed: p.signed,
+        zero_point: 0,
+        range: None,
+    })
 }
 
 /// One-line summary for the text form: `i8 scale=0.0123`, `i32 scale=[3 per axis 0]`.

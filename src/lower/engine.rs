@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::ir::quant::{QuantFacts, Scale};
+use crate::ir::quant::{ActivationPlan, QuantFacts, Scale};
 use crate::ir::{Array, DataType, Model, NodeId, Op, ValueId, attr};
 use std::sync::Arc;
 
@@ -209,15 +209,15 @@ impl<'m> Lowering<'m> {
 
     /// True when `v` has an integer form or a plan to get one.
     pub fn can_quantize(&self, v: ValueId) -> bool {
-        self.reps.contains_key(&v) || self.model().graph.value(v).quant.is_some()
+        self.reps.contains_key(&v) || self.model().graph.value(v).plan.is_some()
     }
 
     /// The quantization plan of a float value (from the `quantize` pass).
-    pub fn plan(&self, v: ValueId) -> Result<QuantFacts> {
+    pub fn plan(&self, v: ValueId) -> Result<ActivationPlan> {
         self.model()
             .graph
             .value(v)
-            .quant
+            .plan
             .clone()
             .ok_or_else(|| Error::Pass {
                 pass: "lowering".into(),
@@ -590,10 +590,10 @@ impl<'m> Lowering<'m> {
             // which the integer lowerings of the ops still reading it follow.
             let (plan, stats) = {
                 let value = self.rw.graph().value(v);
-                (value.quant.clone(), value.stats.clone())
+                (value.plan.clone(), value.stats.clone())
             };
             self.rw.annotate(dq, |value| {
-                value.quant = plan;
+                value.plan = plan;
                 value.stats = stats;
             });
             self.rw.replace(v, dq)?;

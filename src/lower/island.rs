@@ -8,7 +8,7 @@
 
 use super::engine::{IntRep, Lowering, Target};
 use crate::Result;
-use crate::ir::quant::{QuantFacts, Scale};
+use crate::ir::quant::{ActivationPlan, Scale};
 use crate::ir::{Array, DataType, DataTypeInfo, NodeId, ValueId, attr};
 use crate::pass::matcher::{scalar, sole_reader};
 
@@ -63,8 +63,8 @@ pub fn dequantized(lw: &Lowering, v: ValueId) -> Option<IntRep> {
 }
 
 /// The quantization plan of a float value (kept on the dequantized value by lowering).
-pub fn plan_of(lw: &Lowering, v: ValueId) -> Option<QuantFacts> {
-    lw.model().graph.value(v).quant.clone()
+pub fn plan_of(lw: &Lowering, v: ValueId) -> Option<ActivationPlan> {
+    lw.model().graph.value(v).plan.clone()
 }
 
 /// A reader that quantizes a float value: the target it quantizes to, the integer value it

@@ -34,12 +34,19 @@ pub fn model_to_text_annotated(
     let mut annotations = extra;
     for id in model.graph.node_ids() {
         for v in model.graph.outputs_of(id) {
-            if let Some(q) = &model.graph.value(v).quant {
+            let value = model.graph.value(v);
+            let described = value
+                .plan
+                .as_ref()
+                .map(crate::ir::quant::describe_plan)
+                .into_iter()
+                .chain(value.quant.as_ref().map(crate::ir::quant::describe));
+            for text in described {
                 let note = annotations.entry(value_name(model, v)).or_default();
                 if !note.is_empty() {
                     note.push_str(", ");
                 }
-                note.push_str(&crate::ir::quant::describe(q));
+                note.push_str(&text);
             }
         }
     }

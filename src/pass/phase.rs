@@ -50,7 +50,7 @@ impl Phase {
                 }
                 _ => {}
             }
-            if phase == Phase::Float && g.node(id).outputs.iter().any(|v| v.quant.is_some()) {
+            if phase == Phase::Float && g.node(id).outputs.iter().any(|v| v.plan.is_some()) {
                 phase = Phase::Planned;
             }
         }

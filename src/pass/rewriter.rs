@@ -121,6 +121,7 @@ impl<'m> Rewriter<'m> {
                 };
                 let original = self.model.graph.value(old).clone();
                 let value = self.model.graph.value_mut(new_value);
+                value.plan = original.plan;
                 value.quant = original.quant;
                 value.origin = Some(original.origin.unwrap_or(original.name));
                 map.insert(old, new_value);
