@@ -20,7 +20,7 @@ pub(super) fn lower_add(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let (Some(a), Some(b)) = (inputs[0], inputs[1]) else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let g = &lw.model().graph;
     let (ca, cb) = (constant_f32(lw, Some(a)), constant_f32(lw, Some(b)));
@@ -33,7 +33,7 @@ pub(super) fn lower_add(
     };
     if let Some((x, c)) = bias_case {
         let Some(mut rep) = lw.rep(x).cloned() else {
-            return Ok(Outcome::Float);
+            return Ok(Outcome::NotACandidate);
         };
         if rep.dtype != DataType::Int32 {
             // Widen to int32 first; the zero point comes off there.
@@ -72,7 +72,7 @@ pub(super) fn lower_add(
     }
     if ca.is_some() || cb.is_some() || negate || g.constant(a).is_some() || g.constant(b).is_some()
     {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     }
     // A residual: both operands at the output's planned scale, in int32.
     let y = out(id, 0);
@@ -82,14 +82,14 @@ pub(super) fn lower_add(
         ));
     }
     if lw.rep(a).is_none() && lw.rep(b).is_none() {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     }
     if let Some(kept) = uncalibrated(lw, &[a, b, y]) {
         return Ok(kept);
     }
     let plan = lw.plan(y)?;
     let Scale::PerTensor(scale) = plan.scale else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let max = crate::quant::levels(plan.bits, true);
     let target = Target {
@@ -121,17 +121,17 @@ pub(super) fn lower_scale(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let (Some(a), Some(b)) = (inputs[0], inputs[1]) else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let divide = op.op_type() == "Div";
     let (x, c) = match (constant_f32(lw, Some(a)), constant_f32(lw, Some(b))) {
         (None, Some(c)) => (a, c),
         (Some(c), None) if !divide => (b, c),
         (None, None) => return pooling::lower_product(lw, id, divide, a, b),
-        _ => return Ok(Outcome::Float),
+        _ => return Ok(Outcome::NotACandidate),
     };
     let Some(rep) = lw.rep(x).cloned() else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     // Negative factors are fine per channel (signed scales); a uniform one would flip the
     // whole tensor, which a float op does as cheaply.
@@ -189,10 +189,10 @@ pub(super) fn lower_relu(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let Some(x) = inputs[0] else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let Some(rep) = lw.rep(x).cloned() else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     // Max(q, zp): the integer that stands for 0 (Relu has no uint8 kernel in onnxruntime).
     let zp = lw.constant("zero", &Array::scalar(rep.zero_point).cast(rep.dtype)?)?;
@@ -224,7 +224,7 @@ pub(super) fn lower_where(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let (Some(cond), Some(a), Some(b)) = (inputs[0], inputs[1], inputs[2]) else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let scalar = |v: ValueId| {
         constant_f32(lw, Some(v))
@@ -233,13 +233,13 @@ pub(super) fn lower_where(
     let (x, c, x_first) = match (lw.rep(a).cloned(), lw.rep(b).cloned()) {
         (Some(r), None) => match scalar(b) {
             Some(c) => (r, c, true),
-            None => return Ok(Outcome::Float),
+            None => return Ok(Outcome::NotACandidate),
         },
         (None, Some(r)) => match scalar(a) {
             Some(c) => (r, c, false),
-            None => return Ok(Outcome::Float),
+            None => return Ok(Outcome::NotACandidate),
         },
-        _ => return Ok(Outcome::Float),
+        _ => return Ok(Outcome::NotACandidate),
     };
     if !x.is_plain_int32() {
         return Ok(Outcome::Kept(

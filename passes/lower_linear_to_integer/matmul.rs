@@ -92,7 +92,7 @@ pub(super) fn lower_matmul(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let (Some(a), Some(b)) = (inputs[0], inputs[1]) else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let needs = if lw.model().graph.constant(b).is_some() {
         vec![a]
@@ -164,7 +164,7 @@ pub(super) fn lower_gemm(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let (Some(a), b) = (inputs[0], inputs.get(1).copied().flatten()) else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     if let Some(kept) = uncalibrated(lw, &[a]) {
         return Ok(kept);
@@ -222,7 +222,7 @@ pub(super) fn lower_conv(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let Some(x) = inputs[0] else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     if let Some(kept) = uncalibrated(lw, &[x]) {
         return Ok(kept);

@@ -33,6 +33,7 @@ use movement::*;
 use crate::Error;
 use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, Op};
+use crate::lower::driver::{Outcome, lower_ops};
 use crate::lower::engine::{
     Form, IntRep, Lowering, Target, copy_attrs, matmul_range, quantize_weight, stored_weight,
 };
@@ -40,39 +41,15 @@ use crate::ops::table;
 
 pub struct LowerLinear;
 
-/// What became of one op.
-enum Outcome {
-    Lowered,
-    /// A candidate left in float, with the reason.
-    Kept(String),
-    /// Not an op this pass lowers.
-    Float,
-}
-
 impl Pass for LowerLinear {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        let facts = cx.facts(model)?;
-        let order = model.graph.topological_order()?;
-        let mut lw = Lowering::new(model, facts, cx.options);
-        for id in order {
-            let op = lw.model().graph.op(id).expect("op").clone();
-            lw.rw.set_anchor(id);
-            let who = lw.model().graph.describe(id);
-            match lower_op(&mut lw, id, &op)? {
-                Outcome::Lowered => {
-                    lw.mark_lowered(id);
-                    cx.report.matched += 1;
-                    cx.report.rewritten += 1;
-                }
-                Outcome::Kept(reason) => {
-                    cx.report.matched += 1;
-                    cx.report.skipped += 1;
-                    cx.remark(who, reason);
-                }
-                Outcome::Float => {}
+        let dequantized = lower_ops(model, cx, |lw, id, op| {
+            let outcome = lower_op(lw, id, op)?;
+            if matches!(outcome, Outcome::Lowered) {
+                lw.mark_lowered(id);
             }
-        }
-        let dequantized = lw.finish()?;
+            Ok(outcome)
+        })?;
         cx.remark(
             "<lowering>",
             format!("{dequantized} values are dequantized for float ops or graph outputs"),
@@ -87,7 +64,7 @@ fn out(id: NodeId, slot: usize) -> ValueId {
 
 fn lower_op(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Outcome> {
     if !op.domain().is_empty() {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     }
     let inputs = lw.model().graph.inputs_of(id);
     match op.op_type() {
@@ -104,7 +81,7 @@ fn lower_op(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Outcome> {
         "ReduceSum" => pooling::lower_reduce_sum(lw, id, op, &inputs),
         "Clip" => pooling::lower_clip(lw, id, &inputs),
         _ if table::moves_data(op) => lower_data_movement(lw, id, op, &inputs),
-        _ => Ok(Outcome::Float),
+        _ => Ok(Outcome::NotACandidate),
     }
 }
 

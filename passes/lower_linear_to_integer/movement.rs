@@ -53,7 +53,7 @@ pub(super) fn lower_data_movement(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let Some(x) = inputs[0] else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     if op.is("MaxPool") && lw.model().graph.outputs_of(id).count() > 1 {
         return Ok(Outcome::Kept("MaxPool indices are read".into()));
@@ -71,11 +71,11 @@ pub(super) fn lower_data_movement(
         Some(rep) => rep,
         None => match constant_operand(lw, x, out(id, 0))? {
             Some(rep) => rep,
-            None => return Ok(Outcome::Float),
+            None => return Ok(Outcome::NotACandidate),
         },
     };
     if !table::of(op).is_some_and(|r| r.integer.accepts(rep.dtype)) {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     }
     let mut new_inputs: Vec<Option<ValueId>> = inputs.to_vec();
     new_inputs[0] = Some(rep.value);
@@ -114,17 +114,17 @@ pub(super) fn lower_gather(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let (Some(data), Some(indices)) = (inputs[0], inputs[1]) else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     if lw.model().graph.constant(data).is_none() {
         return lower_data_movement(lw, id, op, inputs);
     }
     let Some(table) = constant_f32(lw, Some(data)) else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     if table.len() < 64 {
         // A small constant (a shape or a few values), not an embedding table.
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     }
     // An embedding table: int8, one scale for the whole table (rows are gathered freely).
     let max = table.iter().fold(0f32, |m, &x| m.max(x.abs()));
@@ -159,14 +159,14 @@ pub(super) fn lower_concat(
 ) -> Result<Outcome> {
     let y = out(id, 0);
     if !inputs.iter().flatten().any(|&v| lw.rep(v).is_some()) {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     }
     let plan = match lw.plan(y) {
         Ok(p) => p,
         Err(_) => return Ok(Outcome::Kept("no calibration plan for the result".into())),
     };
     let Scale::PerTensor(scale) = plan.scale else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     // Every part at the result's scale, 8 bits (a constant part is quantized at compile time).
     let (lo, hi, dtype) = if plan.signed {

@@ -24,7 +24,7 @@ pub(super) fn lower_mask_cast(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let Some(x) = inputs[0] else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let y = out(id, 0);
     let to_float = lw
@@ -45,7 +45,7 @@ pub(super) fn lower_mask_cast(
         .as_ref()
         .is_some_and(|s| s.count > 0 && s.min >= 0.0 && s.max <= 1.0);
     if !(to_float && from_integer && zero_one) || lw.model().graph.constant(x).is_some() {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     }
     let to_i32 = crate::ir::attr::int("to", DataType::Int32 as i32 as i64);
     let wide = lw.op("Cast", "mask_i32", &[x], vec![to_i32])?;
@@ -78,13 +78,13 @@ pub(super) fn lower_product(
         } else if is_mask(lw, a) {
             (b, a)
         } else {
-            return Ok(Outcome::Float);
+            return Ok(Outcome::NotACandidate);
         };
         let Some(plan) = lw.model().graph.value(x).plan.clone() else {
-            return Ok(Outcome::Float);
+            return Ok(Outcome::NotACandidate);
         };
         let Scale::PerTensor(s) = plan.scale else {
-            return Ok(Outcome::Float);
+            return Ok(Outcome::NotACandidate);
         };
         // 16 bits of x over its planned clip: the pooled mean keeps more than an 8-bit plan.
         let levels = plan.levels() as f64;
@@ -108,7 +108,7 @@ pub(super) fn lower_product(
         return Ok(Outcome::Lowered);
     }
     let (Some(x), Some(n)) = (lw.rep(a).cloned(), lw.rep(b).cloned()) else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let counts = n.scale == Scale::PerTensor(1.0) && n.zero_point == 0 && n.range.0 >= 1;
     if !counts || !x.is_plain_int32() {
@@ -148,13 +148,13 @@ pub(super) fn lower_reduce_sum(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let Some(x) = inputs[0] else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let Some(rep) = lw.rep(x).cloned() else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     if !rep.is_plain_int32() {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     }
     let y = out(id, 0);
     let count = match (
@@ -180,7 +180,7 @@ pub(super) fn lower_reduce_sum(
                         lw.dim_or_bound(x, (rank - 1 - a).max(0) as usize)
                     })
                     .product(),
-                None => return Ok(Outcome::Float),
+                None => return Ok(Outcome::NotACandidate),
             }
         }
     };
@@ -214,13 +214,13 @@ pub(super) fn lower_clip(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let Some(x) = inputs[0] else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let Some(rep) = lw.rep(x).cloned() else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     if !rep.is_plain_int32() {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     }
     let bound = |slot: usize| -> Option<Option<f64>> {
         match inputs.get(slot).copied().flatten() {
@@ -231,7 +231,7 @@ pub(super) fn lower_clip(
         }
     };
     let (Some(lo), Some(hi)) = (bound(1), bound(2)) else {
-        return Ok(Outcome::Float);
+        return Ok(Outcome::NotACandidate);
     };
     let s = rep.scale.at(0);
     let lo = lo.map(|l| ((l / s).ceil() as i64).max(rep.range.0));

@@ -6,6 +6,7 @@
 //! requantization straight into the reader's form, or a `DequantizeLinear` for what stays float
 //! (graph outputs).
 
+use super::driver::Outcome;
 use super::engine::{IntRep, Lowering, Target};
 use crate::Result;
 use crate::ir::quant::{ActivationPlan, Scale};
@@ -298,40 +299,26 @@ pub fn reduce(lw: &mut Lowering, op_type: &str, x: ValueId, axis: i64) -> Result
     }
 }
 
-/// What an op lowering says of one op: done, or left alone with the reason.
+/// What an op lowering says of one op it selected: done, or left alone with the reason.
 pub type Lowered = std::result::Result<(), String>;
 
-/// Walks the ops `select` picks, in topological order, with one lowering state: each is counted
-/// as matched, then as rewritten or (with its reason as a remark) skipped. The shared loop of
-/// the non-linear lowerings.
+/// [`super::driver::lower_ops`] over the ops `select` picks: the shared loop of the non-linear
+/// lowerings.
 pub fn lower_each(
     model: &mut crate::ir::Model,
     cx: &mut crate::pass::PassContext,
     select: impl Fn(&crate::ir::Op) -> bool,
     mut lower: impl FnMut(&mut Lowering, NodeId, &crate::ir::Op) -> Result<Lowered>,
 ) -> Result<()> {
-    let facts = cx.facts(model)?;
-    let order = model.graph.topological_order()?;
-    let mut lw = Lowering::new(model, facts, cx.options);
-    for id in order {
-        let Some(op) = lw.model().graph.op(id).cloned() else {
-            continue;
-        };
-        if !select(&op) {
-            continue;
+    super::driver::lower_ops(model, cx, |lw, id, op| {
+        if !select(op) {
+            return Ok(Outcome::NotACandidate);
         }
-        cx.report.matched += 1;
-        let who = lw.model().graph.describe(id);
-        lw.rw.set_anchor(id);
-        match lower(&mut lw, id, &op)? {
-            Ok(()) => cx.report.rewritten += 1,
-            Err(reason) => {
-                cx.report.skipped += 1;
-                cx.remark(who, reason);
-            }
-        }
-    }
-    lw.finish()?;
+        Ok(match lower(lw, id, op)? {
+            Ok(()) => Outcome::Lowered,
+            Err(reason) => Outcome::Kept(reason),
+        })
+    })?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! range proofs over integer graphs, the value map the compiled model records, and the compile
 //! report.
 
+pub mod driver;
 pub mod engine;
 pub mod island;
 pub mod range;
