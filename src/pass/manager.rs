@@ -81,6 +81,7 @@ impl Manager {
             self.dump(model, 0, "input")?;
         }
         let mut facts = super::FactsCache::default();
+        let mut phase = Phase::of(model);
         for (i, step) in self.steps.iter().enumerate() {
             let mut cx = PassContext::new(&step.name, options);
             cx.facts = std::mem::take(&mut facts);
@@ -90,8 +91,10 @@ impl Manager {
             cx.report.duration = start.elapsed();
             facts = std::mem::take(&mut cx.facts);
             cx.report.nodes_after = model.graph.node_count();
+            phase = step.phases.after(phase);
             if self.verify_each {
-                let problems = verify(&model.graph, Some(&signature));
+                let mut problems = verify(&model.graph, Some(&signature));
+                problems.extend(phase_problems(model, phase));
                 if !problems.is_empty() {
                     return Err(Error::Verify {
                         after: Some(step.name.clone()),
@@ -158,4 +161,19 @@ impl Manager {
             }
         }
     }
+}
+
+/// What the phase promises beyond structure: a legal model holds no intone op.
+fn phase_problems(model: &Model, phase: Phase) -> Vec<String> {
+    if phase != Phase::Legal {
+        return Vec::new();
+    }
+    let g = &model.graph;
+    g.node_ids()
+        .filter(|&id| {
+            g.op(id)
+                .is_some_and(|op| op.domain() == crate::ops::intone::DOMAIN)
+        })
+        .map(|id| format!("{} is left in a legal model", g.describe(id)))
+        .collect()
 }

@@ -43,7 +43,7 @@ pub struct OptionInfo {
 /// What a stage of a pipeline does. A pipeline is canonicalize, fuse, plan, lower, legalize,
 /// finalize, in that order, each stage optional; a new target or a new representation (Q/DQ,
 /// residual expansion) is a new stage.
-#[derive(Copy, Clone, Debug, PartialEq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum StageKind {
     Canonicalize,
     Fuse,

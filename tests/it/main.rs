@@ -1,5 +1,6 @@
 //! intone's integration tests: one binary, one module per area.
 
+mod architecture;
 mod bad_input;
 mod build;
 mod cli;
