@@ -12,7 +12,7 @@ use crate::build::*;
 /// Runs `spec` with the verifier on and returns the model and reports.
 pub fn run(mut model: Model, spec: &str, options: &CompileOptions) -> (Model, Vec<PassReport>) {
     let pipeline = match intone::passes::PRESETS.iter().find(|p| p.name == spec) {
-        Some(preset) => Pipeline::parse(preset.passes, PASSES).unwrap(),
+        Some(preset) => Pipeline::parse(&preset.passes(), PASSES).unwrap(),
         None => Pipeline::parse(spec, PASSES).unwrap(),
     };
     let manager = Manager::new(&pipeline, PASSES).unwrap();
