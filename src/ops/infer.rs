@@ -32,12 +32,12 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
         return vec![];
     }
     let mut facts = match op.op_type() {
-        // Same type and shape as input 0.
-        "Identity" | "Neg" | "Abs" | "Relu" | "Sqrt" | "Reciprocal" | "Exp" | "Log" | "Floor"
-        | "Ceil" | "Round" | "Erf" | "Tanh" | "Sigmoid" | "Sign" | "Sin" | "Cos" | "Softmax"
-        | "LogSoftmax" | "Gelu" | "FastGelu" | "LeakyRelu" | "Elu" | "HardSigmoid" | "Softplus"
-        | "CumSum" | "Trilu" | "Clip" | "Not" | "BiasGelu" | "Celu" | "Selu" | "HardSwish"
-        | "Mish" | "Softsign" | "IsNaN" | "IsInf" => {
+        // Same type and shape as input 0: the op table says which.
+        _ if super::table::of(op).is_some_and(|r| r.shape == super::table::ShapeRule::OfInput) => {
+            vec![same(0)]
+        }
+        // com.microsoft's forms, and the predicates.
+        "Gelu" | "FastGelu" | "BiasGelu" | "IsNaN" | "IsInf" => {
             let mut f = same(0);
             if matches!(op.op_type(), "IsNaN" | "IsInf") {
                 f.dtype = Some(DataType::Bool);

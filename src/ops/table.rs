@@ -3,8 +3,8 @@
 //! targets compute it in exactly, and how an interval of its integer input maps to its output.
 //! Adding an op to data movement is one row here.
 //!
-//! Inference and evaluation stay in [`super::infer`] and [`super::eval`] (one arm per op there);
-//! this table holds the properties several passes read.
+//! Ops whose output has the type and shape of their first input are inferred from their row
+//! here; the others have their arm in [`super::infer`], and evaluation is in [`super::eval`].
 
 use crate::ir::{DataType, Op};
 
@@ -52,6 +52,15 @@ pub enum IntervalRule {
     Unknown,
 }
 
+/// How the output's element type and shape follow from the inputs'.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum ShapeRule {
+    /// Those of input 0 (elementwise unary ops, Identity, Softmax, …).
+    OfInput,
+    /// Op-specific, in `ops::infer`.
+    Own,
+}
+
 /// Element types an integer target computes exactly, in tract and in onnxruntime.
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub enum IntegerTypes {
@@ -82,6 +91,7 @@ pub struct OpInfo {
     pub interval: IntervalRule,
     /// For the integer ONNX targets (`op-semantics.md` §1: accepted and exact in both engines).
     pub integer: IntegerTypes,
+    pub shape: ShapeRule,
 }
 
 const I8_U8: &[DataType] = &[DataType::Int8, DataType::Uint8];
@@ -122,6 +132,23 @@ const fn row(
         channel,
         interval,
         integer,
+        shape: ShapeRule::Own,
+    }
+}
+
+/// Same type and shape as input 0, integer arithmetic in `lower::range`.
+const fn elementwise(op_type: &'static str, integer: IntegerTypes) -> OpInfo {
+    OpInfo {
+        shape: ShapeRule::OfInput,
+        ..computes(op_type, integer)
+    }
+}
+
+/// Same type and shape as input 0, float only.
+const fn float_elementwise(op_type: &'static str) -> OpInfo {
+    OpInfo {
+        interval: IntervalRule::Unknown,
+        ..elementwise(op_type, IntegerTypes::None)
     }
 }
 
@@ -153,7 +180,10 @@ use Movement as M;
 /// The default domain's ops intone knows these properties of.
 pub const TABLE: &[OpInfo] = &[
     // Data movement.
-    moves("Identity"),
+    OpInfo {
+        shape: ShapeRule::OfInput,
+        ..moves("Identity")
+    },
     row(
         "Reshape",
         M::Elements,
@@ -209,18 +239,47 @@ pub const TABLE: &[OpInfo] = &[
     computes("Mul", T::All),
     computes("Sum", T::All),
     computes("Div", T::All),
-    computes("Neg", T::All),
-    computes("Abs", T::All),
-    computes("Clip", T::Only(CLIP)),
+    elementwise("Neg", T::All),
+    elementwise("Abs", T::All),
+    elementwise("Clip", T::Only(CLIP)),
     computes("Max", T::Only(CLIP)),
     computes("Min", T::Only(CLIP)),
-    computes("Relu", T::Only(RELU)),
+    elementwise("Relu", T::Only(RELU)),
     computes("Cast", T::All),
     computes("CastLike", T::All),
     computes("MatMulInteger", T::Only(I8_U8)),
     computes("ConvInteger", T::Only(I8_U8)),
     computes("ReduceSum", T::Only(I32_I64)),
     computes("BitShift", T::All),
+    elementwise("Sign", T::All),
+    // Float math.
+    float_elementwise("Sqrt"),
+    float_elementwise("Reciprocal"),
+    float_elementwise("Exp"),
+    float_elementwise("Log"),
+    float_elementwise("Floor"),
+    float_elementwise("Ceil"),
+    float_elementwise("Round"),
+    float_elementwise("Erf"),
+    float_elementwise("Tanh"),
+    float_elementwise("Sigmoid"),
+    float_elementwise("Sin"),
+    float_elementwise("Cos"),
+    float_elementwise("Softmax"),
+    float_elementwise("LogSoftmax"),
+    float_elementwise("Gelu"),
+    float_elementwise("LeakyRelu"),
+    float_elementwise("Elu"),
+    float_elementwise("HardSigmoid"),
+    float_elementwise("Softplus"),
+    float_elementwise("CumSum"),
+    float_elementwise("Trilu"),
+    float_elementwise("Not"),
+    float_elementwise("Celu"),
+    float_elementwise("Selu"),
+    float_elementwise("HardSwish"),
+    float_elementwise("Mish"),
+    float_elementwise("Softsign"),
 ];
 
 /// The row of a default-domain op type.
