@@ -10,21 +10,43 @@
 //!                                 └──────────── runner (tract): run, calibrate, check ◀───┘
 //! ```
 //!
-//! - [`onnx`]: the format boundary. `proto` is the wire schema (our own `proto/onnx.proto`,
-//!   compiled by prost); decoding is zero-copy (`raw_data` slices the file buffer); external data
-//!   is loaded and written back with path checks; encoding streams tensor bytes to the file.
+//! The modules are layers; each uses only those below it (checked by a test that scans the
+//! sources):
+//!
+//! ```text
+//!   cli                       the command line (src/cli.rs, src/main.rs)
+//!   passes                    one file or folder per pass, the registry, the preset stages
+//!   runner                    tract
+//!   lower                     lowering framework: engine, driver, islands, range proofs,
+//!                             value map, report
+//!   pass                      Pass, Pattern + Rewriter, phases, pipelines and stages, manager
+//!   ops                       op table, inference, evaluation, facts, the intone domain's ops
+//!   onnx · npy                file formats (ONNX, text form; .npy)
+//!   ir                        the graph, tensors, plans and facts on values, verifier
+//!   quant                     numerics: rounding, dyadic, requantization, kernels, observers
+//!   schema · error            the ONNX wire schema; errors
+//! ```
+//!
+//! - [`schema`]: Rust types of the ONNX wire schema (our own `proto/onnx.proto`, compiled by
+//!   prost). Everything above speaks it.
+//! - [`quant`]: numerics that know no graph: rounding modes, dyadic numbers, requantization
+//!   arithmetic, reference integer kernels, calibration observers.
 //! - [`ir`]: the IR. A [`ir::Graph`] wraps a petgraph `StableDiGraph` whose nodes are graph
 //!   inputs, initializers and ops, so every value is `(node, slot)` with exactly one producer.
 //!   Ops are `op_type` + `domain` + attributes; everything the IR does not model is carried
-//!   verbatim, so `load → save` reproduces the model. Also: the verifier and the text form.
-//! - [`ops`]: what intone knows about individual ONNX ops: typed attribute views, shape
-//!   inference and constant evaluation.
-//! - [`pass`]: the `Pass` trait, the pattern driver and its `Rewriter`, remarks, the pipeline
-//!   parser and the pass manager.
-//! - `passes/` (mounted as [`passes`]): one file per pass and the one registry.
-//! - [`quant`]: numerics: rounding modes, dyadic numbers, reference integer kernels,
-//!   calibration observers.
+//!   verbatim, so `load → save` reproduces the model. Values carry the plans passes hand on
+//!   (`plan` on float values, `weight_plan` on weights) apart from proven facts (`quant`).
+//! - [`onnx`]: the format boundary: zero-copy decoding, external data with path checks,
+//!   streaming encoding, and the readable text form.
+//! - [`ops`]: what intone knows about individual ops: the op table, inference, constant
+//!   evaluation, the facts analysis, engine kernel rules, and the `intone` domain.
+//! - [`pass`]: the `Pass` trait, phases, the pattern driver and its `Rewriter`, remarks, the
+//!   pipeline language and stages, the manager.
+//! - [`lower`]: how lowerings rewrite planned float ops into integer ones, and the proofs and
+//!   records about the result.
 //! - [`runner`]: runs models in tract.
+//! - `passes/` (mounted as [`passes`]): the passes, their registry, and the stages presets
+//!   are built from.
 //! - [`npy`]: reading and writing `.npy` arrays.
 //!
 //! Library errors are [`Error`]; the binary maps them to exit code 2.
