@@ -10,6 +10,7 @@ mod integer_only;
 mod ir;
 mod kernels;
 mod linear;
+mod lowerings;
 mod matmul_kernels;
 mod passes;
 mod pipeline;

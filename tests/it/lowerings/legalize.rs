@@ -1,0 +1,147 @@
+//! `legalize(target=integer|integer-opset28)`: intone's internal requantizations become standard
+//! ONNX (Div-based shifts, or signed BitShift at opset 28), and the range proof runs.
+
+use intone::ir::{Array, Model};
+use intone::pass::{Manager, Pipeline};
+use intone::passes::PASSES;
+
+use super::*;
+use crate::build::*;
+
+/// Lowered and folded: what legalize reads.
+const LOWERED: &str = "calibrate,quantize,lower-linear-to-integer,fold-dyadic-requant";
+
+fn x() -> Array {
+    data(&[6, 8], 0, 2.0)
+}
+
+/// `x + x·W`: the residual sum aligns the accumulator with one requantization.
+fn residual() -> Model {
+    let w: Vec<f32> = data(&[8, 8], 1, 0.1)
+        .to_f64_vec()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| *v as f32 + if i / 8 == i % 8 { 0.5 } else { 0.0 })
+        .collect();
+    ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(8)])
+        .init("w", Array::from_vec(&[8, 8], w).unwrap())
+        .node("MatMul", &["x", "w"], &["h"])
+        .node("Add", &["h", "x"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(8)])
+        .model()
+}
+
+/// One MatMul: nothing to requantize between it and the output.
+fn single_matmul() -> Model {
+    ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(8)])
+        .init("w", data(&[8, 4], 1, 0.5))
+        .node("MatMul", &["x", "w"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4)])
+        .model()
+}
+
+#[test]
+fn integer_target_expands_requantizations_into_div_recipes() {
+    let case = lower(
+        residual(),
+        LOWERED,
+        "legalize(target=integer)",
+        &calibrated(&[("x", x())]),
+    );
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (1, 1, 0));
+    assert_eq!(count(&case.after, "intone.*"), 0);
+    assert_eq!(case.after_count("BitShift"), 0);
+    assert!(case.after_count("Div") >= 1);
+    assert!(case.remarked("integer ops checked: no overflow possible"));
+    case.assert_close(&[x()], 0.01);
+}
+
+#[test]
+fn integer_target_with_nothing_to_expand_only_proves_ranges() {
+    let case = lower(
+        single_matmul(),
+        LOWERED,
+        "legalize(target=integer)",
+        &calibrated(&[("x", x())]),
+    );
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (0, 0, 0));
+    assert_eq!(model_to_text(&case.after).unwrap(), case.before);
+    assert!(
+        case.remarked("1 integer ops checked"),
+        "{:?}",
+        case.remarks()
+    );
+}
+
+#[test]
+fn opset28_target_expands_requantizations_into_bit_shifts() {
+    let case = lower(
+        residual(),
+        LOWERED,
+        "legalize(target=integer-opset28)",
+        &calibrated(&[("x", x())]),
+    );
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (1, 1, 0));
+    assert_eq!(count(&case.after, "intone.*"), 0);
+    assert_eq!(case.after_count("BitShift"), 1);
+    assert_eq!(case.after.opset(""), Some(28));
+    case.assert_close(&[x()], 0.01);
+}
+
+#[test]
+fn opset28_target_with_nothing_to_expand_still_moves_the_opset() {
+    let case = lower(
+        single_matmul(),
+        LOWERED,
+        "legalize(target=integer-opset28)",
+        &calibrated(&[("x", x())]),
+    );
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (0, 0, 0));
+    assert_eq!(case.after_count("BitShift"), 0);
+    assert_eq!(case.after.opset(""), Some(28));
+}
+
+#[test]
+fn an_unknown_target_is_refused_before_anything_runs() {
+    let pipeline = Pipeline::parse("legalize(target=tensorrt)", PASSES).unwrap();
+    let err = Manager::new(&pipeline, PASSES).err().expect("an error");
+    assert!(
+        err.to_string().contains("unknown target 'tensorrt'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_model_below_opset_15_is_refused() {
+    let mut model = ModelBuilder::new(13)
+        .input("x", F32, &[D::S("n"), D::N(8)])
+        .init("w", data(&[8, 8], 1, 0.5))
+        .init("w2", data(&[8, 4], 2, 0.5))
+        .node("MatMul", &["x", "w"], &["h"])
+        .node("MatMul", &["h", "w2"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4)])
+        .model();
+    let pipeline = Pipeline::parse(&format!("{LOWERED},legalize"), PASSES).unwrap();
+    let manager = Manager::new(&pipeline, PASSES).unwrap();
+    let err = manager
+        .run(&mut model, &calibrated(&[("x", x())]))
+        .expect_err("an error");
+    assert!(err.to_string().contains("need 15 or more"), "{err}");
+}
+
+#[test]
+#[ignore = "known: expanding the first requantization of a chain drops the range facts of \
+            its output, so the second one has no proven input range (also hit by \
+            LayerNorm -> Cast(float) -> MatMul through lower-layer-norm-to-int)"]
+fn a_chain_that_fold_could_not_merge_still_legalizes() {
+    // The inner clamp can bind, so fold-dyadic-requant keeps both (see requant.rs).
+    let (after, reports) = run(chain(-100, 100), "legalize", &Default::default());
+    assert_eq!(reports[0].rewritten, 2);
+    assert_eq!(count(&after, "intone.*"), 0);
+}
