@@ -1,12 +1,12 @@
 //! `fold-dyadic-requant`: one requantization per edge, with constants folded in. Three jobs,
 //! each its own pass too (for bisecting and tests), run in this order:
 //!
-//! 1. [`move_dequantize`] (`move-dequantizations`): data movement, concatenations, shape reads
+//! 1. [`move_dequantizations`] (`move-dequantizations`): data movement, concatenations, shape reads
 //!    and means of dequantized values run on the integers instead; the dequantization moves
 //!    after them.
-//! 2. [`close_islands`] (`close-float-islands`): a quantization of a dequantized value becomes
+//! 2. [`close_float_islands`] (`close-float-islands`): a quantization of a dequantized value becomes
 //!    one requantization.
-//! 3. [`requant_algebra`] (`fold-requantizations`):
+//! 3. [`fold_requantizations`] (`fold-requantizations`):
 //!    - `Requant(Add(x, b))`, b an integer constant along the requant axis (a bias):
 //!      `Requant(x)` with offset `o + b·m` — exact: `(x + b)·m + o = x·m + (b·m + o)`.
 //!    - `Requant₂(Requant₁(x))` where Requant₁'s clamp provably never binds and nothing else
@@ -20,9 +20,9 @@
 //! Error: exact for biases and moves; ≤ 1 unit per removed rounding. I-ViT §3.2 (dyadic
 //! arithmetic).
 
-mod close_islands;
-mod move_dequantize;
-mod requant_algebra;
+mod close_float_islands;
+mod fold_requantizations;
+mod move_dequantizations;
 
 use super::prelude::*;
 
@@ -31,9 +31,9 @@ pub struct FoldDyadicRequant;
 
 impl Pass for FoldDyadicRequant {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        move_dequantize::run(model, cx)?;
-        close_islands::run(model, cx)?;
-        requant_algebra::run(model, cx)
+        move_dequantizations::run(model, cx)?;
+        close_float_islands::run(model, cx)?;
+        fold_requantizations::run(model, cx)
     }
 }
 
@@ -42,7 +42,7 @@ pub struct MoveDequantizations;
 
 impl Pass for MoveDequantizations {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        move_dequantize::run(model, cx)
+        move_dequantizations::run(model, cx)
     }
 }
 
@@ -51,7 +51,7 @@ pub struct CloseFloatIslands;
 
 impl Pass for CloseFloatIslands {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        close_islands::run(model, cx)
+        close_float_islands::run(model, cx)
     }
 }
 
@@ -60,6 +60,6 @@ pub struct FoldRequantizations;
 
 impl Pass for FoldRequantizations {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        requant_algebra::run(model, cx)
+        fold_requantizations::run(model, cx)
     }
 }

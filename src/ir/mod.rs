@@ -5,6 +5,7 @@ mod array;
 pub mod dtype;
 mod graph;
 mod node;
+pub mod phase;
 pub mod quant;
 pub mod subgraph;
 mod tensor;
@@ -15,6 +16,7 @@ pub use dtype::{DataType, DataTypeInfo};
 pub(crate) use graph::ValueInfoEntry;
 pub use graph::{Graph, GraphOutput, NodeId, Port, Use, ValueId};
 pub use node::{Initializer, Node, NodeKind, Op, Order, Value, attr, attr_type};
+pub use phase::Phase;
 pub use tensor::Tensor;
 
 use crate::schema::{ModelProto, OperatorSetIdProto};
@@ -26,6 +28,8 @@ pub struct Model {
     /// functions, training info. Carried verbatim.
     pub header: ModelProto,
     pub graph: Graph,
+    /// The phase the last pipeline left the model in (not stored in files).
+    pub phase: Option<Phase>,
 }
 
 impl Model {

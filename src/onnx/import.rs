@@ -20,6 +20,7 @@ pub fn import(mut proto: ModelProto) -> Result<Model> {
     Ok(Model {
         header: proto,
         graph: import_graph(graph)?,
+        phase: None,
     })
 }
 

@@ -106,6 +106,7 @@ impl Manager {
                 self.dump(model, i + 1, &step.name)?;
             }
             reports.push(cx.report);
+            model.phase = Some(phase);
             if self.stop_after.as_deref() == Some(step.name.as_str()) {
                 break;
             }

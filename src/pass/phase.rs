@@ -1,68 +1,8 @@
-//! Phases of a compilation: what a model is between passes. Each pass declares the phases it
-//! runs on and the phase it leaves; the manager checks them, so running a lowering before
-//! `quantize` is a one-line error naming what is missing.
+//! Each pass declares the phases ([`Phase`]) it runs on and the phase it leaves; the manager
+//! checks them, so running a lowering before `quantize` is a one-line error naming what is
+//! missing.
 
-use std::fmt;
-
-use crate::ir::{Model, NodeKind};
-
-/// `Float → Planned → Lowered → Legal`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    /// A float model (calibration statistics may be attached).
-    Float,
-    /// Float ops carry quantization plans (`quantize` ran); no integer op yet.
-    Planned,
-    /// Integer ops, possibly with intone's internal ops still in the graph.
-    Lowered,
-    /// Standard ONNX only, ranges proven.
-    Legal,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Float => "float",
-            Phase::Planned => "planned",
-            Phase::Lowered => "lowered",
-            Phase::Legal => "legal",
-        }
-    }
-
-    /// The phase a model handed to the manager is in: intone's ops mean lowered, integer
-    /// (de)quantization or integer matmuls legal, quantization plans planned.
-    pub fn of(model: &Model) -> Phase {
-        let g = &model.graph;
-        let mut phase = Phase::Float;
-        for id in g.node_ids() {
-            match &g.node(id).kind {
-                NodeKind::Op(op) if op.domain() == crate::ops::intone::DOMAIN => {
-                    return Phase::Lowered;
-                }
-                NodeKind::Op(op)
-                    if op.domain().is_empty()
-                        && matches!(
-                            op.op_type(),
-                            "QuantizeLinear" | "DequantizeLinear" | "MatMulInteger" | "ConvInteger"
-                        ) =>
-                {
-                    phase = Phase::Legal;
-                }
-                _ => {}
-            }
-            if phase == Phase::Float && g.node(id).outputs.iter().any(|v| v.plan.is_some()) {
-                phase = Phase::Planned;
-            }
-        }
-        phase
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::ir::Phase;
 
 /// The phases a pass runs on and what it leaves.
 #[derive(Copy, Clone, Debug)]

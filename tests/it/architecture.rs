@@ -75,7 +75,11 @@ fn layers_import_only_downward() {
     rust_files(&root.join("passes"), &mut files);
     let mut violations = Vec::new();
     for file in files {
-        let rel = file.strip_prefix(&root).unwrap().to_string_lossy().to_string();
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         let module = if rel.starts_with("passes/") {
             "passes".to_string()
         } else {
@@ -90,7 +94,11 @@ fn layers_import_only_downward() {
             }
         }
     }
-    assert!(violations.is_empty(), "upward imports:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "upward imports:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -129,11 +137,18 @@ fn a_lowering_before_quantize_names_what_is_missing() {
     assert_eq!(message.lines().count(), 1, "{message}");
     // Checked before anything ran.
     assert_eq!(before, intone::onnx::text::model_to_text(&model).unwrap());
-    let err = run(&mut model, "expose-integer-io").unwrap_err().to_string();
+    let err = run(&mut model, "expose-integer-io")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("run legalize before it"), "{err}");
     // Legalizing needs something lowered.
-    let err = run(&mut model, "legalize,quantize").unwrap_err().to_string();
-    assert!(err.contains("pass legalize runs on lowered or legal"), "{err}");
+    let err = run(&mut model, "legalize,quantize")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pass legalize runs on lowered or legal"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -163,7 +178,15 @@ fn option_defaults_come_from_the_registry() {
 fn data_movement_is_one_table_row() {
     use intone::ops::table::{IntervalRule, Movement, data_movement, info};
     let movement: Vec<&str> = data_movement().collect();
-    for op in ["Reshape", "Transpose", "Slice", "Pad", "MaxPool", "Gather", "Split"] {
+    for op in [
+        "Reshape",
+        "Transpose",
+        "Slice",
+        "Pad",
+        "MaxPool",
+        "Gather",
+        "Split",
+    ] {
         assert!(movement.contains(&op), "{op} is not data movement");
     }
     for op in ["Add", "MatMulInteger", "Concat", "Cast"] {
@@ -218,13 +241,20 @@ fn cloned_subgraphs_keep_the_value_map() {
         (a, b)
     };
     let g = &model.graph;
-    assert!(g.find_value("abs").is_none(), "the original is dead and removed");
+    assert!(
+        g.find_value("abs").is_none(),
+        "the original is dead and removed"
+    );
     for (copy, name) in [(a[&abs], "Abs_0/a"), (b[&abs], "Abs_0/b")] {
         assert_eq!(g.value_name(copy), name);
         assert_eq!(g.value(copy).origin.as_deref(), Some("abs"));
         assert_eq!(g.value(copy).quant, facts);
     }
-    assert_eq!(g.input(a[&y].node, 0), Some(a[&abs]), "a copy reads its own copies");
+    assert_eq!(
+        g.input(a[&y].node, 0),
+        Some(a[&abs]),
+        "a copy reads its own copies"
+    );
     // The value map lists both integer values for the one value `abs`, and the per-layer
     // check compares both with it.
     assert_eq!(intone::lower::value_map::record(&mut model).unwrap(), 2);

@@ -1,8 +1,8 @@
 //! Snapshot tests of the cleanup passes: the text form before and after, and the remarks.
 //! Each positive case has a negative one beside it.
 
-use intone::onnx::text::model_to_text;
 use intone::ir::{Array, Model};
+use intone::onnx::text::model_to_text;
 use intone::pass::{CompileOptions, Manager, PassReport, Pipeline};
 use intone::passes::PASSES;
 use intone::runner::Runner;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use intone::ir::{Array, Tensor};
-use intone::schema::{ModelProto, TensorProto};
 use intone::runner::Runner;
+use intone::schema::{ModelProto, TensorProto};
 
 use crate::{node_tests, onnx_files, oracle, root, tempdir};
 
