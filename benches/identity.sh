@@ -6,7 +6,9 @@
 #   benches/identity.sh [--real DIR] [--bin PATH] > hashes.txt
 #
 # --real adds the fetched real models (benches/realmodels/fetch.sh) that have calibration data
-# here: all-MiniLM-L6-v2 (WordSim words). Prints `sha256 model pipeline variant {model|report}`.
+# here: all-MiniLM-L6-v2 (WordSim words). Prints `sha256 model pipeline variant {model|report}`
+# (the first 16 hex digits). benches/identity.txt is the listing of the last release that
+# changed no output (with --real): `benches/identity.sh --real DIR | diff benches/identity.txt -`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
