@@ -108,7 +108,7 @@ fn legalized(
 ) -> Model {
     let dims: Vec<D> = shape.iter().map(|&d| D::N(d)).collect();
     let mut b = ModelBuilder::new(18).input("x", input, &dims);
-    let op = intone::ops::intone::requant::to_op(&params, "requant");
+    let op = intone::ops::intone::requant::to_op(params, "requant");
     b.graph().node.push(intone::schema::NodeProto {
         op_type: Some("Requant".into()),
         domain: Some("intone".into()),
