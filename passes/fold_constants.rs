@@ -25,6 +25,7 @@ impl FoldConstants {
 }
 
 /// Ops never folded: expanding a quantized weight back to float would undo quantization.
+/// intone's own ops are not folded either: legalize expands them with their proven ranges.
 const KEEP: &[&str] = &[
     "Constant",
     "DequantizeLinear",
@@ -38,7 +39,8 @@ impl Pass for FoldConstants {
         for id in model.graph.topological_order()? {
             let g = &model.graph;
             let op = g.op(id).expect("op");
-            if KEEP.contains(&op.op_type()) && op.domain().is_empty() {
+            let kept = KEEP.contains(&op.op_type()) && op.domain().is_empty();
+            if kept || op.domain() == crate::ops::intone::DOMAIN {
                 continue;
             }
             let outputs: Vec<ValueId> = g.outputs_of(id).collect();

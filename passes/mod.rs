@@ -1,4 +1,5 @@
-//! The passes, one file each, and the one registry of passes and presets.
+//! The passes, one file (or folder) each, the one registry of passes, and the stages presets
+//! are built from.
 //!
 //! Every pass file opens with its rewrite in one line, its preconditions, its error bound and
 //! the paper section it implements. Names are kebab-case and verb first; files use the same
@@ -27,6 +28,13 @@ mod replace_gelu_with_relu;
 mod upgrade_opset;
 
 use crate::pass::{OptionInfo, PassInfo, Phase, Phases, Preset};
+
+/// The softmax lowerings' probability width.
+const OUT_BITS: OptionInfo = OptionInfo {
+    name: "out-bits",
+    default: "16",
+    help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1); the reader requantizes them",
+};
 
 /// `quantize`: a float model becomes a planned one.
 const PLANS: Phases = Phases {
@@ -191,11 +199,7 @@ pub const PASSES: &[PassInfo] = &[
         exact: false,
         phases: LOWERS,
         options: &[
-            OptionInfo {
-                name: "out-bits",
-                default: "16",
-                help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1); the reader requantizes them",
-            },
+            OUT_BITS,
             OptionInfo {
                 name: "n",
                 default: "15",
@@ -213,11 +217,7 @@ pub const PASSES: &[PassInfo] = &[
         summary: "Softmax in integers with I-BERT's polynomial i-exp",
         exact: false,
         phases: LOWERS,
-        options: &[OptionInfo {
-            name: "out-bits",
-            default: "16",
-            help: "bits of the probabilities (8 or 16), at scale 2^-(out-bits-1); the reader requantizes them",
-        }],
+        options: &[OUT_BITS],
         build: lower_softmax_to_ibert_exp::build,
     },
     PassInfo {

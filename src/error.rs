@@ -1,5 +1,6 @@
 //! The library's error type. Every message names the file, node, value or field at fault, so
-//! the CLI can print it on one line and exit with code 2.
+//! the CLI can print it on one line and exit with code 2; [`suggestion`] adds the "did you
+//! mean" of unknown names.
 
 use std::path::PathBuf;
 

@@ -62,7 +62,7 @@ pub mod quant;
 pub mod runner;
 pub mod schema;
 
-// Passes live in the top-level `passes/` folder (one file each) but compile into this crate:
+// Passes live in the top-level `passes/` folder (a file or folder each) but compile into this crate:
 // they depend on the IR and the CLI depends on them, so a separate crate would be a cycle.
 #[path = "../passes/mod.rs"]
 pub mod passes;

@@ -130,7 +130,7 @@ impl Pattern for MoveBeforeDequantize {
                 )));
             }
         }
-        if op.is("Pad") {
+        if row.is_some_and(|r| r.movement == Movement::Padded) {
             // Zero padding of a symmetric value pads its integers with zeros.
             let zero_pad = g.input(root, 2).is_none_or(|c| {
                 g.constant(c)

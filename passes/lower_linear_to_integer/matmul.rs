@@ -366,7 +366,9 @@ fn planned_magnitude(lw: &Lowering, w: ValueId, axis: usize) -> std::result::Res
             terms: 1,
         }) if *a == axis => Ok(*magnitude),
         Some(plan) => Err(format!(
-            "weight plan {plan:?} is not lowered to integers yet"
+            "the weight is planned as {:?} with {} term(s); only one term per output channel \
+             along axis {axis} is lowered",
+            plan.granularity, plan.terms
         )),
     }
 }

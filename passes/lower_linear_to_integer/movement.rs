@@ -2,6 +2,7 @@
 //! tables and `Concat`.
 
 use super::*;
+use crate::ops::table::Movement;
 
 /// The integer tensor a data-movement op can work on: the representation itself when it is
 /// per-tensor, else its 8-bit form at the planned scale.
@@ -55,10 +56,11 @@ pub(super) fn lower_data_movement(
     let Some(x) = inputs[0] else {
         return Ok(Outcome::NotACandidate);
     };
-    if op.is("MaxPool") && lw.model().graph.outputs_of(id).count() > 1 {
-        return Ok(Outcome::Kept("MaxPool indices are read".into()));
+    let movement = table::of(op).map(|r| r.movement);
+    if movement == Some(Movement::Selects) && lw.model().graph.outputs_of(id).count() > 1 {
+        return Ok(Outcome::Kept(format!("{} indices are read", op.op_type())));
     }
-    if op.is("Pad") {
+    if movement == Some(Movement::Padded) {
         let mode = op.attr_string("mode")?.unwrap_or_else(|| "constant".into());
         let value = inputs.get(2).copied().flatten();
         let zero =
@@ -79,7 +81,7 @@ pub(super) fn lower_data_movement(
     }
     let mut new_inputs: Vec<Option<ValueId>> = inputs.to_vec();
     new_inputs[0] = Some(rep.value);
-    if op.is("Pad") && rep.zero_point != 0 {
+    if movement == Some(Movement::Padded) && rep.zero_point != 0 {
         // Pad with the integer that stands for 0.
         let zp = Array::scalar(rep.zero_point).cast(rep.dtype)?;
         let zp = lw.constant("pad_value", &zp)?;

@@ -78,12 +78,13 @@ pub struct Graph {
     names: HashMap<String, ValueId>,
     node_names: BTreeSet<String>,
     next_minor: u32,
-    /// Bumped by every mutation: what caches of derived facts compare against.
+    /// Bumped by every mutating method (not by edits of the `header` field, which no analysis
+    /// reads): what caches of derived facts compare against.
     revision: u64,
 }
 
 impl Graph {
-    /// Changes whenever the graph does (a cache key; not part of the model).
+    /// Changes whenever a method changes the graph (a cache key; not part of the model).
     pub fn revision(&self) -> u64 {
         self.revision
     }

@@ -5,6 +5,9 @@ use std::fmt;
 
 use super::{Model, NodeKind};
 
+/// The domain of intone's internal ops (`ops::intone::DOMAIN` is this).
+pub const INTONE_DOMAIN: &str = "intone";
+
 /// `Float → Planned → Lowered → Legal`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -29,8 +32,9 @@ impl Phase {
     }
 
     /// The phase of a model: the one the last pipeline left it in, else read from the graph
-    /// (a file): intone's ops mean lowered, integer (de)quantization or integer matmuls legal,
-    /// quantization plans planned.
+    /// (a file): intone's ops mean lowered, integer matmuls legal, quantization plans planned;
+    /// anything else is float (a Q/DQ export with float matmuls included: it can be
+    /// calibrated and compiled).
     pub fn of(model: &Model) -> Phase {
         if let Some(phase) = model.phase {
             return phase;
@@ -39,15 +43,12 @@ impl Phase {
         let mut phase = Phase::Float;
         for id in g.node_ids() {
             match &g.node(id).kind {
-                NodeKind::Op(op) if op.domain() == "intone" => {
+                NodeKind::Op(op) if op.domain() == INTONE_DOMAIN => {
                     return Phase::Lowered;
                 }
                 NodeKind::Op(op)
                     if op.domain().is_empty()
-                        && matches!(
-                            op.op_type(),
-                            "QuantizeLinear" | "DequantizeLinear" | "MatMulInteger" | "ConvInteger"
-                        ) =>
+                        && matches!(op.op_type(), "MatMulInteger" | "ConvInteger") =>
                 {
                     phase = Phase::Legal;
                 }

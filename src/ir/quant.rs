@@ -1,4 +1,5 @@
-//! Quantization facts that passes hand to each other on values.
+//! What passes hand each other on values: plans (how a float value or a weight is to be
+//! quantized) and proven facts about integer values.
 
 /// How a real value maps to the integers that represent it: `real = scale * q` (zero point 0).
 #[derive(Clone, Debug, PartialEq)]
@@ -65,13 +66,6 @@ pub struct QuantFacts {
     pub zero_point: i64,
     /// Proven inclusive interval of the stored integers, from range analysis.
     pub range: Option<(i64, i64)>,
-}
-
-impl QuantFacts {
-    /// The largest stored magnitude of the value's grid ([`crate::quant::levels`]).
-    pub fn levels(&self) -> i64 {
-        crate::quant::levels(self.bits, self.signed)
-    }
 }
 
 impl Scale {

@@ -8,7 +8,8 @@
 //! nothing reads any more. Float values with no representation that an integer op needs are
 //! quantized where they are (`Mul`, `Round`, `Clip`, `Cast`: an island exit).
 //!
-//! Every change of scale is an `intone.Requant` (see `requant.rs`) until legalization.
+//! Every change of scale is an `intone.Requant` (`ops::intone::requant`, arithmetic in
+//! `quant::requant`) until legalization.
 
 use std::collections::{HashMap, HashSet};
 

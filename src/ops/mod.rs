@@ -4,7 +4,8 @@
 //! - [`infer`]: element type and shape of each output from those of the inputs, including
 //!   symbolic dimensions and partially known shape vectors (the `Shape → Gather → Concat`
 //!   arithmetic of dynamic exports).
-//! - [`facts`]: the analysis that runs both over a whole graph.
+//! - [`facts`]: what is known about one value; [`analysis`] runs inference and evaluation
+//!   over a whole graph to compute it for every value.
 //! - [`intone`]: intone's internal ops (definition, inference, evaluation, expansion).
 //! - [`table`]: the op table (data movement, channel axes, integer types, interval rules).
 //! - [`matmul_kernels`]: which integer matmul operands each engine's kernels compute exactly.

@@ -77,9 +77,11 @@ impl<'m> Rewriter<'m> {
 
     /// Copies the ops `nodes` (in graph order), reading `substitutions` in place of the values
     /// they name and each other's copies in place of the originals. Copies are named
-    /// `<original>/<suffix>`, keep the originals' quantization, and stand for the same float
-    /// values (their origin), so the compiled model's value map lists every copy. Returns the
-    /// map from original to copied values (substitutions included).
+    /// `<original>/<suffix>`, keep the originals' plans, facts and statistics, and stand for
+    /// the same float values (their origin), so the compiled model's value map lists every
+    /// copy (a copy that stands for a part of a value, a residual term say, clears its origin
+    /// with [`Rewriter::annotate`]). Ops with omitted outputs or subgraphs are refused. Returns
+    /// the map from original to copied values (substitutions included).
     pub fn clone_subgraph(
         &mut self,
         nodes: &[NodeId],
@@ -109,6 +111,19 @@ impl<'m> Rewriter<'m> {
                 .collect();
             let outputs: Vec<ValueId> = g.outputs_of(id).collect();
             let slots = g.node(id).outputs.len();
+            // Omitted optional outputs would become real ones, and subgraph captures are edges
+            // the copy would not have: refuse rather than copy wrongly.
+            let omitted = g.node(id).outputs.iter().any(|v| v.name.is_empty());
+            let has_subgraph = op
+                .attrs()
+                .iter()
+                .any(|a| a.g.is_some() || !a.graphs.is_empty());
+            if omitted || has_subgraph {
+                return Err(Error::unsupported(format!(
+                    "clone_subgraph: {} has omitted outputs or subgraphs",
+                    g.describe(id)
+                )));
+            }
             self.anchor = Some(id);
             let attrs = op.attrs().to_vec();
             let mut copy = Op::new(op.op_type(), "");
@@ -123,6 +138,7 @@ impl<'m> Rewriter<'m> {
                 let value = self.model.graph.value_mut(new_value);
                 value.plan = original.plan;
                 value.quant = original.quant;
+                value.stats = original.stats;
                 value.origin = Some(original.origin.unwrap_or(original.name));
                 map.insert(old, new_value);
             }

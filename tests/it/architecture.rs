@@ -46,22 +46,40 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-/// `crate::<module>` paths in non-comment source.
+/// The top-level modules named after `crate::` in non-comment source, with their line:
+/// `crate::ir::Graph`, and each first segment of a group `crate::{ir, ops::table}` (groups may
+/// span lines).
 fn crate_paths(source: &str) -> Vec<(usize, String)> {
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect()
+    };
+    let code: Vec<&str> = source
+        .lines()
+        .map(|l| match l.trim_start().starts_with("//") {
+            true => "",
+            false => l,
+        })
+        .collect();
+    let text = code.join("\n");
+    let line_of = |at: usize| text[..at].matches('\n').count() + 1;
     let mut found = Vec::new();
-    for (i, line) in source.lines().enumerate() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(at) = rest.find("crate::") {
-            let tail = &rest[at + "crate::".len()..];
-            let name: String = tail
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.push((i + 1, name));
+    for (at, _) in text.match_indices("crate::") {
+        let tail = &text[at + "crate::".len()..];
+        if let Some(group) = tail.strip_prefix('{') {
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            for part in group.split(',') {
+                let name = ident(part.trim_start());
+                if !name.is_empty() {
+                    found.push((line_of(at), name));
+                }
             }
-            rest = tail;
+        } else {
+            let name = ident(tail);
+            if !name.is_empty() {
+                found.push((line_of(at), name));
+            }
         }
     }
     found
@@ -102,9 +120,12 @@ fn layers_import_only_downward() {
 }
 
 #[test]
-fn the_layer_check_sees_an_upward_import() {
-    let found = crate_paths("use crate::passes::PASSES; // crate::runner in a comment");
-    assert_eq!(found, vec![(1, "passes".to_string())]);
+fn the_layer_check_sees_every_import_form() {
+    let source = "use crate::passes::PASSES;\n// crate::runner in a comment\nuse crate::{\n    Error,\n    lower::engine,\n};";
+    assert_eq!(
+        crate_paths(source),
+        vec![(1, "passes".to_string()), (3, "lower".to_string())]
+    );
 }
 
 fn float_model() -> intone::ir::Model {

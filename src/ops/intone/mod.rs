@@ -8,7 +8,7 @@ pub mod requant;
 use crate::ir::Op;
 
 /// The domain of intone's internal ops.
-pub const DOMAIN: &str = "intone";
+pub const DOMAIN: &str = crate::ir::phase::INTONE_DOMAIN;
 
 /// Whether `op` is `intone.<op_type>`.
 pub fn is(op: &Op, op_type: &str) -> bool {
