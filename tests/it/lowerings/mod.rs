@@ -5,9 +5,6 @@
 //! test with its report (matched/rewritten/skipped and remarks). The counts are asserted too,
 //! so that a rule that stops firing (or starts firing) fails the test, not only the snapshot.
 //! Positive cases also run the lowered model in tract against the float model.
-//!
-//! Tests marked `#[ignore]` reproduce known problems of the lowerings (the reason says which);
-//! they pass once the problem is fixed.
 
 mod gelu;
 mod integer_io;
