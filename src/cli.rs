@@ -46,6 +46,24 @@ enum Command {
     Run(RunArgs),
     /// Compare a compiled model with its float original on the same inputs.
     Check(CheckArgs),
+    /// Time models in tract on the same inputs, interleaved in one process.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The models to time; ratios are to the first one (the float original, say).
+    #[arg(required = true)]
+    models: Vec<PathBuf>,
+    /// A model input as NAME=FILE.npy (repeat for each input); every model reads the same.
+    #[arg(long = "input", value_name = "NAME=FILE.npy")]
+    inputs: Vec<String>,
+    /// Rounds; each round runs every model once, in turn, so drift hits all of them alike.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    repeat: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -235,6 +253,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => run_model(args),
         Command::Check(args) => check(args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -579,6 +598,62 @@ fn run_model(args: RunArgs) -> Result<ExitCode> {
         if let Some(dir) = &args.output_dir {
             let file = dir.join(format!("{}.npy", file_safe(name)));
             intone::npy::write(&file, array)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(args: BenchArgs) -> Result<ExitCode> {
+    let mut plans = Vec::new();
+    let mut feeds = Vec::new();
+    for path in &args.models {
+        let model = intone::onnx::load(path)?;
+        let runner = intone::runner::Runner::new(&model)?;
+        let inputs = read_inputs(&args.inputs, runner.input_names())
+            .with_context(|| path.display().to_string())?;
+        let refs: Vec<&Array> = inputs.iter().collect();
+        let plan = runner.plan(&refs, None)?;
+        plan.run(&inputs)?; // warm-up: first-run allocations stay out of the times
+        plans.push(plan);
+        feeds.push(inputs);
+    }
+    let mut times = vec![Vec::with_capacity(args.repeat); plans.len()];
+    for _ in 0..args.repeat.max(1) {
+        for ((plan, inputs), t) in plans.iter().zip(&feeds).zip(&mut times) {
+            let start = Instant::now();
+            plan.run(inputs)?;
+            t.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let medians: Vec<f64> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect();
+    if args.json {
+        let rows: Vec<serde_json::Value> = args
+            .models
+            .iter()
+            .zip(&medians)
+            .map(|(p, m)| serde_json::json!({"model": p.display().to_string(), "median_ms": m, "ratio": m / medians[0]}))
+            .collect();
+        emit(&format!(
+            "{}\n",
+            serde_json::json!({"engine": "tract", "rounds": args.repeat.max(1), "models": rows})
+        ));
+    } else {
+        emit(&format!(
+            "tract, one thread, median of {} interleaved rounds\n",
+            args.repeat.max(1)
+        ));
+        for (p, m) in args.models.iter().zip(&medians) {
+            emit(&format!(
+                "{m:10.3} ms  {:6.2}×  {}\n",
+                m / medians[0],
+                p.display()
+            ));
         }
     }
     Ok(ExitCode::SUCCESS)
