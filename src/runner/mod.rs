@@ -1,7 +1,9 @@
 //! Runs models in tract: whole models (`intone run`), and any intermediate values as extra
 //! outputs (calibration, per-layer comparison).
 
-use std::collections::HashMap;
+pub mod exact_f32;
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tract_onnx::pb;
@@ -17,6 +19,9 @@ pub struct Runner {
     outlets: HashMap<String, OutletId>,
     inputs: Vec<String>,
     outputs: Vec<String>,
+    /// The model, kept when its integer matmuls go to tract as exact f32 matmuls: the bound
+    /// needs the contraction sizes, known once a plan pins the input shapes.
+    exact_f32_source: Option<Model>,
 }
 
 /// A runnable model for fixed input shapes and a fixed list of outputs.
@@ -72,34 +77,12 @@ fn guarded<T>(context: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 impl Runner {
     /// Parses a model. External data is inlined first, so tract never reads other files.
     pub fn new(model: &Model) -> Result<Runner> {
-        let mut proto = crate::onnx::export(model)?;
-        crate::onnx::external::for_each_tensor(&mut proto, &mut |t| {
-            if t.data_location == Some(crate::schema::tensor_proto::DataLocation::External as i32) {
-                t.data_location = None;
-                t.external_data.clear();
-            }
-            Ok(())
-        })?;
-        let mut bytes = Vec::new();
-        prost::Message::encode(&proto, &mut bytes).map_err(|e| Error::Runtime(e.to_string()))?;
-        // Declared value_info and output shapes may name symbols (batch, seq) that tract cannot
-        // unify with concrete input shapes; tract infers them itself.
-        let onnx = tract_onnx::onnx()
-            .with_ignore_value_info(true)
-            .with_ignore_output_shapes(true);
-        let tract_proto: pb::ModelProto = onnx
-            .proto_model_for_read(&mut &bytes[..])
-            .map_err(tract_err("decoding"))?;
-        let parsed = guarded("loading the model", || {
-            onnx.parse(&tract_proto, None)
-                .map_err(tract_err("loading the model"))
-        })?;
-        if !parsed.unresolved_inputs.is_empty() {
-            return Err(Error::Runtime(format!(
-                "unresolved inputs {:?}",
-                parsed.unresolved_inputs
-            )));
-        }
+        Runner::with_integer_matmul(model, exact_f32::IntegerMatmul::for_this_machine()?)
+    }
+
+    /// As [`Runner::new`], with the integer matmuls handed to tract as `how` says.
+    pub fn with_integer_matmul(model: &Model, how: exact_f32::IntegerMatmul) -> Result<Runner> {
+        let (parsed, outlets) = parse(model)?;
         let g = &model.graph;
         let inputs = g
             .inputs()
@@ -112,11 +95,18 @@ impl Runner {
             .iter()
             .map(|o| g.value_name(o.value).to_string())
             .collect();
+        let has_integer_matmul = g.node_ids().any(|id| {
+            g.op(id)
+                .is_some_and(|op| op.domain().is_empty() && op.op_type() == "MatMulInteger")
+        });
+        let exact_f32_source = (how == exact_f32::IntegerMatmul::ExactF32 && has_integer_matmul)
+            .then(|| model.clone());
         Ok(Runner {
-            model: parsed.model,
-            outlets: parsed.outlets_by_name,
+            model: parsed,
+            outlets,
             inputs,
             outputs,
+            exact_f32_source,
         })
     }
 
@@ -145,7 +135,22 @@ impl Runner {
                 inputs.len()
             )));
         }
-        let mut model = self.model.clone();
+        let (mut model, outlets_by_name) = match &self.exact_f32_source {
+            None => (self.model.clone(), None),
+            Some(source) => {
+                let mut source = source.clone();
+                let pins: BTreeMap<String, Vec<i64>> = self
+                    .inputs
+                    .iter()
+                    .zip(inputs)
+                    .map(|(n, a)| (n.clone(), a.shape().iter().map(|&d| d as i64).collect()))
+                    .collect();
+                exact_f32::rewrite(&mut source, &pins)?;
+                let (model, outlets) = parse(&source)?;
+                (model, Some(outlets))
+            }
+        };
+        let known = outlets_by_name.as_ref().unwrap_or(&self.outlets);
         for (i, a) in inputs.iter().enumerate() {
             let fact = InferenceFact::dt_shape(datum_type(a)?, a.shape());
             model
@@ -156,7 +161,7 @@ impl Runner {
         let outlets = outputs
             .iter()
             .map(|name| {
-                self.outlets
+                known
                     .get(name)
                     .copied()
                     .ok_or_else(|| Error::Usage(format!("the model has no value named '{name}'")))
@@ -181,6 +186,39 @@ impl Runner {
         let refs: Vec<&Array> = inputs.iter().collect();
         self.plan(&refs, outputs)?.run(inputs)
     }
+}
+
+/// Hands a model to tract. External data is inlined first, so tract never reads other files.
+fn parse(model: &Model) -> Result<(InferenceModel, HashMap<String, OutletId>)> {
+    let mut proto = crate::onnx::export(model)?;
+    crate::onnx::external::for_each_tensor(&mut proto, &mut |t| {
+        if t.data_location == Some(crate::schema::tensor_proto::DataLocation::External as i32) {
+            t.data_location = None;
+            t.external_data.clear();
+        }
+        Ok(())
+    })?;
+    let mut bytes = Vec::new();
+    prost::Message::encode(&proto, &mut bytes).map_err(|e| Error::Runtime(e.to_string()))?;
+    // Declared value_info and output shapes may name symbols (batch, seq) that tract cannot
+    // unify with concrete input shapes; tract infers them itself.
+    let onnx = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .with_ignore_output_shapes(true);
+    let tract_proto: pb::ModelProto = onnx
+        .proto_model_for_read(&mut &bytes[..])
+        .map_err(tract_err("decoding"))?;
+    let parsed = guarded("loading the model", || {
+        onnx.parse(&tract_proto, None)
+            .map_err(tract_err("loading the model"))
+    })?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(Error::Runtime(format!(
+            "unresolved inputs {:?}",
+            parsed.unresolved_inputs
+        )));
+    }
+    Ok((parsed.model, parsed.outlets_by_name))
 }
 
 impl Plan {

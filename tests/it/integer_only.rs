@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use intone::ir::{Array, Model, ValueId};
 use intone::quant::kernels::{LayerNormPlan, softmax_row_divided};
 use intone::runner::Runner;
+use intone::runner::exact_f32::IntegerMatmul;
 
 use crate::linear::{compile, digits, fixture_inputs, run_ort_on, values_in_both_engines};
 use crate::{Cpu, fixture, oracle, root, tempdir};
@@ -45,14 +46,28 @@ fn compile_with_report(
     (out, between)
 }
 
-/// Proves the saturation rule on a compiled model, runs it in tract and in onnxruntime, on this
-/// CPU and on an emulated AVX2-only one, and requires identical outputs (type and bits).
+/// Proves the saturation rule on a compiled model, runs it in tract (its integer matmuls as they
+/// are, and as the exact f32 matmuls the runner uses on CPUs without VNNI) and in onnxruntime,
+/// on this CPU and on an emulated AVX2-only one, and requires identical outputs (type and bits).
 pub fn assert_bit_identical(model: &Path, inputs: &[(&str, &Array)], dir: &Path) -> Vec<Array> {
     let compiled = intone::onnx::load(model).unwrap();
     // The saturation rule, proven again on the file as written.
     intone::lower::range::verify(&compiled, 4096, Default::default()).unwrap();
     let arrays: Vec<Array> = inputs.iter().map(|(_, a)| (*a).clone()).collect();
-    let tract = Runner::new(&compiled).unwrap().run(&arrays, None).unwrap();
+    let tract = Runner::with_integer_matmul(&compiled, IntegerMatmul::Native)
+        .unwrap()
+        .run(&arrays, None)
+        .unwrap();
+    let as_f32 = Runner::with_integer_matmul(&compiled, IntegerMatmul::ExactF32)
+        .unwrap()
+        .run(&arrays, None)
+        .unwrap();
+    assert_eq!(
+        tract,
+        as_f32,
+        "{}: tract's integer matmuls and their exact f32 form differ",
+        model.display()
+    );
     for cpu in Cpu::all() {
         let ort = run_ort_on(cpu, model, inputs, dir);
         assert_eq!(tract.len(), ort.len());

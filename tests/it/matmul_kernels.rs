@@ -510,3 +510,60 @@ fn report_records_the_operand_form_and_a_vnni_model_fails_the_portable_proof() {
     assert!(stderr.contains("--matmul-operands portable"), "{stderr}");
     assert!(!again.exists());
 }
+
+/// `MatMulInteger(a u8 [2, k], w i8 [k, 3], a₀ = 128)` with every weight `w`.
+fn matmul_integer(k: usize, w: i8) -> Model {
+    let weights: Vec<i8> = (0..k * 3)
+        .map(|i| if i % 2 == 0 { w } else { w.wrapping_neg() })
+        .collect();
+    ModelBuilder::new(17)
+        .input("a", DataType::Uint8, &[D::N(2), D::N(k as i64)])
+        .init("w", Array::from_vec(&[k, 3], weights).unwrap())
+        .init("a_zero", Array::scalar(128u8))
+        .node("MatMulInteger", &["a", "w", "a_zero"], &["y"])
+        .output("y", DataType::Int32, &[D::N(2), D::N(3)])
+        .model()
+}
+
+#[test]
+fn the_runner_computes_integer_matmuls_as_f32_only_where_the_bound_proves_them_exact() {
+    use intone::runner::exact_f32::{IntegerMatmul, rewrite};
+    let pins = |k: i64| std::collections::BTreeMap::from([("a".to_string(), vec![2, k])]);
+    // 1024 · 128 · 127 = 16,646,144 ≤ 2^24: exact in f32, whatever the summation order.
+    let mut exact = matmul_integer(1024, 127);
+    assert_eq!(rewrite(&mut exact, &pins(1024)).unwrap(), 1);
+    // 1025 · 128 · 128 > 2^24 (−128 wraps to itself: every weight is −128): stays integer.
+    let mut beyond = matmul_integer(1025, -128);
+    assert_eq!(rewrite(&mut beyond, &pins(1025)).unwrap(), 0);
+    // Extreme operands, both forms: the same int32 results as the reference sum.
+    for (k, w) in [(1024usize, 127i8), (1025, -128)] {
+        let model = matmul_integer(k, w);
+        let a: Vec<u8> = (0..2 * k).map(|i| if i < k { 0 } else { 255 }).collect();
+        let a = Array::from_vec(&[2, k], a).unwrap();
+        let expected: Vec<i64> = (0..2)
+            .flat_map(|row| {
+                (0..3).map(move |col| {
+                    (0..k)
+                        .map(|i| {
+                            let x = if row == 0 { -128i64 } else { 127 };
+                            let wi = if (i * 3 + col) % 2 == 0 {
+                                w
+                            } else {
+                                w.wrapping_neg()
+                            };
+                            x * wi as i64
+                        })
+                        .sum::<i64>()
+                })
+            })
+            .collect();
+        for how in [IntegerMatmul::Native, IntegerMatmul::ExactF32] {
+            let out = Runner::with_integer_matmul(&model, how)
+                .unwrap()
+                .run(std::slice::from_ref(&a), None)
+                .unwrap();
+            assert_eq!(out[0].1.dtype(), DataType::Int32);
+            assert_eq!(out[0].1.to_i64_vec().unwrap(), expected, "k = {k}, {how:?}");
+        }
+    }
+}
