@@ -309,6 +309,36 @@ fn cases() -> Vec<(&'static str, RequantParams, DataType, (i64, i64))> {
             (-(1 << 14), 1 << 14),
         ),
         (
+            "uint8 per channel, clamp above 0, int64 dividend",
+            p(
+                vec![1077026241, 3, 999999937, 1],
+                vec![-7, 5, 1 << 20, -3],
+                vec![40, 1, 33, 2],
+                128,
+                3,
+                250,
+                DataType::Uint8,
+                Rounding::HalfUp,
+            ),
+            DataType::Int32,
+            (-(1 << 21) - 1, (1 << 21) + 1),
+        ),
+        (
+            "uint8 floor, odd negative dividends",
+            p(
+                vec![1],
+                vec![-1],
+                vec![1],
+                0,
+                0,
+                255,
+                DataType::Uint8,
+                Rounding::Floor,
+            ),
+            DataType::Int32,
+            (-601, 601),
+        ),
+        (
             "no shift",
             p(
                 vec![2],
@@ -414,6 +444,29 @@ fn int32_and_int64_recipes_are_chosen_by_range() {
     );
     assert!(has(&m, "BitShift") && !has(&m, "Div"));
     assert_eq!(m.opset(""), Some(28));
+}
+
+#[test]
+fn a_result_clamped_at_or_above_zero_needs_no_bias_and_no_sub() {
+    let ops = |name: &str| -> Vec<String> {
+        let (_, params, input_type, range) = cases().into_iter().find(|c| c.0 == name).unwrap();
+        let m = legalized(&params, input_type, &[2, 3, 4, 16], range, "integer");
+        m.graph
+            .node_ids()
+            .filter_map(|id| m.graph.op(id))
+            .map(|op| op.op_type().to_string())
+            .collect()
+    };
+    let unsigned = ops("uint8 output, zero point 128");
+    assert!(
+        unsigned.iter().any(|o| o == "Div") && !unsigned.iter().any(|o| o == "Sub"),
+        "{unsigned:?}"
+    );
+    let signed = ops("ties, m = 1");
+    assert!(
+        signed.iter().any(|o| o == "Sub"),
+        "int8 keeps the bias and the Sub: {signed:?}"
+    );
 }
 
 #[test]

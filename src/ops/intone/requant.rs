@@ -181,6 +181,10 @@ fn typed_vector(values: Vec<i128>, work: DataType) -> Result<Array> {
 ///   `Mul`, `Add(b + h)`, `BitShift(RIGHT)`, `Add(zp)`, `Clip`, `Cast`. `h` is 2^(c−1) for
 ///   half-up rounding, 0 for floor. Divisors are positive powers of two, never −1; no
 ///   `Cast(to=INT64)` (tract turns it into a symbolic dimension).
+///
+/// A result clamped at `lo ≥ 0` (every uint8 activation) needs no bias and no `Sub`:
+/// `Cast(Clip(Div(Add(Mul(x, m), b + h + zp·2^c), 2^c), lo, hi))` is exact, since truncation
+/// and flooring differ only on negative dividends, which clamp to `lo` either way.
 pub fn expand(op: &Op, x: &ExpansionInput, recipe: Recipe) -> Result<Expansion> {
     let p = from_op(op)?;
     let (lo, hi) = x.range;
@@ -290,18 +294,29 @@ pub fn expand(op: &Op, x: &ExpansionInput, recipe: Recipe) -> Result<Expansion> 
             }
         }
         (Recipe::Divide, true) => {
-            let b = offsets(&|_| Ok(bias_base))?;
+            let limit: i128 = match work {
+                DataType::Int64 => i64::MAX as i128,
+                _ => i32::MAX as i128,
+            };
+            let zp = p.zero_point as i128;
+            // The range check hulls per-channel constants; the dividend must fit that way too.
+            let dividend = hull_dividend(&p, (lo, hi), &|c| Ok(h(c)? + (zp << shifts[c])))?;
+            let unbiased = p.lo >= 0 && dividend.0 >= -limit && dividend.1 <= limit;
+            // A clamp at lo ≥ 0 makes truncation and flooring agree (a negative dividend
+            // truncates to at most 0 and clamps to lo either way), so such a result needs no
+            // bias and no Sub: y = Clip((x·m + b + h + zp·2^c) / 2^c, lo, hi).
+            let bias = |c: usize| if unbiased { zp << shifts[c] } else { bias_base };
+            let b = offsets(&|c| Ok(bias(c)))?;
             let c = e.constant("offset", typed(b)?);
             t = e.op("Add", "offset", &[t, c], vec![]);
             let divisors: Vec<i128> = shifts.iter().map(|&s| 1i128 << s).collect();
             let d = e.constant("divisor", spread(divisors)?);
             t = e.op("Div", "shift", &[t, d], vec![]);
-            let back: Vec<i128> = shifts
-                .iter()
-                .map(|&s| (bias_base >> s) - p.zero_point as i128)
-                .collect();
-            let c = e.constant("unbias", typed(back)?);
-            t = e.op("Sub", "unbias", &[t, c], vec![]);
+            if !unbiased {
+                let back: Vec<i128> = shifts.iter().map(|&s| (bias_base >> s) - zp).collect();
+                let c = e.constant("unbias", typed(back)?);
+                t = e.op("Sub", "unbias", &[t, c], vec![]);
+            }
         }
         (Recipe::BitShift, true) => {
             let b = offsets(&|_| Ok(0))?;
@@ -335,4 +350,30 @@ pub fn expand(op: &Op, x: &ExpansionInput, recipe: Recipe) -> Result<Expansion> 
         );
     }
     Ok(e)
+}
+
+/// The interval of `x·m + b + extra(c)` as the range check derives it: per-channel multipliers
+/// and offsets hulled over channels.
+fn hull_dividend(
+    p: &RequantParams,
+    x: (i64, i64),
+    extra: &dyn Fn(usize) -> Result<i128>,
+) -> Result<(i128, i128)> {
+    let (mut m_lo, mut m_hi, mut o_lo, mut o_hi) = (i128::MAX, i128::MIN, i128::MAX, i128::MIN);
+    for c in 0..p.channels() {
+        let (m, b, _) = p.channel(c);
+        let o = b as i128 + extra(c)?;
+        (m_lo, m_hi) = (m_lo.min(m as i128), m_hi.max(m as i128));
+        (o_lo, o_hi) = (o_lo.min(o), o_hi.max(o));
+    }
+    let corners = [
+        x.0 as i128 * m_lo,
+        x.0 as i128 * m_hi,
+        x.1 as i128 * m_lo,
+        x.1 as i128 * m_hi,
+    ];
+    let (lo, hi) = corners
+        .iter()
+        .fold((i128::MAX, i128::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    Ok((lo + o_lo, hi + o_hi))
 }
