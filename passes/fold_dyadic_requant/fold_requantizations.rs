@@ -257,8 +257,10 @@ impl Pattern for MergeChain {
             .collect();
         let range = range_of(rw.model(), x).expect("matched");
         let magnitude = (range.0 as i128).abs().max((range.1 as i128).abs());
-        let bits = 64 - ((outer.hi - outer.lo) as u64).leading_zeros();
-        let dyadics = choose_dyadics(&ratios, magnitude, bits)?;
+        let span = (outer.lo - outer.zero_point)
+            .abs()
+            .max((outer.hi - outer.zero_point).abs());
+        let dyadics = choose_dyadics(&ratios, magnitude, span)?;
         // y₁ ≈ (x·m₁ + b₁)/2^c₁, so y₂ ≈ (x·m₁m₂/2^c₁ + b₁m₂/2^c₁ + b₂)/2^c₂: the merged
         // offset is (b₁m₂/2^c₁ + b₂)·2^(C − c₂) at the new shift C.
         let pick = |p: &RequantParams, c: usize| p.channel(c.min(p.channels() - 1));

@@ -98,8 +98,9 @@ const INT32_PRODUCT: i128 = 1 << 29;
 const INT64_PRODUCT: i128 = 1 << 61;
 
 /// Per-channel dyadic approximations of `ratios` for inputs up to `magnitude`: int32-sized
-/// multipliers when they are precise to 2^−(bits+2) relative, else int64-sized ones.
-pub fn choose_dyadics(ratios: &[f64], magnitude: i128, bits: u32) -> Result<Vec<Dyadic>> {
+/// multipliers when their relative error moves no unclamped result by more than 1/4 of a
+/// step (`span` is the largest `|y − zp|` the clamp admits, in steps), else int64-sized ones.
+pub fn choose_dyadics(ratios: &[f64], magnitude: i128, span: i64) -> Result<Vec<Dyadic>> {
     let magnitude = magnitude.max(1);
     let attempt = |product: i128, cap: i64| -> Option<Vec<Dyadic>> {
         let bound = ((product / magnitude) as i64).min(cap);
@@ -114,7 +115,7 @@ pub fn choose_dyadics(ratios: &[f64], magnitude: i128, bits: u32) -> Result<Vec<
             })
             .collect()
     };
-    let tolerance = 2f64.powi(-(bits as i32 + 2));
+    let tolerance = 0.25 / span.max(1) as f64;
     if let Some(d) = attempt(INT32_PRODUCT, 1 << 30) {
         if d.iter()
             .zip(ratios)
@@ -437,8 +438,10 @@ impl<'m> Lowering<'m> {
         let ratios: Vec<f64> = (0..channels)
             .map(|c| rep.scale.at(c) / target.scale)
             .collect();
-        let bits = 64 - ((target.hi - target.lo) as u64).leading_zeros();
-        let dyadics = choose_dyadics(&ratios, rep.magnitude(), bits)?;
+        let span = (target.lo - target.zero_point)
+            .abs()
+            .max((target.hi - target.zero_point).abs());
+        let dyadics = choose_dyadics(&ratios, rep.magnitude(), span)?;
         // The input zero point moves into the offset: (q − zp)·m = q·m − zp·m.
         let offsets: Vec<i64> = dyadics
             .iter()
