@@ -6,7 +6,9 @@
 //! value gets `bits`, unsigned when calibration never saw it negative (Softmax and ReLU outputs)
 //! and signed otherwise. The clip comes from the observer (`--calibration-method`):
 //! `scale = clip / levels`, levels = 2^(b−1) − 1 signed, 2^b − 1 unsigned. Scales are f32
-//! numbers, as the ONNX graph will hold them.
+//! numbers, as the ONNX graph will hold them. Along the residual stream a sum's scale is its
+//! stream operand's times a power of two (rounded up: under one bit of the 16), so that
+//! operand aligns by a shift.
 //! An analysis: sets `Value::quant` on float values; lowering passes follow these plans.
 //! Error bound: |x − scale·q| ≤ scale/2 inside the clip. I-ViT §3.1, I-BERT §3.1.
 
@@ -47,6 +49,44 @@ fn is_residual_add(model: &Model, id: NodeId) -> bool {
         && g.inputs_of(id)
             .iter()
             .all(|v| v.is_some_and(|v| g.constant(v).is_none()))
+}
+
+/// Along the residual stream, each sum's scale becomes its stream operand's scale times the
+/// least power of two that still covers the sum's clip (at most one bit of the 16 given up), so
+/// the stream operand aligns by a shift alone (int32, where a general ratio needs an int64
+/// multiplier at 16 bits). The stream operand is the one the block also reads (more than one
+/// use), or the previous residual sum.
+fn chain_residual_scales(model: &mut Model, order: &[NodeId]) -> Vec<(ValueId, f64)> {
+    let mut changed = Vec::new();
+    for &id in order {
+        if !is_residual_add(model, id) {
+            continue;
+        }
+        let g = &model.graph;
+        let y = ValueId { node: id, slot: 0 };
+        let operands: Vec<ValueId> = g.inputs_of(id).into_iter().flatten().collect();
+        let stream = |v: &ValueId| g.uses(*v).len() > 1 || is_residual_add(model, v.node);
+        let streams: Vec<ValueId> = operands.iter().copied().filter(stream).collect();
+        let [x] = streams[..] else { continue };
+        let scale_of = |v: ValueId| match g.value(v).plan.as_ref().map(|p| &p.scale) {
+            Some(Scale::PerTensor(s)) if *s > 0.0 => Some(*s),
+            _ => None,
+        };
+        let (Some(sx), Some(sy)) = (scale_of(x), scale_of(y)) else {
+            continue;
+        };
+        let bits = g.value(y).plan.as_ref().map_or(0, |p| p.bits);
+        if g.value(x).plan.as_ref().map(|p| p.bits) != Some(bits) {
+            continue;
+        }
+        let k = (sy / sx).log2().ceil() as i32;
+        let chained = sx * 2f64.powi(k);
+        if let Some(plan) = model.graph.value_mut(y).plan.as_mut() {
+            plan.scale = Scale::PerTensor(chained);
+            changed.push((y, chained));
+        }
+    }
+    changed
 }
 
 impl Pass for Quantize {
@@ -122,6 +162,14 @@ impl Pass for Quantize {
                     format!("{method} clip, never negative")
                 },
             });
+        }
+        for (v, scale) in chain_residual_scales(model, &order) {
+            let name = model.graph.value_name(v);
+            if let Some(r) = cx.report.values.iter_mut().find(|r| r.value == name) {
+                let clip = scale * crate::quant::levels(r.bits, r.signed) as f64;
+                (r.scale, r.clip) = (scale, (-clip, clip));
+                r.why = "residual stream, scale a power of two times its stream operand's".into();
+            }
         }
         plan_weights(model, cx.options.matmul_operands.weights().magnitude)?;
         if uncalibrated > 0 {

@@ -233,6 +233,45 @@ fn residual_add_aligns_both_operands_to_the_planned_scale() {
     case.assert_close(&[x], 0.01);
 }
 
+const PLANNED_THEN_LOWERED: &str = "calibrate,quantize,lower-linear-to-integer";
+
+#[test]
+fn residual_sums_are_planned_at_a_power_of_two_times_their_stream_operand() {
+    // Two blocks: r1 = x + x·W1, r2 = r1 + r1·W2; the stream operand is the one read twice.
+    let model = x_input(8)
+        .init("w1", growing(8, 1))
+        .init("w2", growing(8, 2))
+        .node("MatMul", &["x", "w1"], &["h1"])
+        .node("Add", &["h1", "x"], &["r1"])
+        .node("MatMul", &["r1", "w2"], &["h2"])
+        .node("Add", &["r1", "h2"], &["r2"])
+        .output("r2", F32, &[D::S("n"), D::N(8)])
+        .model();
+    let options = calibrated(&[("x", x_samples(8))]);
+    let (planned, _) = run(model.clone(), "calibrate,quantize", &options);
+    let g = &planned.graph;
+    let scale = |name: &str| match &g.value(g.find_value(name).unwrap()).plan {
+        Some(intone::ir::quant::ActivationPlan {
+            scale: intone::ir::quant::Scale::PerTensor(s),
+            ..
+        }) => *s,
+        other => panic!("{name}: {other:?}"),
+    };
+    for (sum, stream) in [("r1", "x"), ("r2", "r1")] {
+        let ratio = (scale(sum) / scale(stream)).log2();
+        assert_eq!(ratio, ratio.round(), "{sum} / {stream} = 2^{ratio}");
+        assert!(ratio >= 0.0, "the sum's range covers its calibrated clip");
+    }
+    // The stream operand of r2 then aligns by a shift alone: multiplier 1, int32.
+    let (lowered, _) = run(model, PLANNED_THEN_LOWERED, &options);
+    let text = model_to_text(&lowered).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("align = intone.Requant(Add_1/residual) {multiplier: [1],")),
+        "{text}"
+    );
+}
+
 #[test]
 fn add_of_an_attention_mask_like_operand_stays_float() {
     // m is −1e30 where the (float) key mask is 0: calibration sees it as an additive mask.
