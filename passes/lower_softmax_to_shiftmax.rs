@@ -1,8 +1,11 @@
 //! `lower-softmax-to-shiftmax(out-bits, n)` and `lower-softmax-to-ibert-exp(out-bits)`:
 //! `Softmax(DequantizeLinear(q))` on any axis becomes integer arithmetic.
 //!
-//! Rewrite (per row along the axis): `x = requant(q → index scale S, ±2^29)`,
-//! `e = Min(ReduceMax(x) − x, L−1)`, `t = Gather(table, e)`, `Σ = Max(ReduceSum(t), table[0])`,
+//! Rewrite (per row along the axis): the index scale S is the input's scale `s` times `2^k`;
+//! for an int32 input `q`, `e = Div(Min(ReduceMax(q) + h − q, (L−1)·2^k + h), 2^k)` (the
+//! rounded distance below the row maximum, three full-size ops; `h` the rounding's half),
+//! otherwise `x = requant(q → S, ±2^29)`, `e = Min(ReduceMax(x) − x, L−1)`; then
+//! `t = Gather(table, e)`, `Σ = Max(ReduceSum(t), table[0])`,
 //! `out = Mul(t, (2^31−1) / Σ) / 2^(32−out_bits)` at scale `2^−(out_bits−1)`: I-ViT's
 //! normalisation. The table holds the kernel's exponential of `−i·S` (`kernels::exp_table`):
 //! ShiftExp (I-ViT §3.3, n = 15 by default) or I-BERT's i-exp polynomial (I-BERT §3.3); it
@@ -22,6 +25,7 @@ use crate::lower::island::{
     self, dequantized, emit_output, int32_scalar, lower_each, reduce, spread_int32,
 };
 use crate::quant::kernels::{ExpKernel, exp_table};
+use crate::quant::rounding::Rounding;
 
 pub struct LowerSoftmax {
     kernel: ExpKernel,
@@ -56,6 +60,61 @@ impl LowerSoftmax {
             )));
         }
         Ok(LowerSoftmax { kernel, out_bits })
+    }
+
+    /// The table index straight from int32 input `x` at scale `S` when the index scale is
+    /// `S·2^k`: `Div(Min(ReduceMax(x) + h − x, (L−1)·2^k + h), 2^k)` with `h` the rounding's
+    /// half (`round((max − x)/2^k)` capped at the table's last entry, three full-size ops);
+    /// `None` when the input is not such an int32 value or the distance could overflow int32.
+    fn index_by_shift(
+        &self,
+        lw: &mut Lowering,
+        rep: &IntRep,
+        s: f64,
+        table: &[i32],
+        axis: i64,
+        float: ValueId,
+    ) -> Result<Option<ValueId>> {
+        let k = (s / rep.scale.at(0)).log2().round();
+        if rep.dtype != DataType::Int32 || rep.zero_point != 0 || !(0.0..=30.0).contains(&k) {
+            return Ok(None);
+        }
+        let k = k as u32;
+        let h: i64 = match (lw.rounding, k) {
+            (_, 0) | (Rounding::Floor, _) => 0,
+            (Rounding::HalfUp, k) => 1 << (k - 1),
+            (Rounding::HalfEven, _) => return Ok(None),
+        };
+        let cap = ((table.len() as i64 - 1) << k) + h;
+        let widest = rep.range.1 as i128 - rep.range.0 as i128 + h as i128;
+        if widest > i32::MAX as i128 || cap > i32::MAX as i64 {
+            return Ok(None);
+        }
+        let divisor = match k {
+            0 => None,
+            k => match spread_int32(lw, "index_shift", 1 << k, float, None)? {
+                Some(d) => Some(d),
+                None => return Ok(None),
+            },
+        };
+        let mut max = reduce(lw, "ReduceMax", rep.value, axis)?;
+        if h > 0 {
+            let half = int32_scalar(lw, "index_half", h)?;
+            max = lw.op("Add", "max_half", &[max, half], vec![])?;
+        }
+        let below = lw.op("Sub", "below_max", &[max, rep.value], vec![])?;
+        let cap = int32_scalar(lw, "index_cap", cap)?;
+        let capped = lw.op(
+            "Min",
+            if divisor.is_some() { "capped" } else { "index" },
+            &[below, cap],
+            vec![],
+        )?;
+        let index = match divisor {
+            Some(d) => lw.op("Div", "index", &[capped, d], vec![])?,
+            None => capped,
+        };
+        Ok(Some(index))
     }
 
     /// The index scale: the input's scale times the power of two that spreads the kernel's
@@ -120,22 +179,27 @@ impl LowerSoftmax {
     ) -> Result<Option<IntRep>> {
         let s = self.index_scale(rep.scale.at(0));
         let table = exp_table(self.kernel, s, row);
-        let x = lw.convert(
-            rep,
-            &Target {
-                scale: s,
-                zero_point: 0,
-                lo: -INPUT_LIMIT,
-                hi: INPUT_LIMIT,
-                dtype: DataType::Int32,
-            },
-            "index",
-        )?;
-        lw.note(&x, 32, true);
-        let max = reduce(lw, "ReduceMax", x.value, axis)?;
-        let below = lw.op("Sub", "below_max", &[max, x.value], vec![])?;
-        let last = int32_scalar(lw, "table_end", table.len() as i64 - 1)?;
-        let index = lw.op("Min", "table_index", &[below, last], vec![])?;
+        let index = match self.index_by_shift(lw, rep, s, &table, axis, float)? {
+            Some(index) => index,
+            None => {
+                let x = lw.convert(
+                    rep,
+                    &Target {
+                        scale: s,
+                        zero_point: 0,
+                        lo: -INPUT_LIMIT,
+                        hi: INPUT_LIMIT,
+                        dtype: DataType::Int32,
+                    },
+                    "index",
+                )?;
+                lw.note(&x, 32, true);
+                let max = reduce(lw, "ReduceMax", x.value, axis)?;
+                let below = lw.op("Sub", "below_max", &[max, x.value], vec![])?;
+                let last = int32_scalar(lw, "table_end", table.len() as i64 - 1)?;
+                lw.op("Min", "table_index", &[below, last], vec![])?
+            }
+        };
         let first = table[0] as i64;
         let table = lw.constant(
             "exp_table",

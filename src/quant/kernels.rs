@@ -110,12 +110,27 @@ pub fn softmax_row_divided(
     divisor: i64,
     half_up: bool,
 ) -> Vec<i64> {
+    softmax_row_shifted(x, 0, 0, table, numerator, divisor, half_up)
+}
+
+/// Integer softmax of one row of inputs at scale `S` whose table index scale is `S·2^k`: the
+/// index is `min(floor((max − x + h) / 2^k), L−1)` (`h` the rounding's half), then as
+/// [`softmax_row_divided`].
+pub fn softmax_row_shifted(
+    x: &[i64],
+    k: u32,
+    h: i64,
+    table: &[i32],
+    numerator: i64,
+    divisor: i64,
+    half_up: bool,
+) -> Vec<i64> {
     let half = if half_up { divisor / 2 } else { 0 };
     let last = table.len() as i64 - 1;
     let max = x.iter().copied().max().unwrap_or(0);
     let e: Vec<i64> = x
         .iter()
-        .map(|&v| table[(max - v).min(last) as usize] as i64)
+        .map(|&v| table[((max - v + h) >> k).min(last) as usize] as i64)
         .collect();
     let sum = e.iter().sum::<i64>().max(table[0] as i64);
     let factor = numerator / sum;

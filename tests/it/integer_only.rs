@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use intone::ir::{Array, Model, ValueId};
-use intone::quant::kernels::{LayerNormPlan, softmax_row_divided};
+use intone::quant::kernels::{LayerNormPlan, softmax_row_shifted};
 use intone::runner::Runner;
 use intone::runner::exact_f32::IntegerMatmul;
 
@@ -254,8 +254,10 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
     let softmax = "/blocks/blocks.1/attn/Softmax";
     let norm = "/blocks/blocks.2/norm2/ReduceMean/layer_norm";
     let ln_input = input_name(&model, &format!("{norm}/reduce"), 0);
+    // The softmax reads the attention scores' int32 accumulator directly.
+    let scores = input_name(&model, &format!("{softmax}/reduce"), 0);
     let names: Vec<String> = vec![
-        format!("{softmax}/index"),
+        scores,
         format!("{softmax}/probability"),
         ln_input.clone(),
         format!("{norm}/bounded"),
@@ -269,6 +271,16 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
         .into_iter()
         .map(|v| v as i32)
         .collect();
+    // The index: the distance below the row maximum, rounded half up by 2^k.
+    let shift = constant(&model, &format!("{softmax}/index_shift"))
+        .to_i64_vec()
+        .unwrap()[0];
+    assert_eq!(shift.count_ones(), 1);
+    let k = shift.trailing_zeros();
+    let h = constant(&model, &format!("{softmax}/index_half"))
+        .to_i64_vec()
+        .unwrap()[0];
+    assert_eq!(h, shift / 2);
     // The final division: by 2^30 times the attention·V operand's scale, rounded half up.
     let divisor = constant(&model, &format!("{softmax}/shift"))
         .to_i64_vec()
@@ -320,7 +332,7 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
             .to_i64_vec()
             .unwrap()
             .chunks(row)
-            .flat_map(|r| softmax_row_divided(r, &table, 1 << 30, divisor, true))
+            .flat_map(|r| softmax_row_shifted(r, k, h, &table, 1 << 30, divisor, true))
             .collect();
         assert_eq!(
             values[&names[1]].to_i64_vec().unwrap(),

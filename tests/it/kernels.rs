@@ -46,6 +46,56 @@ fn shiftmax_handles_ties_masks_and_range_limits() {
 }
 
 #[test]
+fn shiftmax_from_the_accumulator_rounds_the_distance_once() {
+    // Index scale 2^k times the input's: the index is the distance below the row maximum,
+    // rounded half up (h = 2^(k−1)), the same as the index-domain kernel on those rounded
+    // distances. Odd negatives, ties at exactly h, the cap, and a masked position.
+    let table = exp_table(ExpKernel::Shift { n: 15 }, 0.25, 16);
+    let k = 3;
+    let h = 1 << (k - 1);
+    let limit = 1 << 29;
+    let x = [
+        -7i64,
+        -3,
+        0,
+        4,
+        3,
+        -1,
+        -4,
+        5,
+        -limit,
+        5 - 12,
+        -13,
+        5 - (1 << 20),
+    ];
+    let max = *x.iter().max().unwrap();
+    let rounded: Vec<i64> = x.iter().map(|&v| -((max - v + h) >> k)).collect();
+    for (numerator, divisor, half_up) in [
+        (i32::MAX as i64, 1 << 24, false),
+        (1 << 30, 4_194_304, true),
+    ] {
+        assert_eq!(
+            softmax_row_shifted(&x, k, h, &table, numerator, divisor, half_up),
+            softmax_row_divided(&rounded, &table, numerator, divisor, half_up),
+        );
+    }
+    // A distance of exactly h rounds up to index 1 (half up), h − 1 down to index 0.
+    let p = softmax_row_shifted(
+        &[0, -h, -(h - 1)],
+        k,
+        h,
+        &table,
+        i32::MAX as i64,
+        1 << 24,
+        false,
+    );
+    assert!(p[1] < p[0] && p[2] == p[0], "{p:?}");
+    // The masked position gives exactly 0.
+    let p = softmax_row_shifted(&[0, -limit], k, h, &table, i32::MAX as i64, 1 << 24, false);
+    assert_eq!(p[1], 0);
+}
+
+#[test]
 fn exponentials_are_monotone_and_end_in_zero() {
     for kernel in [ExpKernel::Shift { n: 15 }, ExpKernel::Polynomial] {
         for s in [0.001, 0.005, 0.05] {

@@ -55,6 +55,39 @@ fn shiftmax_lowers_softmax_of_attention_scores() {
 }
 
 #[test]
+fn shiftmax_indexes_the_table_by_the_rounded_distance_below_the_row_maximum() {
+    let case = lower(
+        scores_softmax(),
+        LINEAR,
+        "lower-softmax-to-shiftmax",
+        &scores_options(),
+    );
+    let text = model_to_text(&case.after).unwrap();
+    // Straight from the int32 scores: no requantization to the index scale.
+    assert!(text.contains("ReduceMax(MatMul_0/matmul"), "{text}");
+    assert!(
+        text.contains("Softmax_1/index = Div(Softmax_1/capped"),
+        "{text}"
+    );
+    assert!(!text.contains("Softmax_1/index = intone.Requant"), "{text}");
+    // Half-even rounding has no shift form: the scores are requantized to the index scale.
+    let mut options = scores_options();
+    options.rounding = intone::quant::Rounding::HalfEven;
+    let case = lower(
+        scores_softmax(),
+        LINEAR,
+        "lower-softmax-to-shiftmax",
+        &options,
+    );
+    let text = model_to_text(&case.after).unwrap();
+    assert!(
+        text.contains("Softmax_1/index = intone.Requant(MatMul_0/matmul)"),
+        "{text}"
+    );
+    assert!(text.contains("Softmax_1/table_index = Min("), "{text}");
+}
+
+#[test]
 fn shiftmax_writes_probabilities_straight_into_the_next_matmul_operand() {
     // p·v: the only reader of the probabilities quantizes them; the division lands on its
     // scale with no requantization after.
