@@ -11,7 +11,9 @@ activations, per-channel int8 weights, MatMul only), then prints, in one run:
   3. onnxruntime's per-op-type profile (share of kernel time, node count) of each model.
 The CPU flags head the output: speed and exactness depend on them.
 
-Usage: benches/speed.sh [--real DIR] [--repeat N] [--tokens T] (DIR from benches/realmodels/fetch.sh)
+Usage: benches/speed.sh [--real DIR] [--repeat N] [--tokens T] [--baseline BIN]
+(DIR from benches/realmodels/fetch.sh; BIN: another intone binary, say a build of an earlier
+commit, whose `linear` and `ivit` outputs join the same interleaved rounds as `… (baseline)`).
 """
 import argparse
 import json
@@ -182,6 +184,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--only", help="regex: run only the models whose name matches")
+    parser.add_argument("--baseline", help="another intone binary whose compiled models join the rounds")
     args = parser.parse_args()
 
     models = [digits(13), encoder("paraphrase-MiniLM-L3", os.path.join(SHARED, "paraphrase_minilm_l3_v2_opset17.onnx"), args.tokens)]
@@ -210,6 +213,11 @@ def main():
             for pipeline in PIPELINES:
                 paths[pipeline] = os.path.join(tmp, f"{pipeline}.onnx")
                 run([args.intone, "compile", model.path, "-o", paths[pipeline], "--pipeline", pipeline] + calib)
+            if args.baseline:
+                for pipeline in PIPELINES:
+                    paths[f"{pipeline} (baseline)"] = os.path.join(tmp, f"{pipeline}_baseline.onnx")
+                    run([args.baseline, "compile", model.path, "-o", paths[f"{pipeline} (baseline)"],
+                         "--pipeline", pipeline] + calib)
             paths["ORT QDQ"] = os.path.join(tmp, "qdq.onnx")
             ort_qdq(model, paths["ORT QDQ"])
             names = list(paths)
