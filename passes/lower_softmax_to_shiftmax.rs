@@ -87,7 +87,8 @@ impl LowerSoftmax {
         };
         let cap = ((table.len() as i64 - 1) << k) + h;
         let widest = rep.range.1 as i128 - rep.range.0 as i128 + h as i128;
-        if widest > i32::MAX as i128 || cap > i32::MAX as i64 {
+        let top = rep.range.1 as i128 + h as i128;
+        if widest > i32::MAX as i128 || top > i32::MAX as i128 || cap > i32::MAX as i64 {
             return Ok(None);
         }
         let divisor = match k {

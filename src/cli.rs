@@ -645,7 +645,7 @@ fn bench(args: BenchArgs) -> Result<ExitCode> {
         ));
     } else {
         emit(&format!(
-            "tract, one thread, median of {} interleaved rounds\n",
+            "tract, one thread, median of {} interleaved rounds; ×: time relative to the first model\n",
             args.repeat.max(1)
         ));
         for (p, m) in args.models.iter().zip(&medians) {
