@@ -19,8 +19,9 @@ class Reader(CalibrationDataReader):
         return next(self.batches, None)
 
 
-model, out, calib = sys.argv[1:4]
-batch = int(sys.argv[4]) if len(sys.argv) > 4 else 32
-data = dict(np.load(calib))
-quantize_static(model, out, Reader(data, batch), quant_format=QuantFormat.QDQ, per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax)
+if __name__ == "__main__":
+    model, out, calib = sys.argv[1:4]
+    batch = int(sys.argv[4]) if len(sys.argv) > 4 else 32
+    data = dict(np.load(calib))
+    quantize_static(model, out, Reader(data, batch), quant_format=QuantFormat.QDQ, per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax)

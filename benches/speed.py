@@ -94,15 +94,10 @@ def run(cmd):
 
 
 def ort_qdq(model, out):
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, data, batch=32):
-            n = len(next(iter(data.values())))
-            self.it = iter([{k: v[i:i + batch] for k, v in data.items()} for i in range(0, n, batch)])
-
-        def get_next(self):
-            return next(self.it, None)
+    sys.path.insert(0, HERE)
+    from ort_quantize import Reader
 
     quantize_static(model.path, out, Reader(model.calib), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

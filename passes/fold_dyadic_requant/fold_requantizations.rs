@@ -4,7 +4,7 @@
 use super::super::prelude::*;
 
 use crate::ir::{Array, Op};
-use crate::lower::engine::{choose_dyadics, requant_range};
+use crate::lower::engine::{choose_dyadics, clamp_span, requant_range};
 use crate::ops::intone::DOMAIN;
 use crate::quant::RequantParams;
 
@@ -257,9 +257,7 @@ impl Pattern for MergeChain {
             .collect();
         let range = range_of(rw.model(), x).expect("matched");
         let magnitude = (range.0 as i128).abs().max((range.1 as i128).abs());
-        let span = (outer.lo - outer.zero_point)
-            .abs()
-            .max((outer.hi - outer.zero_point).abs());
+        let span = clamp_span(outer.lo, outer.hi, outer.zero_point);
         let dyadics = choose_dyadics(&ratios, magnitude, span)?;
         // y₁ ≈ (x·m₁ + b₁)/2^c₁, so y₂ ≈ (x·m₁m₂/2^c₁ + b₁m₂/2^c₁ + b₂)/2^c₂: the merged
         // offset is (b₁m₂/2^c₁ + b₂)·2^(C − c₂) at the new shift C.

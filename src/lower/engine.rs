@@ -97,6 +97,12 @@ const INT32_PRODUCT: i128 = 1 << 29;
 /// Largest |x·m| the int64 recipe allows.
 const INT64_PRODUCT: i128 = 1 << 61;
 
+/// The largest `|y − zp|` a clamp to `[lo, hi]` admits, in steps: what [`choose_dyadics`]
+/// sizes its tolerance by.
+pub fn clamp_span(lo: i64, hi: i64, zero_point: i64) -> i64 {
+    (lo - zero_point).abs().max((hi - zero_point).abs())
+}
+
 /// Per-channel dyadic approximations of `ratios` for inputs up to `magnitude`: int32-sized
 /// multipliers when their relative error moves no unclamped result by more than 1/4 of a
 /// step (`span` is the largest `|y − zp|` the clamp admits, in steps), else int64-sized ones.
@@ -438,9 +444,7 @@ impl<'m> Lowering<'m> {
         let ratios: Vec<f64> = (0..channels)
             .map(|c| rep.scale.at(c) / target.scale)
             .collect();
-        let span = (target.lo - target.zero_point)
-            .abs()
-            .max((target.hi - target.zero_point).abs());
+        let span = clamp_span(target.lo, target.hi, target.zero_point);
         let dyadics = choose_dyadics(&ratios, rep.magnitude(), span)?;
         // The input zero point moves into the offset: (q − zp)·m = q·m − zp·m.
         let offsets: Vec<i64> = dyadics

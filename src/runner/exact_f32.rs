@@ -153,11 +153,7 @@ fn exact_operands(model: &Model, facts: &GraphFacts, id: NodeId) -> Option<Opera
 
 /// Largest `|x − zp|` over the element type's values.
 fn type_bound(dtype: DataType, zp: Option<&Array>) -> Option<i128> {
-    let (lo, hi) = match dtype {
-        DataType::Uint8 => (0, 255),
-        DataType::Int8 => (-128, 127),
-        _ => return None,
-    };
+    let (lo, hi) = crate::lower::range::type_interval(dtype)?;
     let zp = zp.map_or(Some(0), |z| z.to_i64_vec().ok()?.first().copied())? as i128;
     Some((lo - zp).abs().max((hi - zp).abs()))
 }
