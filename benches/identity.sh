@@ -49,7 +49,7 @@ if [ -n "$real" ]; then
     models+=("$real/all_minilm_l6_v2_opset17.onnx| $words")
 fi
 
-no_correction="upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,calibrate,replace-gelu-with-relu(correct-relu-bias=false),calibrate,quantize,lower-linear-to-integer,lower-softmax-to-shiftmax,lower-gelu-to-shiftgelu,lower-tanh-sigmoid-to-table,lower-layer-norm-to-int,fold-dyadic-requant,legalize,eliminate-identity,fold-constants,eliminate-dead-nodes"
+no_correction="upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes,fuse-softmax,fuse-layer-norm,fuse-gelu,fuse-attention-mask,calibrate,replace-gelu-with-relu(correct-relu-bias=false),calibrate,quantize,lower-linear-to-integer,lower-softmax-to-shiftmax,lower-gelu-to-shiftgelu,lower-activations-to-table,lower-layer-norm-to-int,fold-dyadic-requant,legalize,eliminate-identity,fold-constants,eliminate-dead-nodes"
 
 # variant name, then compile arguments
 variants=(

@@ -21,9 +21,14 @@ use crate::lower::engine::{IntRep, Target};
 use crate::lower::island::{dequantized, emit_output, lower_each, plan_of};
 use crate::quant::kernels::{GeluKernel, gelu_table};
 
-/// The table of a unary function over int8 inputs: entries for −128..=127 at the given input
-/// scale, and the entries' scale.
-pub type Table = fn(f64) -> (Vec<i64>, f64);
+/// The table of a unary function over int8 inputs.
+pub enum Table {
+    /// An integer kernel: entries for −128..=127 at the given input scale, and their scale.
+    Kernel(fn(f64) -> (Vec<i64>, f64)),
+    /// A float function, tabulated at 2^−14 (`lower-activations-to-table`); a reader
+    /// `Mul(x, f(x))` of the same input joins the table as `x · f(x)` (SiLU, Swish).
+    Function(Box<dyn Fn(f64) -> f64>),
+}
 
 /// Unary ops lowered as tables over int8 inputs: the table for an op, or `None` for ops this
 /// lowering leaves alone.
@@ -38,15 +43,23 @@ fn is_gelu(op: &crate::ir::Op) -> bool {
 /// ShiftGELU (I-ViT) by table.
 pub fn shift_gelu() -> LowerByTable {
     LowerByTable {
-        table_for: |op| is_gelu(op).then_some(|s| gelu_table(GeluKernel::Shift, s)),
+        table_for: |op| is_gelu(op).then_some(Table::Kernel(|s| gelu_table(GeluKernel::Shift, s))),
     }
 }
 
 /// i-GELU (I-BERT) by table.
 pub fn ibert_gelu() -> LowerByTable {
     LowerByTable {
-        table_for: |op| is_gelu(op).then_some(|s| gelu_table(GeluKernel::Polynomial, s)),
+        table_for: |op| {
+            is_gelu(op).then_some(Table::Kernel(|s| gelu_table(GeluKernel::Polynomial, s)))
+        },
     }
+}
+
+/// The output of `Mul(x, y)` (either order) when that product is `y`'s only reader.
+fn gating_product(g: &crate::ir::Graph, x: ValueId, y: ValueId) -> Option<ValueId> {
+    let mul = crate::pass::matcher::sole_reader(g, y, "Mul")?;
+    (crate::pass::matcher::other_input(g, mul, y)? == x).then_some(ValueId { node: mul, slot: 0 })
 }
 
 impl Pass for LowerByTable {
@@ -57,9 +70,14 @@ impl Pass for LowerByTable {
             cx,
             |op| table_for(op).is_some(),
             |lw, id, op| {
-                let table_of_scale = table_for(op).expect("selected");
+                let table = table_for(op).expect("selected");
                 let Some(x) = lw.model().graph.input(id, 0) else {
                     return Ok(Err("no input".into()));
+                };
+                let y = ValueId { node: id, slot: 0 };
+                let gate = match table {
+                    Table::Function(_) => gating_product(&lw.model().graph, x, y),
+                    Table::Kernel(_) => None,
                 };
                 let (Some(rep), Some(plan)) = (dequantized(lw, x), plan_of(lw, x)) else {
                     return Ok(Err(
@@ -85,29 +103,39 @@ impl Pass for LowerByTable {
                     "index",
                 )?;
                 lw.note(&index, 8, true);
-                let (table, scale) = table_of_scale(s);
+                let (table, scale) = match &table {
+                    Table::Kernel(kernel) => kernel(s),
+                    Table::Function(f) if gate.is_some() => {
+                        crate::quant::kernels::function_table(s, &|x| x * f(x))
+                    }
+                    Table::Function(f) => crate::quant::kernels::function_table(s, f),
+                };
+                let name = match gate {
+                    Some(_) => format!("gated_{}", op.op_type().to_lowercase()),
+                    None => op.op_type().to_lowercase(),
+                };
                 let range = (
                     *table.iter().min().expect("256 entries"),
                     *table.iter().max().expect("256 entries"),
                 );
                 let table = lw.constant(
-                    "gelu_table",
+                    &format!("{name}_table"),
                     &Array::from_vec(&[256], table.into_iter().map(|v| v as i32).collect())?,
                 )?;
-                let y = lw.op(
+                let read = lw.op(
                     "Gather",
-                    "gelu",
+                    &name,
                     &[table, index.value],
                     vec![attr::int("axis", 0)],
                 )?;
                 let out = IntRep {
-                    value: y,
+                    value: read,
                     scale: Scale::PerTensor(scale),
                     zero_point: 0,
                     dtype: DataType::Int32,
                     range,
                 };
-                emit_output(lw, ValueId { node: id, slot: 0 }, &out, 32, true)?;
+                emit_output(lw, gate.unwrap_or(y), &out, 32, true)?;
                 Ok(Ok(()))
             },
         )

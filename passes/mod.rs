@@ -9,6 +9,7 @@ mod calibrate;
 mod eliminate_dead_nodes;
 mod eliminate_identity;
 mod expose_integer_io;
+mod fold_batch_norm;
 mod fold_constants;
 mod fold_dyadic_requant;
 mod fuse_attention_mask;
@@ -16,13 +17,13 @@ mod fuse_gelu;
 mod fuse_layer_norm;
 mod fuse_softmax;
 mod legalize;
+mod lower_activations_to_table;
 mod lower_gelu_to_ibert_erf;
 mod lower_gelu_to_shiftgelu;
 mod lower_layer_norm_to_int;
 mod lower_linear_to_integer;
 mod lower_softmax_to_ibert_exp;
 mod lower_softmax_to_shiftmax;
-mod lower_tanh_sigmoid_to_table;
 mod quantize;
 mod replace_gelu_with_relu;
 mod upgrade_opset;
@@ -109,6 +110,14 @@ pub const PASSES: &[PassInfo] = &[
             help: "largest result (in elements) that is folded into a constant",
         }],
         build: |options| Ok(Box::new(fold_constants::FoldConstants::new(options)?)),
+    },
+    PassInfo {
+        name: "fold-batch-norm",
+        summary: "fold inference BatchNormalization into the Conv/ConvTranspose/Gemm before it, or make it a per-channel Mul and Add",
+        exact: false,
+        phases: Phases::FLOAT,
+        options: &[],
+        build: |_| Ok(Box::new(fold_batch_norm::FoldBatchNorm)),
     },
     PassInfo {
         name: "calibrate",
@@ -237,12 +246,12 @@ pub const PASSES: &[PassInfo] = &[
         build: |_| lower_gelu_to_ibert_erf::build(),
     },
     PassInfo {
-        name: "lower-tanh-sigmoid-to-table",
-        summary: "Tanh and Sigmoid in integers: int8 input, a 256-entry table (BERT's pooler)",
+        name: "lower-activations-to-table",
+        summary: "Tanh, Sigmoid, HardSwish, HardSigmoid, LeakyRelu, Elu, Softplus, Mish and x·f(x) gates (SiLU) in integers: int8 input, a 256-entry table",
         exact: false,
         phases: LOWERS,
         options: &[],
-        build: |_| Ok(Box::new(lower_tanh_sigmoid_to_table::LowerTanhSigmoid)),
+        build: |_| Ok(Box::new(lower_activations_to_table::LowerActivations)),
     },
     PassInfo {
         name: "lower-layer-norm-to-int",
@@ -328,15 +337,18 @@ mod stages {
         kind: StageKind::Canonicalize,
         passes: "eliminate-identity,fold-constants,eliminate-dead-nodes",
     };
-    /// Upgrading first means folding and the later passes see one version of each op.
+    /// Upgrading first means folding and the later passes see one version of each op; batch
+    /// norms fold once their parameters are constants.
     pub const CANONICALIZE_18: Stage = Stage {
         kind: StageKind::Canonicalize,
-        passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,eliminate-dead-nodes",
+        passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,fold-batch-norm,\
+                 eliminate-dead-nodes",
     };
     /// Opset 20 has Gelu.
     pub const CANONICALIZE_20: Stage = Stage {
         kind: StageKind::Canonicalize,
-        passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,eliminate-dead-nodes",
+        passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,fold-batch-norm,\
+                 eliminate-dead-nodes",
     };
     /// The fusers run before calibration so that calibration observes the inputs of the fused
     /// ops.
@@ -363,17 +375,17 @@ mod stages {
     pub const LOWER_IVIT: Stage = Stage {
         kind: StageKind::Lower,
         passes: "lower-linear-to-integer,lower-softmax-to-shiftmax,lower-gelu-to-shiftgelu,\
-                 lower-tanh-sigmoid-to-table,lower-layer-norm-to-int",
+                 lower-activations-to-table,lower-layer-norm-to-int",
     };
     pub const LOWER_IVIT_RELU: Stage = Stage {
         kind: StageKind::Lower,
-        passes: "lower-linear-to-integer,lower-softmax-to-shiftmax,lower-tanh-sigmoid-to-table,\
+        passes: "lower-linear-to-integer,lower-softmax-to-shiftmax,lower-activations-to-table,\
                  lower-layer-norm-to-int",
     };
     pub const LOWER_IBERT: Stage = Stage {
         kind: StageKind::Lower,
         passes: "lower-linear-to-integer,lower-softmax-to-ibert-exp,lower-gelu-to-ibert-erf,\
-                 lower-tanh-sigmoid-to-table,lower-layer-norm-to-int",
+                 lower-activations-to-table,lower-layer-norm-to-int",
     };
     /// Folding merges the lowerings' requantizations; legalize expands what is left into
     /// standard ONNX and proves ranges.

@@ -210,32 +210,32 @@ fn upgrade(
         "Softmax" | "LogSoftmax" | "Hardmax" => {
             // Below 13, `axis` flattens [d0..d(axis-1)] x [d(axis)..]; from 13 it is one axis.
             let axis = op.attr_int("axis", 1)?;
-            let rank = rank.ok_or_else(|| {
-                Error::unsupported(format!(
-                    "upgrading {} from opset {from}: the input's rank is unknown",
-                    op.describe()
-                ))
-            })?;
-            let axis = normalize_axis(axis, rank, op)?;
-            if axis + 1 == rank || rank == 0 {
-                rw.modify_op(id, |op| op.set_attr(attr::int("axis", -1)))?;
-            } else {
-                let x = rw.graph().input(id, 0).expect("input");
-                let y = ValueId { node: id, slot: 0 };
-                let leading: Vec<i64> = vec![0; axis].into_iter().chain([-1]).collect();
-                let flat_shape =
-                    rw.constant("flat_shape", &Array::from_vec(&[axis + 1], leading)?)?;
-                let flat = rw.op("Reshape", "flatten", &[x, flat_shape], vec![])?;
-                let new = rw.op(
-                    op.op_type(),
-                    "over_last",
-                    &[flat],
-                    vec![attr::int("axis", -1)],
-                )?;
-                let shape = rw.op("Shape", "shape", &[x], vec![])?;
-                let back = rw.op("Reshape", "restore", &[new, shape], vec![])?;
-                rw.replace(y, back)?;
-            }
+            let x = rw.graph().input(id, 0).expect("input");
+            let y = ValueId { node: id, slot: 0 };
+            let flat = match rank {
+                Some(rank) => {
+                    let axis = normalize_axis(axis, rank, op)?;
+                    if axis + 1 == rank || rank == 0 {
+                        rw.modify_op(id, |op| op.set_attr(attr::int("axis", -1)))?;
+                        return rw.finish();
+                    }
+                    let leading: Vec<i64> = vec![0; axis].into_iter().chain([-1]).collect();
+                    let flat_shape =
+                        rw.constant("flat_shape", &Array::from_vec(&[axis + 1], leading)?)?;
+                    rw.op("Reshape", "flatten", &[x, flat_shape], vec![])?
+                }
+                // Flatten needs no rank: [d0..d(axis-1)] x [d(axis)..] is what it computes.
+                None => rw.op("Flatten", "flatten", &[x], vec![attr::int("axis", axis)])?,
+            };
+            let new = rw.op(
+                op.op_type(),
+                "over_last",
+                &[flat],
+                vec![attr::int("axis", -1)],
+            )?;
+            let shape = rw.op("Shape", "shape", &[x], vec![])?;
+            let back = rw.op("Reshape", "restore", &[new, shape], vec![])?;
+            rw.replace(y, back)?;
         }
         other => {
             return Err(Error::unsupported(format!(

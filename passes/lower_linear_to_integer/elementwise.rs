@@ -13,6 +13,26 @@ pub(super) fn looks_like_mask(lw: &Lowering, v: ValueId) -> bool {
         .is_some_and(|s| s.abs_max() > 1e10)
 }
 
+/// An 8-bit representation as int32 with zero point 0 (`Cast`, then `Sub(zp)` when zp ≠ 0).
+pub(super) fn widen_to_i32(lw: &mut Lowering, rep: &IntRep) -> Result<IntRep> {
+    let to_i32 = crate::ir::attr::int("to", DataType::Int32 as i32 as i64);
+    let wide = lw.op("Cast", "widen", &[rep.value], vec![to_i32])?;
+    let zp = rep.zero_point;
+    let mut wide = IntRep {
+        value: wide,
+        zero_point: 0,
+        dtype: DataType::Int32,
+        range: (rep.range.0 - zp, rep.range.1 - zp),
+        ..rep.clone()
+    };
+    if zp != 0 {
+        let z = lw.constant("zero_point", &Array::scalar(zp as i32))?;
+        wide.value = lw.op("Sub", "unshift", &[wide.value, z], vec![])?;
+    }
+    lw.note(&wide, 32, true);
+    Ok(wide)
+}
+
 pub(super) fn lower_add(
     lw: &mut Lowering,
     id: NodeId,
@@ -36,27 +56,7 @@ pub(super) fn lower_add(
             return Ok(Outcome::NotACandidate);
         };
         if rep.dtype != DataType::Int32 {
-            // Widen to int32 first; the zero point comes off there.
-            if !rep.is_per_tensor() {
-                return Ok(Outcome::Kept(
-                    "constant added to a per-channel 8-bit value".into(),
-                ));
-            }
-            let to_i32 = crate::ir::attr::int("to", DataType::Int32 as i32 as i64);
-            let wide = lw.op("Cast", "widen", &[rep.value], vec![to_i32])?;
-            let zp = rep.zero_point;
-            rep = IntRep {
-                value: wide,
-                zero_point: 0,
-                dtype: DataType::Int32,
-                range: (rep.range.0 - zp, rep.range.1 - zp),
-                ..rep
-            };
-            if zp != 0 {
-                let z = lw.constant("zero_point", &Array::scalar(zp as i32))?;
-                rep.value = lw.op("Sub", "unshift", &[rep.value, z], vec![])?;
-            }
-            lw.note(&rep, 32, true);
+            rep = widen_to_i32(lw, &rep)?;
         }
         let c = if negate { c.mapv(|v| -v) } else { c };
         let Some(r) = rank(lw, out(id, 0)) else {
@@ -152,23 +152,26 @@ pub(super) fn lower_scale(
             },
         }
     } else {
-        // A vector along the last axis (layer scale): per-axis.
+        // A vector along one axis (a layer scale on the last, a batch norm on the channels):
+        // per-axis.
         let Some(r) = rank(lw, out(id, 0)) else {
             return Ok(Outcome::Kept("rank unknown".into()));
         };
         let n = c.len();
-        if c.shape().iter().rev().skip(1).any(|&d| d != 1) || c.ndim() > r {
+        let long: Vec<usize> = (0..c.ndim()).filter(|&i| c.shape()[i] != 1).collect();
+        if long.len() != 1 || c.ndim() > r {
             return Ok(Outcome::Kept(
-                "the constant is not a vector along the last axis".into(),
+                "the constant is not a vector along one axis".into(),
             ));
         }
+        let along = r - c.ndim() + long[0];
         let values: Vec<f64> = c.iter().map(|&v| factor(v)).collect();
         match &rep.scale {
             Scale::PerTensor(s) => Scale::PerAxis {
-                axis: r - 1,
+                axis: along,
                 scales: values.iter().map(|f| s * f).collect(),
             },
-            Scale::PerAxis { axis, scales } if *axis == r - 1 && scales.len() == n => {
+            Scale::PerAxis { axis, scales } if *axis == along && scales.len() == n => {
                 Scale::PerAxis {
                     axis: *axis,
                     scales: scales.iter().zip(&values).map(|(s, f)| s * f).collect(),
@@ -194,6 +197,17 @@ pub(super) fn lower_relu(
     let Some(rep) = lw.rep(x).cloned() else {
         return Ok(Outcome::NotACandidate);
     };
+    let negative =
+        matches!(&rep.scale, Scale::PerAxis { scales, .. } if scales.iter().any(|&s| s < 0.0));
+    if negative && rep.dtype == DataType::Int32 && rep.zero_point == 0 {
+        // Channels of negative scale are clipped from above.
+        return pooling::clamp_real(lw, id, x, rep, Some(0.0), None);
+    }
+    if negative {
+        return Ok(Outcome::Kept(
+            "negative per-channel scales on an 8-bit value".into(),
+        ));
+    }
     // Max(q, zp): the integer that stands for 0 (Relu has no uint8 kernel in onnxruntime).
     let zp = lw.constant("zero", &Array::scalar(rep.zero_point).cast(rep.dtype)?)?;
     let y = lw.op("Max", "relu", &[rep.value, zp], vec![])?;

@@ -11,6 +11,8 @@
 //! - Data movement (every op `ops::table` marks so: Reshape, Transpose, Slice, Split, Pad,
 //!   MaxPool, …) and Concat run on the integers; Relu is `Max(q, zp)`.
 //! - `Gather` from a constant embedding table reads an int8 table (per-tensor scale).
+//! - `GlobalAveragePool`, `ReduceMean`, `AveragePool`: integer sums, the count in the scale
+//!   (`average`). `Clip`/`Relu` of an accumulator: integer bounds, per channel if need be.
 //!
 //! Everything else stays float: its inputs are dequantized (`DequantizeLinear`), and integer
 //! ops that read its outputs quantize them (`Mul`, `Round`, `Clip`, `Cast`). Graph inputs are
@@ -21,6 +23,7 @@
 
 use super::prelude::*;
 
+mod average;
 mod elementwise;
 mod matmul;
 mod movement;
@@ -80,6 +83,9 @@ fn lower_op(lw: &mut Lowering, id: NodeId, op: &Op) -> Result<Outcome> {
         "Cast" => pooling::lower_mask_cast(lw, id, &inputs),
         "ReduceSum" => pooling::lower_reduce_sum(lw, id, op, &inputs),
         "Clip" => pooling::lower_clip(lw, id, &inputs),
+        "GlobalAveragePool" => average::lower_global_average_pool(lw, id, &inputs),
+        "ReduceMean" => average::lower_reduce_mean(lw, id, op, &inputs),
+        "AveragePool" => average::lower_average_pool(lw, id, op, &inputs),
         _ if table::moves_data(op) => lower_data_movement(lw, id, op, &inputs),
         _ => Ok(Outcome::NotACandidate),
     }

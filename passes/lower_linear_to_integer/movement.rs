@@ -76,9 +76,20 @@ pub(super) fn lower_data_movement(
             None => return Ok(Outcome::NotACandidate),
         },
     };
-    if !table::of(op).is_some_and(|r| r.integer.accepts(rep.dtype)) {
+    let accepts = |t: DataType| table::of(op).is_some_and(|r| r.integer.accepts(t));
+    let rep = if accepts(rep.dtype) {
+        rep
+    } else if lw.model().graph.value(x).plan.is_some() && lw.rep(x).is_some() {
+        // An accumulator (int32) into an op with 8-bit kernels only (MaxPool): its 8-bit
+        // form at the planned scale, which the reader would requantize to anyway.
+        let narrow = lw.operand(x, Form::Stored8)?;
+        if !accepts(narrow.dtype) {
+            return Ok(Outcome::NotACandidate);
+        }
+        narrow
+    } else {
         return Ok(Outcome::NotACandidate);
-    }
+    };
     let mut new_inputs: Vec<Option<ValueId>> = inputs.to_vec();
     new_inputs[0] = Some(rep.value);
     if movement == Some(Movement::Padded) && rep.zero_point != 0 {

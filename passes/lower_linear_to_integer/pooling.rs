@@ -219,7 +219,7 @@ pub(super) fn lower_clip(
     let Some(rep) = lw.rep(x).cloned() else {
         return Ok(Outcome::NotACandidate);
     };
-    if !rep.is_plain_int32() {
+    if rep.dtype != DataType::Int32 || rep.zero_point != 0 {
         return Ok(Outcome::NotACandidate);
     }
     let bound = |slot: usize| -> Option<Option<f64>> {
@@ -233,20 +233,60 @@ pub(super) fn lower_clip(
     let (Some(lo), Some(hi)) = (bound(1), bound(2)) else {
         return Ok(Outcome::NotACandidate);
     };
-    let s = rep.scale.at(0);
-    let lo = lo.map(|l| ((l / s).ceil() as i64).max(rep.range.0));
-    let hi = hi.map(|h| ((h / s).floor() as i64).min(rep.range.1));
+    clamp_real(lw, id, x, rep, lo, hi)
+}
+
+/// `Clip(x, lo, hi)` of the real values of an int32 `rep` (zero point 0), as integer bounds.
+pub(super) fn clamp_real(
+    lw: &mut Lowering,
+    id: NodeId,
+    x: ValueId,
+    rep: IntRep,
+    lo: Option<f64>,
+    hi: Option<f64>,
+) -> Result<Outcome> {
+    // Per channel (ReLU6 after a convolution) the bounds are one integer per channel; a
+    // negative scale swaps which bound is the lower one.
+    let (scales, axis) = match &rep.scale {
+        Scale::PerTensor(s) => (vec![*s], None),
+        Scale::PerAxis { axis, scales } => (scales.clone(), Some(*axis)),
+    };
+    let Some(rank) = rank(lw, x).or(axis.map(|a| a + 1)) else {
+        return Ok(Outcome::Kept("rank unknown".into()));
+    };
+    let (mut los, mut his) = (Vec::new(), Vec::new());
+    for &s in &scales {
+        let (l, h) = if s > 0.0 { (lo, hi) } else { (hi, lo) };
+        let l = l.map(|l| (l / s).ceil()).unwrap_or(f64::NEG_INFINITY);
+        let h = h.map(|h| (h / s).floor()).unwrap_or(f64::INFINITY);
+        los.push(l.clamp(rep.range.0 as f64, rep.range.1 as f64) as i64);
+        his.push(h.clamp(rep.range.0 as f64, rep.range.1 as f64) as i64);
+    }
+    let shape: Vec<usize> = match axis {
+        None => vec![],
+        Some(a) => std::iter::once(scales.len())
+            .chain(std::iter::repeat_n(1, rank - 1 - a))
+            .collect(),
+    };
+    let bounds = |v: &[i64]| -> Result<Array> {
+        let v: Vec<i32> = v.iter().map(|&x| x as i32).collect();
+        Array::from_vec(&shape, v)
+    };
     let mut value = rep.value;
     let mut range = rep.range;
-    if let Some(l) = lo {
-        let c = lw.constant("lo", &Array::scalar(l as i32))?;
+    let (min_lo, max_hi) = (
+        *los.iter().min().expect("a scale"),
+        *his.iter().max().expect("a scale"),
+    );
+    if lo.is_some() || scales.iter().any(|&s| s < 0.0) {
+        let c = lw.constant("lo", &bounds(&los)?)?;
         value = lw.op("Max", "at_least", &[value, c], vec![])?;
-        range = (range.0.max(l), range.1.max(l));
+        range = (range.0.max(min_lo), range.1.max(min_lo));
     }
-    if let Some(h) = hi {
-        let c = lw.constant("hi", &Array::scalar(h as i32))?;
+    if hi.is_some() || scales.iter().any(|&s| s < 0.0) {
+        let c = lw.constant("hi", &bounds(&his)?)?;
         value = lw.op("Min", "at_most", &[value, c], vec![])?;
-        range = (range.0.min(h), range.1.min(h));
+        range = (range.0.min(max_hi), range.1.min(max_hi));
     }
     let rep = IntRep {
         value,

@@ -38,7 +38,8 @@ fn input_facts(name: &str, ty: Option<&TypeProto>, pinned: Option<&Vec<i64>>) ->
             s.dim
                 .iter()
                 .map(|d| match &d.value {
-                    Some(ProtoDim::DimValue(v)) => Dim::Known(*v),
+                    // Paddle writes −1, some TF exports 0, for "any".
+                    Some(ProtoDim::DimValue(v)) if *v > 0 => Dim::Known(*v),
                     Some(ProtoDim::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
                     _ => Dim::Unknown,
                 })
@@ -71,6 +72,8 @@ fn input_facts(name: &str, ty: Option<&TypeProto>, pinned: Option<&Vec<i64>>) ->
 
 /// Writes `--input-shape` pins into the graph inputs' declarations: a model whose shape
 /// arithmetic was folded for these shapes must not accept others. Checks the pins first.
+/// Unpinned dimensions declared −1 or 0 ("any", as Paddle and some TF exports write them)
+/// become named symbols, `<input>_dim<i>`, so that engines read them as dynamic.
 pub fn pin_input_shapes(
     model: &mut Model,
     input_shapes: &BTreeMap<String, Vec<i64>>,
@@ -79,9 +82,6 @@ pub fn pin_input_shapes(
     let graph = &mut model.graph;
     for id in graph.inputs().to_vec() {
         let name = graph.node(id).outputs[0].name.clone();
-        let Some(dims) = input_shapes.get(&name) else {
-            continue;
-        };
         let info = match &mut graph.node_mut(id).kind {
             NodeKind::Input(info) => info,
             NodeKind::Initializer(init) => match &mut init.input_info {
@@ -89,6 +89,10 @@ pub fn pin_input_shapes(
                 None => continue,
             },
             _ => continue,
+        };
+        let Some(dims) = input_shapes.get(&name) else {
+            name_any_dims(&name, info.r#type.as_mut());
+            continue;
         };
         // Validates rank and fixed dimensions.
         input_facts(&name, info.r#type.as_ref(), Some(dims))?;
@@ -105,6 +109,23 @@ pub fn pin_input_shapes(
         }
     }
     Ok(())
+}
+
+/// Declared dimensions −1 or 0 of `input` become the symbols `<input>_dim<i>`.
+pub fn name_any_dims(input: &str, ty: Option<&mut TypeProto>) {
+    let Some(TypeValue::TensorType(t)) = ty.and_then(|t| t.value.as_mut()) else {
+        return;
+    };
+    for (i, d) in t
+        .shape
+        .iter_mut()
+        .flat_map(|s| s.dim.iter_mut())
+        .enumerate()
+    {
+        if matches!(d.value, Some(ProtoDim::DimValue(v)) if v <= 0) {
+            d.value = Some(ProtoDim::DimParam(format!("{input}_dim{i}")));
+        }
+    }
 }
 
 fn check_pinned_names(model: &Model, input_shapes: &BTreeMap<String, Vec<i64>>) -> Result<()> {

@@ -18,7 +18,7 @@ pub mod intone;
 pub mod matmul_kernels;
 pub mod table;
 
-pub use analysis::{EVALUATION_LIMIT, GraphFacts, analyze, pin_input_shapes};
+pub use analysis::{EVALUATION_LIMIT, GraphFacts, analyze, name_any_dims, pin_input_shapes};
 pub use facts::{Dim, Facts};
 
 /// Numpy-style broadcast of two concrete shapes.

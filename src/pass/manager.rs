@@ -74,7 +74,10 @@ impl Manager {
             }
         }
         self.check_phases(Phase::of(model))?;
-        crate::ops::pin_input_shapes(model, &options.input_shapes)?;
+        // `none` is an exact round trip: declarations are left as written.
+        if !self.steps.is_empty() || !options.input_shapes.is_empty() {
+            crate::ops::pin_input_shapes(model, &options.input_shapes)?;
+        }
         let signature = IoSignature::of(&model.graph);
         let mut reports = Vec::new();
         if self.dump_after == DumpAfter::All {

@@ -226,6 +226,18 @@ pub fn gelu_table(kernel: GeluKernel, s: f64) -> (Vec<i64>, f64) {
     ((-128..128).map(|x| sign * f(x)).collect(), scale.abs())
 }
 
+/// Scale of [`function_table`]'s entries.
+pub const FUNCTION_TABLE_SCALE: f64 = 1.0 / (1 << 14) as f64;
+
+/// The table of a float function over int8 inputs at scale `s` (`table[i] = f((i − 128)·s)`),
+/// rounded half away from zero to 2^−14, and that scale. Exact up to the rounding: ±2^−15.
+pub fn function_table(s: f64, f: &dyn Fn(f64) -> f64) -> (Vec<i64>, f64) {
+    let entries = (-128..128)
+        .map(|i| (f(i as f64 * s) / FUNCTION_TABLE_SCALE).round() as i64)
+        .collect();
+    (entries, FUNCTION_TABLE_SCALE)
+}
+
 /// Entries of Newton's start tables: 2^12 each.
 const SQRT_TABLE_BITS: u32 = 12;
 

@@ -201,6 +201,12 @@ fn parse(model: &Model) -> Result<(InferenceModel, HashMap<String, OutletId>)> {
         }
         Ok(())
     })?;
+    if let Some(graph) = &mut proto.graph {
+        for input in &mut graph.input {
+            let name = input.name().to_string();
+            crate::ops::name_any_dims(&name, input.r#type.as_mut());
+        }
+    }
     let mut bytes = Vec::new();
     prost::Message::encode(&proto, &mut bytes).map_err(|e| Error::Runtime(e.to_string()))?;
     // Declared value_info and output shapes may name symbols (batch, seq) that tract cannot

@@ -1,4 +1,4 @@
-//! `lower-tanh-sigmoid-to-table`: Tanh and Sigmoid of dequantized integers become an int8
+//! `lower-activations-to-table`: Tanh and Sigmoid of dequantized integers become an int8
 //! index and a 256-entry table.
 
 use intone::ir::Array;
@@ -6,7 +6,7 @@ use intone::ir::Array;
 use super::*;
 use crate::build::*;
 
-const SPEC: &str = "lower-tanh-sigmoid-to-table";
+const SPEC: &str = "lower-activations-to-table";
 
 fn x() -> Array {
     data(&[6, 8], 0, 2.0)
