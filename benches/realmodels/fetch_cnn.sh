@@ -11,7 +11,9 @@
 # prepare_cnn.py, which writes OUT_DIR/data/<model>_{calib,eval}.npy and checks the float models.
 # Usage: benches/realmodels/fetch_cnn.sh [OUT_DIR] [--compile]   (default OUT_DIR target/realmodels/cnn)
 #   --compile also runs target/release/intone compile --pipeline ivit on each model and compares the
-#   result with the float model in onnxruntime (OUT_DIR/int/<model>.{onnx,report.json,log,compare.json}).
+#   result with the float model in onnxruntime (OUT_DIR/int/<model>.{onnx,report.json,log,compare.json});
+#   Inputs are pinned to batch 1 and the prepared size with --input-shape (PIN=0 leaves them dynamic);
+#   INTONE=/path/to/intone picks another binary, INTONE_ARGS adds options to every compile.
 # Needs the torch environment of ../shared/tools/torch-env.sh (onnx, onnxruntime, numpy, pillow).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -62,24 +64,34 @@ cp "$dl/nudenet/x/nudenet/320n.onnx" "$out/models/nudenet_yolov8n_pytorch_opset1
 "$py" "$here/prepare_cnn.py" verify "$out"
 
 if [ "$compile" = 1 ]; then
-  intone=$root/target/release/intone
+  intone=${INTONE:-$root/target/release/intone}
   mkdir -p "$out/int"
-  # model input-name
-  for m in ppocr_v4_det_paddle_opset12:x ppocr_v4_rec_paddle_opset12:x ppocr_mobile_v2_cls_paddle_opset11:x \
-           pplcnet_text_orientation_paddle_opset15:x open_nsfw_resnet50_tf2onnx_opset9:input:0 \
-           orinet_orientation_pytorch_opset17:x nudenet_yolov8n_pytorch_opset17:images; do
-    name=${m%%:*}; inp=${m#*:}
-    shape=$("$py" -c "import numpy as np,sys; print(','.join(map(str, np.load(sys.argv[1], mmap_mode='r').shape[1:])))" \
+  # PP-OCRv4 rec has Conv output channels with (near-)zero, often denormal, weights; this variant zeroes
+  # them (outputs unchanged to 1e-6) to get past intone's refusal of their requantization ratios
+  "$py" "$here/prepare_cnn.py" zero-dead-channels "$out/models/ppocr_v4_rec_paddle_opset12.onnx" \
+       "$out/int/ppocr_v4_rec_paddle_opset12_dead0.float.onnx"
+  # model[+variant]:input-name; a variant reads its base model's data and is compared with the base model
+  for m in ppocr_v4_det_paddle_opset12:x ppocr_v4_rec_paddle_opset12:x ppocr_v4_rec_paddle_opset12+dead0:x \
+           ppocr_mobile_v2_cls_paddle_opset11:x pplcnet_text_orientation_paddle_opset15:x \
+           open_nsfw_resnet50_tf2onnx_opset9:input:0 orinet_orientation_pytorch_opset17:x \
+           nudenet_yolov8n_pytorch_opset17:images; do
+    full=${m%%:*}; inp=${m#*:}; name=${full%%+*}; stem=${full/+/_}
+    src=$out/models/$name.onnx; [ "$stem" = "$name" ] || src=$out/int/$stem.float.onnx
+    # batch 1 and the size of the prepared samples: every shipped model has dynamic dims, and intone
+    # folds shape arithmetic and lowers pooling only where shapes are static (PIN=0: leave them dynamic)
+    shape=$("$py" -c "import numpy as np,sys; print('x'.join(map(str, (1,) + np.load(sys.argv[1], mmap_mode='r').shape[1:])))" \
             "$out/data/${name}_calib.npy")
-    echo "== $name (--input-shape $inp=N,$shape)"
-    rm -f "$out/int/$name.onnx"
-    if "$intone" compile "$out/models/$name.onnx" -o "$out/int/$name.onnx" --pipeline ivit \
-         --calibrate "$inp=$out/data/${name}_calib.npy" --report "$out/int/$name.report.json" \
-         >"$out/int/$name.log" 2>&1; then
-      tail -3 "$out/int/$name.log"
-      "$py" "$here/prepare_cnn.py" compare "$out" "$name" "$out/int/$name.onnx" --json "$out/int/$name.compare.json" || true
+    pin=(--input-shape "$inp=$shape"); [ "${PIN:-1}" = 1 ] || pin=()
+    echo "== $stem ${pin[*]}"
+    rm -f "$out/int/$stem.onnx" "$out/int/$stem.compare.json" "$out/int/$stem.report.json"
+    if "$intone" compile "$src" -o "$out/int/$stem.onnx" --pipeline ivit \
+         --calibrate "$inp=$out/data/${name}_calib.npy" --report "$out/int/$stem.report.json" "${pin[@]}" ${INTONE_ARGS:-} \
+         >"$out/int/$stem.log" 2>&1; then
+      grep -E "^intone:|float ops remaining|float values between|integer-only" "$out/int/$stem.log" || true
+      "$py" "$here/prepare_cnn.py" compare "$out" "$name" "$out/int/$stem.onnx" --json "$out/int/$stem.compare.json" || true
     else
-      echo "compile failed (exit $?):"; tail -5 "$out/int/$name.log"
+      echo "compile failed (exit $?):"; tail -5 "$out/int/$stem.log"
     fi
   done
+  "$py" "$here/prepare_cnn.py" summary "$out"
 fi

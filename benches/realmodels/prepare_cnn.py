@@ -7,6 +7,12 @@
                                             run the float model and CANDIDATE on the eval data in
                                             onnxruntime: cosine, max |diff|, max class-probability
                                             difference, top-1 agreement, and the task's own measure
+  prepare_cnn.py zero-dead-channels IN.onnx OUT.onnx [REL]
+                                            a copy whose Conv output channels with max|w| < REL (1e-6) times
+                                            the tensor's max are exactly 0 (PP-OCRv4 rec has 114 such
+                                            channels, many of them denormal); the float outputs stay equal
+  prepare_cnn.py summary OUT_DIR            one line per model from OUT_DIR/int/<model>.{log,report.json,
+                                            compare.json} (what fetch_cnn.sh --compile wrote)
 
 Every image is a real one that ships in a PyPI wheel: scikit-image 0.25.2's skimage/data (photos, the
 photographed book page page.png, the handwriting text.png) and matplotlib 3.10.3's sample_data
@@ -556,8 +562,8 @@ def compare(out, name, cand, json_path=None):
     path = os.path.join(out, "models", name + ".onnx")
     x, labels = load(out, name)
     inp = MODELS[name]["input"]
-    a = ort_run(path, inp, x, batch=4).astype(np.float64)
-    b = ort_run(cand, inp, x, batch=4).astype(np.float64)
+    a = ort_run(path, inp, x, batch=1).astype(np.float64)   # one sample a run: the candidate may be
+    b = ort_run(cand, inp, x, batch=1).astype(np.float64)   # compiled for a pinned batch of 1
     af, bf = a.reshape(len(a), -1), b.reshape(len(b), -1)
     cos = (af * bf).sum(1) / (np.linalg.norm(af, axis=1) * np.linalg.norm(bf, axis=1) + 1e-30)
     r = {"model": name, "candidate": cand, "shape": list(a.shape), "cosine_min": float(cos.min()),
@@ -588,6 +594,70 @@ def compare(out, name, cand, json_path=None):
     return r
 
 
+def zero_dead_channels(src, dst, rel=1e-6):
+    import onnx
+    from onnx import numpy_helper as nh
+    m = onnx.load(src)
+    inits = {i.name: i for i in m.graph.initializer}
+    consts = {n.output[0]: [a for a in n.attribute if a.name == "value"][0].t
+              for n in m.graph.node if n.op_type == "Constant"}
+    total = 0
+    for n in m.graph.node:
+        if n.op_type != "Conv":
+            continue
+        t = inits.get(n.input[1]) or consts.get(n.input[1])
+        if t is None:
+            continue
+        w = nh.to_array(t).copy()
+        mx = np.abs(w.reshape(w.shape[0], -1)).max(1)
+        dead = mx < rel * mx.max()
+        if dead.any():
+            total += int(dead.sum())
+            w[dead] = 0
+            t.CopyFrom(nh.from_array(w.astype(np.float32), t.name))
+    onnx.save(m, dst)
+    print(f"{dst}: {total} dead Conv output channels set to 0")
+
+
+def summary(out):
+    d = os.path.join(out, "int")
+    for name in [m + v for m in MODELS for v in ("", "_dead0")]:
+        log = os.path.join(d, name + ".log")
+        if not os.path.exists(log):
+            continue
+        print(f"== {name}")
+        rep, cmp_ = os.path.join(d, name + ".report.json"), os.path.join(d, name + ".compare.json")
+        if not os.path.exists(os.path.join(d, name + ".onnx")):
+            with open(log) as f:
+                err = [l.rstrip() for l in f if l.strip()]
+            print("  FAILED: " + (err[-1] if err else "(no output)"))
+            continue
+        if os.path.exists(rep):
+            with open(rep) as f:
+                r = json.load(f)
+            fo = r.get("float_ops", [])
+            print(f"  float ops left {sum(o['count'] for o in fo)}: " +
+                  ", ".join(f"{o['count']} {o['op']}" for o in fo) +
+                  f"; float values between {len(r.get('float_between', []))}")
+            reasons = {}
+            for o in fo:
+                reasons.setdefault(o["reason"], []).append(o["op"])
+            for why, ops in reasons.items():
+                print(f"    {'/'.join(ops)}: {why}")
+        if os.path.exists(cmp_):
+            with open(cmp_) as f:
+                c = json.load(f)
+            keys = ["cosine_min", "cosine_mean", "max_abs_diff", "max_prob_diff", "top1_agreement",
+                    "frame_argmax_agreement", "text_mask_iou"]
+            print("  " + ", ".join(f"{k} {c[k]:.4f}" for k in keys if k in c))
+            ft, ct = c["float_task"], c["candidate_task"]
+            for k in ("acc", "acc_cw", "cer"):
+                if k in ft:
+                    print(f"  {k}: float {ft[k]:.3f}, candidate {ct[k]:.3f}")
+            if "detections" in ft:
+                print(f"  detections float {ft['detections']}\n  detections candidate {ct['detections']}")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "prepare" and len(sys.argv) == 4:
@@ -597,5 +667,9 @@ if __name__ == "__main__":
     elif cmd == "compare" and len(sys.argv) >= 5:
         jp = sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None
         compare(sys.argv[2], sys.argv[3], sys.argv[4], jp)
+    elif cmd == "zero-dead-channels" and len(sys.argv) in (4, 5):
+        zero_dead_channels(sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) == 5 else 1e-6)
+    elif cmd == "summary" and len(sys.argv) == 3:
+        summary(sys.argv[2])
     else:
         sys.exit(__doc__)
