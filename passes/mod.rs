@@ -17,7 +17,7 @@ mod fuse_gelu;
 mod fuse_layer_norm;
 mod fuse_softmax;
 mod legalize;
-mod lower_activations_to_table;
+pub(crate) mod lower_activations_to_table;
 mod lower_gelu_to_ibert_erf;
 mod lower_gelu_to_shiftgelu;
 mod lower_layer_norm_to_int;

@@ -196,10 +196,9 @@ impl Windows {
             kernel: ints("kernel_shape", 1)?,
             strides: ints("strides", 1)?,
             dilations: ints("dilations", 1)?,
-            pads: if auto_pad == "VALID" {
-                vec![0; 2 * spatial]
-            } else {
-                ints("pads", 0)?
+            pads: match op.attr_ints("pads")? {
+                Some(p) if auto_pad != "VALID" => p,
+                _ => vec![0; 2 * spatial],
             },
         };
         if w.kernel.len() != spatial || w.pads.len() != 2 * spatial {

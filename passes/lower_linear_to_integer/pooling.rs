@@ -78,7 +78,7 @@ pub(super) fn lower_product(
         } else if is_mask(lw, a) {
             (b, a)
         } else {
-            return Ok(Outcome::NotACandidate);
+            return lower_activation_product(lw, id, a, b);
         };
         let Some(plan) = lw.model().graph.value(x).plan.clone() else {
             return Ok(Outcome::NotACandidate);
@@ -138,6 +138,58 @@ pub(super) fn lower_product(
         range: (-bound, bound),
     };
     lw.set_rep(y, rep, 32, true);
+    Ok(Outcome::Lowered)
+}
+
+/// `a · b` of two activations (squeeze-and-excitation's `x · gate`): the 8-bit forms at their
+/// plans, widened, multiplied in int32 at `s_a · s_b`. Exact product of the 8-bit values.
+/// A gate `x · f(x)` of one input (SiLU) is left to the activation tables.
+fn lower_activation_product(
+    lw: &mut Lowering,
+    id: NodeId,
+    a: ValueId,
+    b: ValueId,
+) -> Result<Outcome> {
+    let g = &lw.model().graph;
+    let gates = |x: ValueId, y: ValueId| {
+        g.op(y.node).is_some_and(|op| {
+            crate::passes::lower_activations_to_table::function_of(op).is_some()
+                && g.input(y.node, 0) == Some(x)
+        })
+    };
+    if gates(a, b) || gates(b, a) {
+        return Ok(Outcome::NotACandidate);
+    }
+    if lw.rep(a).is_none() && lw.rep(b).is_none() {
+        return Ok(Outcome::NotACandidate);
+    }
+    if let Some(kept) = uncalibrated(lw, &[a, b]) {
+        return Ok(kept);
+    }
+    let mut wide = Vec::new();
+    for v in [a, b] {
+        let narrow = lw.operand(v, Form::Stored8)?;
+        wide.push(super::elementwise::widen_to_i32(lw, &narrow)?);
+    }
+    let (ra, rb) = (&wide[0], &wide[1]);
+    let corners = [
+        ra.range.0 * rb.range.0,
+        ra.range.0 * rb.range.1,
+        ra.range.1 * rb.range.0,
+        ra.range.1 * rb.range.1,
+    ];
+    let product = lw.op("Mul", "product", &[ra.value, rb.value], vec![])?;
+    let rep = IntRep {
+        value: product,
+        scale: Scale::PerTensor(ra.scale.at(0) * rb.scale.at(0)),
+        zero_point: 0,
+        dtype: DataType::Int32,
+        range: (
+            *corners.iter().min().expect("four"),
+            *corners.iter().max().expect("four"),
+        ),
+    };
+    lw.set_rep(out(id, 0), rep, 32, true);
     Ok(Outcome::Lowered)
 }
 
