@@ -172,8 +172,7 @@ impl Pattern for IntoProducer {
         let Some(weight) = f32_constant(g, g.input(x.node, 1)) else {
             return Ok(Match::None);
         };
-        let bias_slot = 2;
-        let bias = match g.input(x.node, bias_slot) {
+        let bias = match g.input(x.node, 2) {
             None => None,
             Some(b) => match f32_constant(g, Some(b)) {
                 Some(b) => Some(b),

@@ -21,15 +21,6 @@ fn static_shape(lw: &Lowering, v: ValueId) -> Option<Vec<i64>> {
         .collect()
 }
 
-/// The int32 form of `x`'s representation, zero point 0.
-fn int32_of(lw: &mut Lowering, rep: &IntRep) -> Result<IntRep> {
-    if rep.dtype == DataType::Int32 && rep.zero_point == 0 {
-        Ok(rep.clone())
-    } else {
-        widen_to_i32(lw, rep)
-    }
-}
-
 /// `rep` summed over `axes` (kept when `keepdims`): the result's representation at the
 /// scale divided by `count`, or why not.
 fn sum_over(
@@ -56,7 +47,7 @@ fn sum_over(
             }
         }
     };
-    let wide = int32_of(lw, rep)?;
+    let wide = widen_to_i32(lw, rep)?;
     let range = (wide.range.0.min(0) * count, wide.range.1.max(0) * count);
     if range.0 < i32::MIN as i64 || range.1 > i32::MAX as i64 {
         return Ok(Err(format!("the int32 sum could reach {range:?}")));

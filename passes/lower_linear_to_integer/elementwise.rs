@@ -13,8 +13,12 @@ pub(super) fn looks_like_mask(lw: &Lowering, v: ValueId) -> bool {
         .is_some_and(|s| s.abs_max() > 1e10)
 }
 
-/// An 8-bit representation as int32 with zero point 0 (`Cast`, then `Sub(zp)` when zp ≠ 0).
+/// A representation as int32 with zero point 0 (`Cast`, then `Sub(zp)` when zp ≠ 0); one that
+/// already is comes back as it is.
 pub(super) fn widen_to_i32(lw: &mut Lowering, rep: &IntRep) -> Result<IntRep> {
+    if rep.dtype == DataType::Int32 && rep.zero_point == 0 {
+        return Ok(rep.clone());
+    }
     let to_i32 = crate::ir::attr::int("to", DataType::Int32 as i32 as i64);
     let wide = lw.op("Cast", "widen", &[rep.value], vec![to_i32])?;
     let zp = rep.zero_point;

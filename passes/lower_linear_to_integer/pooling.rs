@@ -303,8 +303,11 @@ pub(super) fn clamp_real(
         Scale::PerTensor(s) => (vec![*s], None),
         Scale::PerAxis { axis, scales } => (scales.clone(), Some(*axis)),
     };
-    let Some(rank) = rank(lw, x).or(axis.map(|a| a + 1)) else {
-        return Ok(Outcome::Kept("rank unknown".into()));
+    // Per-channel bounds are shaped [C, 1, …] from the channel axis on: that needs the rank.
+    let rank = match (rank(lw, x), axis) {
+        (Some(r), _) => r,
+        (None, None) => 0,
+        (None, Some(_)) => return Ok(Outcome::Kept("rank unknown".into())),
     };
     let (mut los, mut his) = (Vec::new(), Vec::new());
     for &s in &scales {
@@ -330,12 +333,13 @@ pub(super) fn clamp_real(
         *los.iter().min().expect("a scale"),
         *his.iter().max().expect("a scale"),
     );
-    if lo.is_some() || scales.iter().any(|&s| s < 0.0) {
+    let any_negative = scales.iter().any(|&s| s < 0.0);
+    if lo.is_some() || any_negative {
         let c = lw.constant("lo", &bounds(&los)?)?;
         value = lw.op("Max", "at_least", &[value, c], vec![])?;
         range = (range.0.max(min_lo), range.1.max(min_lo));
     }
-    if hi.is_some() || scales.iter().any(|&s| s < 0.0) {
+    if hi.is_some() || any_negative {
         let c = lw.constant("hi", &bounds(&his)?)?;
         value = lw.op("Min", "at_most", &[value, c], vec![])?;
         range = (range.0.min(max_hi), range.1.min(max_hi));
