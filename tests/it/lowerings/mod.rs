@@ -6,6 +6,7 @@
 //! so that a rule that stops firing (or starts firing) fails the test, not only the snapshot.
 //! Positive cases also run the lowered model in tract against the float model.
 
+mod convnets;
 mod gelu;
 mod integer_io;
 mod layer_norm;

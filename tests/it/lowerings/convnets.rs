@@ -1,0 +1,389 @@
+//! `lower-linear-to-integer` on the ops of ConvNets: averages over space (GlobalAveragePool,
+//! ReduceMean, AveragePool) as integer sums, per-channel Clip/Relu bounds, products of two
+//! activations (squeeze-and-excitation gates), MaxPool over an accumulator, and per-channel
+//! constant scales. Images are `n×4×6×6`.
+
+use intone::ir::{Array, Model};
+
+use super::*;
+use crate::build::*;
+
+const SPEC: &str = "lower-linear-to-integer";
+
+fn image() -> ModelBuilder {
+    ModelBuilder::new(18).input("x", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+}
+
+fn images() -> Array {
+    data(&[3, 4, 6, 6], 0, 2.0)
+}
+
+/// A 3×3 convolution 4 → 4 channels with `pads` 1 (same size), weights `w`.
+fn conv(b: ModelBuilder, x: &str, y: &str) -> ModelBuilder {
+    b.init("w", data(&[4, 4, 3, 3], 1, 0.5)).node_with(
+        "Conv",
+        &[x, "w"],
+        &[y],
+        vec![
+            attr::ints("kernel_shape", &[3, 3]),
+            attr::ints("pads", &[1, 1, 1, 1]),
+        ],
+    )
+}
+
+/// True when the model still has an op of this type under the builder's node name: the
+/// original node was kept in float (lowered ops are named `<node>/<suffix>`).
+fn kept(model: &Model, op_type: &str, name: &str) -> bool {
+    let g = &model.graph;
+    g.node_ids()
+        .filter_map(|id| g.op(id))
+        .any(|op| op.is(op_type) && op.name() == name)
+}
+
+/// The type of the first input of the ops of a type (the integer type an op reads).
+fn input_types(model: &Model, op_type: &str) -> Vec<String> {
+    let g = &model.graph;
+    let facts = intone::ops::analyze(model, &Default::default(), 1 << 16).unwrap();
+    g.node_ids()
+        .filter(|&id| g.op(id).is_some_and(|op| op.is(op_type)))
+        .map(|id| {
+            let x = g.input(id, 0).unwrap();
+            format!("{:?}", facts.get(x).and_then(|f| f.dtype))
+        })
+        .collect()
+}
+
+#[test]
+fn global_average_pool_is_an_integer_sum_over_space() {
+    let model = conv(image(), "x", "c")
+        .node("GlobalAveragePool", &["c"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(1), D::N(1)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (2, 2, 0));
+    assert_eq!(case.after_count("GlobalAveragePool"), 0);
+    assert_eq!(case.after_count("ReduceSum"), 1);
+    assert_eq!(case.after_count("ConvInteger"), 1);
+    // The sum is exact: only the Conv's operand and weight quantization remain, which
+    // averaging shrinks (one 8-bit step of the Conv's output is 1/127 of its range).
+    case.assert_close(&[images()], 0.01);
+}
+
+#[test]
+fn reduce_mean_over_space_keeps_a_dynamic_batch() {
+    let model = conv(image(), "x", "c")
+        .init("axes", vec_i64(&[2, 3]))
+        .node_with(
+            "ReduceMean",
+            &["c", "axes"],
+            &["y"],
+            vec![attr::int("keepdims", 0)],
+        )
+        .output("y", F32, &[D::S("n"), D::N(4)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (2, 2, 0));
+    assert_eq!(case.after_count("ReduceMean"), 0);
+    assert_eq!(case.after_count("ReduceSum"), 1);
+    case.assert_close(&[images()], 0.01);
+}
+
+#[test]
+fn reduce_mean_over_the_dynamic_batch_stays_float() {
+    let model = conv(image(), "x", "c")
+        .init("axes", vec_i64(&[0]))
+        .node("ReduceMean", &["c", "axes"], &["y"])
+        .output("y", F32, &[D::N(1), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (2, 1, 1));
+    assert!(
+        case.remarked("averages over a dynamic batch"),
+        "{:?}",
+        case.remarks()
+    );
+    assert!(kept(&case.after, "ReduceMean", "ReduceMean_1"));
+    assert_eq!(case.after_count("ReduceSum"), 0);
+}
+
+/// A 3×3 AveragePool with pads 1 (same size), and the extra attributes.
+fn average_pool(extra: Vec<intone::schema::AttributeProto>) -> Model {
+    let mut attrs = vec![
+        attr::ints("kernel_shape", &[3, 3]),
+        attr::ints("pads", &[1, 1, 1, 1]),
+    ];
+    attrs.extend(extra);
+    image()
+        .node_with("AveragePool", &["x"], &["y"], attrs)
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model()
+}
+
+#[test]
+fn average_pool_counting_pads_divides_every_window_by_its_size() {
+    let model = average_pool(vec![attr::int("count_include_pad", 1)]);
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (1, 1, 0));
+    assert_eq!(case.after_count("AveragePool"), 0);
+    assert_eq!(
+        case.after_count("ConvInteger"),
+        1,
+        "a depthwise sum of ones"
+    );
+    // One divisor for every position: no per-position factors.
+    assert_eq!(case.after_count("Mul"), 1, "only the input's quantization");
+    // The input's 8-bit quantization (±s/2 of a ±2 range) relative to the pooled peak.
+    case.assert_close(&[images()], 0.01);
+}
+
+#[test]
+fn average_pool_not_counting_pads_divides_each_position_by_its_count() {
+    let model = average_pool(vec![]);
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (1, 1, 0));
+    assert_eq!(case.after_count("AveragePool"), 0);
+    assert_eq!(case.after_count("ConvInteger"), 1);
+    // The input's quantization and the per-count factors round(2^p / count).
+    assert_eq!(
+        case.after_count("Mul"),
+        2,
+        "the quantization and the factors"
+    );
+    case.assert_close(&[images()], 0.01);
+}
+
+#[test]
+fn average_pool_with_ceil_mode_or_auto_pad_same_stays_float() {
+    let model = image()
+        .node_with(
+            "AveragePool",
+            &["x"],
+            &["a"],
+            vec![
+                attr::ints("kernel_shape", &[2, 2]),
+                attr::ints("strides", &[2, 2]),
+                attr::int("ceil_mode", 1),
+            ],
+        )
+        .node_with(
+            "AveragePool",
+            &["x"],
+            &["b"],
+            vec![
+                attr::ints("kernel_shape", &[3, 3]),
+                attr::string("auto_pad", "SAME_UPPER"),
+            ],
+        )
+        .output("a", F32, &[D::S("n"), D::N(4), D::N(3), D::N(3)])
+        .output("b", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (2, 0, 2));
+    assert!(case.remarked("ceil_mode"), "{:?}", case.remarks());
+    assert!(case.remarked("auto_pad SAME_UPPER"), "{:?}", case.remarks());
+    assert_eq!(case.after_count("AveragePool"), 2);
+    assert_eq!(case.after_count("ConvInteger"), 0);
+}
+
+#[test]
+fn relu6_after_a_convolution_clips_each_channel_at_its_own_bounds() {
+    // Inputs of ±4 so that some outputs pass 6.
+    let x = data(&[3, 4, 6, 6], 0, 4.0);
+    let model = conv(image(), "x", "c")
+        .init("zero", scalar_f32(0.0))
+        .init("six", scalar_f32(6.0))
+        .node("Clip", &["c", "zero", "six"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", x.clone())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (2, 2, 0));
+    assert!(!kept(&case.after, "Clip", "Clip_1"));
+    // Max with 0 and Min with ⌊6 / s_c⌋, one bound per channel of the accumulator.
+    assert_eq!(case.after_count("Max"), 1);
+    assert_eq!(case.after_count("Min"), 1);
+    let text = model_to_text(&case.after).unwrap();
+    assert!(text.contains("Clip_1/hi = i32[4,1,1]"), "{text}");
+    case.assert_close(&[x], 0.03);
+}
+
+#[test]
+fn relu_of_negative_per_channel_scales_bounds_those_channels_from_above() {
+    // A per-channel factor with negative entries (a batch norm's γ < 0) makes the
+    // accumulator's scales negative there: real ≥ 0 is q ≤ 0 in those channels.
+    let factor = Array::from_vec(&[4, 1, 1], vec![1.5f32, -0.5, 2.0, -1.0]).unwrap();
+    let model = conv(image(), "x", "c")
+        .init("factor", factor)
+        .node("Mul", &["c", "factor"], &["m"])
+        .node("Relu", &["m"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (3, 3, 0));
+    assert!(!kept(&case.after, "Relu", "Relu_2"));
+    assert!(!kept(&case.after, "Mul", "Mul_1"));
+    // Both bounds per channel: 0 or the range's end.
+    assert_eq!(case.after_count("Max"), 1);
+    assert_eq!(case.after_count("Min"), 1);
+    case.assert_close(&[images()], 0.02);
+}
+
+#[test]
+fn squeeze_and_excitation_gate_multiplies_two_activations_in_int32() {
+    let model = conv(image(), "x", "c")
+        .node("GlobalAveragePool", &["c"], &["p"])
+        .init("w_se", data(&[4, 4, 1, 1], 2, 1.0))
+        .node_with(
+            "Conv",
+            &["p", "w_se"],
+            &["z"],
+            vec![attr::ints("kernel_shape", &[1, 1])],
+        )
+        .node("Sigmoid", &["z"], &["g"])
+        .node("Mul", &["c", "g"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    // Conv, GlobalAveragePool, Conv and the product; the Sigmoid is the tables' (float here).
+    assert_eq!(case.counts(), (4, 4, 0));
+    assert!(!kept(&case.after, "Mul", "Mul_4"));
+    assert!(kept(&case.after, "Sigmoid", "Sigmoid_3"));
+    assert_eq!(case.after_count("ConvInteger"), 2);
+    // Both operands are 8-bit at their plans, widened: the product of the 8-bit values.
+    case.assert_close(&[images()], 0.03);
+}
+
+#[test]
+fn a_gate_of_one_input_is_left_to_the_activation_tables() {
+    // SiLU: x · Sigmoid(x) is one table of the activation lowering, not a product here.
+    let model = conv(image(), "x", "c")
+        .node("Sigmoid", &["c"], &["g"])
+        .node("Mul", &["c", "g"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (1, 1, 0), "only the Conv");
+    assert!(kept(&case.after, "Mul", "Mul_2"));
+    assert!(kept(&case.after, "Sigmoid", "Sigmoid_1"));
+}
+
+/// A 1×1 convolution, a residual Add of the input (a per-tensor int32 sum) and a 2×2 MaxPool;
+/// `indices` also writes (and outputs) the MaxPool's indices.
+fn residual_max_pool(indices: bool) -> Model {
+    let outputs: &[&str] = if indices { &["y", "i"] } else { &["y"] };
+    let b = image()
+        .init("w", data(&[4, 4, 1, 1], 1, 0.5))
+        .node_with(
+            "Conv",
+            &["x", "w"],
+            &["c"],
+            vec![attr::ints("kernel_shape", &[1, 1])],
+        )
+        .node("Add", &["c", "x"], &["r"])
+        .node_with(
+            "MaxPool",
+            &["r"],
+            outputs,
+            vec![
+                attr::ints("kernel_shape", &[2, 2]),
+                attr::ints("strides", &[2, 2]),
+            ],
+        )
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(3), D::N(3)]);
+    let b = if indices {
+        b.output(
+            "i",
+            intone::ir::DataType::Int64,
+            &[D::S("n"), D::N(4), D::N(3), D::N(3)],
+        )
+    } else {
+        b
+    };
+    b.model()
+}
+
+#[test]
+fn max_pool_of_an_int32_sum_reads_its_8_bit_form() {
+    let case = lower(
+        residual_max_pool(false),
+        PLANNED,
+        SPEC,
+        &calibrated(&[("x", images())]),
+    );
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (3, 3, 0));
+    assert!(!kept(&case.after, "MaxPool", "MaxPool_2"));
+    assert_eq!(case.after_count("MaxPool"), 1);
+    // MaxPool has 8-bit kernels only: the residual's int32 is requantized to its plan first.
+    assert_eq!(input_types(&case.after, "MaxPool"), ["Some(Int8)"]);
+    // Half an int8 step of the residual's plan (±s/2 of a ±4 range) and the Conv's error.
+    case.assert_close(&[images()], 0.015);
+}
+
+#[test]
+fn max_pool_whose_indices_are_read_stays_float() {
+    let case = lower(
+        residual_max_pool(true),
+        PLANNED,
+        SPEC,
+        &calibrated(&[("x", images())]),
+    );
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (3, 2, 1));
+    assert!(
+        case.remarked("MaxPool indices are read"),
+        "{:?}",
+        case.remarks()
+    );
+    assert!(kept(&case.after, "MaxPool", "MaxPool_2"));
+    assert_eq!(input_types(&case.after, "MaxPool"), ["Some(Float)"]);
+}
+
+#[test]
+fn per_channel_mul_and_add_become_scales_and_an_int32_bias() {
+    // An unfolded batch norm: Mul and Add by [C, 1, 1] constants.
+    let scale = Array::from_vec(&[4, 1, 1], vec![0.5f32, 2.0, 1.25, 0.75]).unwrap();
+    let shift = Array::from_vec(&[4, 1, 1], vec![0.1f32, -0.3, 0.2, 0.05]).unwrap();
+    let model = conv(image(), "x", "c")
+        .init("scale", scale)
+        .init("shift", shift)
+        .node("Mul", &["c", "scale"], &["m"])
+        .node("Add", &["m", "shift"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (3, 3, 0));
+    assert!(!kept(&case.after, "Mul", "Mul_1"));
+    assert!(!kept(&case.after, "Add", "Add_2"));
+    // The Mul is no op at all: the scales absorb it.
+    assert_eq!(case.after_count("Mul"), 1, "only the input's quantization");
+    case.assert_close(&[images()], 0.02);
+}
+
+#[test]
+fn mul_by_a_constant_varying_along_two_axes_stays_float() {
+    let model = conv(image(), "x", "c")
+        .init("factor", data(&[4, 1, 6], 3, 1.0))
+        .node("Mul", &["c", "factor"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (2, 1, 1));
+    assert!(
+        case.remarked("the constant is not a vector along one axis"),
+        "{:?}",
+        case.remarks()
+    );
+    assert!(kept(&case.after, "Mul", "Mul_1"));
+}
