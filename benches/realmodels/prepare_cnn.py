@@ -558,18 +558,13 @@ def verify(out, names):
         json.dump(results, f, indent=1)
 
 
-def compare(out, name, cand, json_path=None):
-    path = os.path.join(out, "models", name + ".onnx")
-    x, labels = load(out, name)
-    inp = MODELS[name]["input"]
-    a = ort_run(path, inp, x, batch=1).astype(np.float64)   # one sample a run: the candidate may be
-    b = ort_run(cand, inp, x, batch=1).astype(np.float64)   # compiled for a pinned batch of 1
+def metrics(task, a, b):
+    """Float outputs a against candidate outputs b (float64, one sample a row): per-sample cosine,
+    abs diffs, and per task the class-probability difference, argmax agreement or text-mask IoU."""
     af, bf = a.reshape(len(a), -1), b.reshape(len(b), -1)
     cos = (af * bf).sum(1) / (np.linalg.norm(af, axis=1) * np.linalg.norm(bf, axis=1) + 1e-30)
-    r = {"model": name, "candidate": cand, "shape": list(a.shape), "cosine_min": float(cos.min()),
-         "cosine_mean": float(cos.mean()), "max_abs_diff": float(np.abs(a - b).max()),
-         "mean_abs_diff": float(np.abs(a - b).mean())}
-    task = MODELS[name]["task"]
+    r = {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
+         "max_abs_diff": float(np.abs(a - b).max()), "mean_abs_diff": float(np.abs(a - b).mean())}
     if task in ("cls", "logits"):
         pa, pb = (softmax(a), softmax(b)) if task == "logits" else (a, b)
         r["max_prob_diff"] = float(np.abs(pa - pb).max())
@@ -581,6 +576,16 @@ def compare(out, name, cand, json_path=None):
     if task == "det":
         ma, mb = a > 0.3, b > 0.3
         r["text_mask_iou"] = float((ma & mb).sum() / max(1, (ma | mb).sum()))
+    return r
+
+
+def compare(out, name, cand, json_path=None):
+    path = os.path.join(out, "models", name + ".onnx")
+    x, labels = load(out, name)
+    inp = MODELS[name]["input"]
+    a = ort_run(path, inp, x, batch=1).astype(np.float64)   # one sample a run: the candidate may be
+    b = ort_run(cand, inp, x, batch=1).astype(np.float64)   # compiled for a pinned batch of 1
+    r = {"model": name, "candidate": cand, "shape": list(a.shape), **metrics(MODELS[name]["task"], a, b)}
     la, sa = describe(name, a.astype(np.float32), labels, path)
     lb, sb = describe(name, b.astype(np.float32), labels, path)
     r["float_task"], r["candidate_task"] = sa, sb
