@@ -8,6 +8,8 @@
 mod calibrate;
 mod eliminate_dead_nodes;
 mod eliminate_identity;
+mod expand_conv_transpose;
+mod expand_resize;
 mod expose_integer_io;
 mod fold_batch_norm;
 mod fold_constants;
@@ -118,6 +120,22 @@ pub const PASSES: &[PassInfo] = &[
         phases: Phases::FLOAT,
         options: &[],
         build: |_| Ok(Box::new(fold_batch_norm::FoldBatchNorm)),
+    },
+    PassInfo {
+        name: "expand-conv-transpose",
+        summary: "turn ConvTranspose with a constant weight into a Conv and data movement (a pixel shuffle, or zeros between the input's elements)",
+        exact: false,
+        phases: Phases::FLOAT,
+        options: &[],
+        build: |_| Ok(Box::new(expand_conv_transpose::ExpandConvTranspose)),
+    },
+    PassInfo {
+        name: "expand-resize",
+        summary: "turn Resize with compile-time sizes into Gathers (nearest) or MatMuls by interpolation matrices (linear)",
+        exact: false,
+        phases: Phases::FLOAT,
+        options: &[],
+        build: |_| Ok(Box::new(expand_resize::ExpandResize)),
     },
     PassInfo {
         name: "calibrate",
@@ -338,17 +356,18 @@ mod stages {
         passes: "eliminate-identity,fold-constants,eliminate-dead-nodes",
     };
     /// Upgrading first means folding and the later passes see one version of each op; batch
-    /// norms fold once their parameters are constants.
+    /// norms fold once their parameters are constants, and into a ConvTranspose before it is
+    /// expanded; Resize sizes are constants once shape arithmetic is folded.
     pub const CANONICALIZE_18: Stage = Stage {
         kind: StageKind::Canonicalize,
         passes: "upgrade-opset(to=18),eliminate-identity,fold-constants,fold-batch-norm,\
-                 eliminate-dead-nodes",
+                 expand-conv-transpose,expand-resize,eliminate-dead-nodes",
     };
     /// Opset 20 has Gelu.
     pub const CANONICALIZE_20: Stage = Stage {
         kind: StageKind::Canonicalize,
         passes: "upgrade-opset(to=20),eliminate-identity,fold-constants,fold-batch-norm,\
-                 eliminate-dead-nodes",
+                 expand-conv-transpose,expand-resize,eliminate-dead-nodes",
     };
     /// The fusers run before calibration so that calibration observes the inputs of the fused
     /// ops.

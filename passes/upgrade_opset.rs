@@ -55,6 +55,7 @@ fn changes(op_type: &str) -> &'static [i64] {
         "Pad" | "Clip" => &[11],
         "Dropout" => &[12],
         "Upsample" => &[10],
+        "Resize" => &[11],
         // Axis and mode spellings changed; intone does not rewrite these (refused).
         "DFT" | "GridSample" => &[20],
         _ => &[],
@@ -236,6 +237,37 @@ fn upgrade(
             let shape = rw.op("Shape", "shape", &[x], vec![])?;
             let back = rw.op("Reshape", "restore", &[new, shape], vec![])?;
             rw.replace(y, back)?;
+        }
+        "Upsample" | "Resize" => {
+            // Upsample and Resize-10 compute Resize-11's asymmetric coordinates, nearest
+            // rounding down; the scales move from the attribute (Upsample-7) or slot 1.
+            let x = rw.graph().input(id, 0).expect("input");
+            let scales = match op.attr_floats("scales")? {
+                Some(s) if from < 9 => {
+                    Some(rw.constant("scales", &Array::from_vec(&[s.len()], s)?)?)
+                }
+                _ => rw.graph().input(id, 1),
+            };
+            let mode = op.attr_string("mode")?.unwrap_or_else(|| "nearest".into());
+            let attrs = vec![
+                attr::string("mode", if mode == "bilinear" { "linear" } else { &mode }),
+                attr::string("coordinate_transformation_mode", "asymmetric"),
+                attr::string("nearest_mode", "floor"),
+            ];
+            let resize = rw.op_node(
+                crate::ir::Op::new("Resize", ""),
+                "resize",
+                &[Some(x), None, scales],
+                attrs,
+                1,
+            )?;
+            rw.replace(
+                ValueId { node: id, slot: 0 },
+                ValueId {
+                    node: resize,
+                    slot: 0,
+                },
+            )?;
         }
         other => {
             return Err(Error::unsupported(format!(

@@ -73,7 +73,8 @@ fn input_facts(name: &str, ty: Option<&TypeProto>, pinned: Option<&Vec<i64>>) ->
 /// Writes `--input-shape` pins into the graph inputs' declarations: a model whose shape
 /// arithmetic was folded for these shapes must not accept others. Checks the pins first.
 /// Unpinned dimensions declared −1 or 0 ("any", as Paddle and some TF exports write them)
-/// become named symbols, `<input>_dim<i>`, so that engines read them as dynamic.
+/// become named symbols, `<input>_dim<i>`, so that engines read them as dynamic; so do the
+/// outputs'.
 pub fn pin_input_shapes(
     model: &mut Model,
     input_shapes: &BTreeMap<String, Vec<i64>>,
@@ -106,6 +107,16 @@ pub fn pin_input_shapes(
                     denotation: None,
                 })
                 .collect();
+        }
+    }
+    // Outputs declared with −1 too: a checker reads a negative dim_value as a contradiction.
+    for index in 0..graph.outputs().len() {
+        let mut info = graph.outputs()[index].info.clone();
+        let name = info.name().to_string();
+        let before = info.clone();
+        name_any_dims(&name, info.r#type.as_mut());
+        if info != before {
+            graph.set_output_info(index, info);
         }
     }
     Ok(())
@@ -280,7 +291,9 @@ fn stored_facts(t: &crate::ir::Tensor) -> Facts {
             .map(|s| s.iter().map(|&d| Dim::Known(d as i64)).collect()),
         ..Default::default()
     };
-    if f.dtype.is_some_and(|d| d.is_integer())
+    // Small integer tensors are shape pieces; small float ones are Resize scales (and the
+    // like), which inference needs too.
+    if f.dtype.is_some_and(|d| d.is_integer() || d.is_float())
         && t.element_count().is_ok_and(|n| n <= ELEMENT_TRACKING_LIMIT)
     {
         if let Ok(a) = t.decode() {

@@ -1,9 +1,10 @@
 //! Element type and shape inference, op by op. Unknown ops and unknowable results give empty
 //! facts; nothing here fails, because inference only ever enables optimisations.
 
+use super::conv_transpose::ConvTransposeGeometry;
 use super::eval::{normalize_axis, reshape_target, shape_range, slice_indices, split_sizes};
 use super::facts::{Dim, Facts};
-use crate::ir::{DataType, DataTypeInfo, Op, dtype::data_type};
+use crate::ir::{Array, DataType, DataTypeInfo, Op, dtype::data_type};
 
 /// Facts for each output of `op`. `inputs[i]` is `None` for an omitted input.
 pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> Vec<Facts> {
@@ -141,6 +142,25 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
                 out.push(with(Some(DataType::Int64), out[0].shape.clone()));
             }
             out
+        }
+        "ConvTranspose" => vec![with(dtype(0), conv_transpose_shape(op, shape(0), shape(1)))],
+        "Resize" | "Upsample" => {
+            let (scales, sizes) = match (op.op_type(), opset) {
+                ("Resize", 11..) => (in_(2), in_(3)),
+                _ => (in_(1), None),
+            };
+            let attr_scales = (op.op_type() == "Upsample" && opset < 9)
+                .then(|| op.attr_floats("scales").ok().flatten())
+                .flatten()
+                .and_then(|s| Array::from_vec(&[s.len()], s).ok())
+                .map(|a| Facts::of_array(std::sync::Arc::new(a)));
+            let s = super::resize::Resize::read(op)
+                .ok()
+                .and_then(|r| r.output_dims(&shape(0)?, attr_scales.as_ref().or(scales), sizes));
+            vec![with(
+                dtype(0),
+                s.or_else(|| rank(0).map(|r| vec![Dim::Unknown; r])),
+            )]
         }
         "GlobalAveragePool" | "GlobalMaxPool" => {
             let s = shape(0).map(|s| {
@@ -665,6 +685,30 @@ fn conv_shape(op: &Op, x: Option<Vec<Dim>>, w: Option<Vec<Dim>>) -> Option<Vec<D
             _ => None,
         };
         out.push(d.map_or(Dim::Unknown, Dim::Known));
+    }
+    Some(out)
+}
+
+/// ConvTranspose's output: `stride·(in − 1) + output_padding + dilation·(k − 1) + 1 − pads`,
+/// or `output_shape` when given; channels are the weight's axis 1 times `group`.
+fn conv_transpose_shape(op: &Op, x: Option<Vec<Dim>>, w: Option<Vec<Dim>>) -> Option<Vec<Dim>> {
+    let x = x?;
+    if x.len() < 3 {
+        return None;
+    }
+    let spatial = x.len() - 2;
+    let geometry = ConvTransposeGeometry::read(op, spatial, w.as_deref()).ok();
+    let channels = match (w.as_ref().and_then(|w| w.get(1)?.known()), &geometry) {
+        (Some(c), Some(g)) => Dim::Known(c * g.group as i64),
+        _ => Dim::Unknown,
+    };
+    let mut out = vec![x[0].clone(), channels];
+    for (i, d) in x[2..].iter().enumerate() {
+        let size = geometry
+            .as_ref()
+            .zip(d.known())
+            .and_then(|(g, n)| g.output_size(i, n));
+        out.push(size.map_or(Dim::Unknown, Dim::Known));
     }
     Some(out)
 }

@@ -9,13 +9,17 @@
 //! - [`intone`]: intone's internal ops (definition, inference, evaluation, expansion).
 //! - [`table`]: the op table (data movement, channel axes, integer types, interval rules).
 //! - [`matmul_kernels`]: which integer matmul operands each engine's kernels compute exactly.
+//! - [`resize`], [`conv_transpose`]: the geometry of Resize and ConvTranspose (output sizes,
+//!   which inputs each output reads), for inference and for the passes that expand them.
 
 pub mod analysis;
+pub mod conv_transpose;
 pub mod eval;
 pub mod facts;
 pub mod infer;
 pub mod intone;
 pub mod matmul_kernels;
+pub mod resize;
 pub mod table;
 
 pub use analysis::{EVALUATION_LIMIT, GraphFacts, analyze, name_any_dims, pin_input_shapes};

@@ -5,6 +5,7 @@ mod bad_input;
 mod build;
 mod cli;
 mod eval;
+mod expand;
 mod fold_batch_norm;
 mod fusers;
 mod integer_only;
