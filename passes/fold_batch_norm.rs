@@ -206,7 +206,10 @@ impl Pattern for IntoProducer {
         };
         if let Some(b) = &bias {
             let ok = match kind {
-                Producer::Gemm { .. } => b.len() == 1 || b.len() == c,
+                // One value, or one per column: [], [1], [N] or [1, N] ([M, 1] is per row).
+                Producer::Gemm { .. } => {
+                    b.len() == 1 || (b.len() == c && b.shape().last() == Some(&c))
+                }
                 _ => b.ndim() == 1 && b.len() == c,
             };
             if !ok {

@@ -65,7 +65,8 @@ impl LowerSoftmax {
     /// The table index straight from int32 input `x` at scale `S` when the index scale is
     /// `S·2^k`: `Div(Min(ReduceMax(x) + h − x, (L−1)·2^k + h), 2^k)` with `h` the rounding's
     /// half (`round((max − x)/2^k)` capped at the table's last entry, three full-size ops);
-    /// `None` when the input is not such an int32 value or the distance could overflow int32.
+    /// `None` when the input is not such a per-tensor int32 value or the distance could
+    /// overflow int32.
     fn index_by_shift(
         &self,
         lw: &mut Lowering,
@@ -76,7 +77,11 @@ impl LowerSoftmax {
         float: ValueId,
     ) -> Result<Option<ValueId>> {
         let k = (s / rep.scale.at(0)).log2().round();
-        if rep.dtype != DataType::Int32 || rep.zero_point != 0 || !(0.0..=30.0).contains(&k) {
+        if rep.dtype != DataType::Int32
+            || rep.zero_point != 0
+            || !rep.is_per_tensor()
+            || !(0.0..=30.0).contains(&k)
+        {
             return Ok(None);
         }
         let k = k as u32;
@@ -128,7 +133,8 @@ impl LowerSoftmax {
             ExpKernel::Polynomial => 30.0 * std::f64::consts::LN_2,
         };
         let finest = range / TABLE_ENTRIES;
-        let mut s = input_scale;
+        // A zero scale (a constant input) still ends: at the smallest normal f64.
+        let mut s = input_scale.max(f64::MIN_POSITIVE);
         while s < finest {
             s *= 2.0;
         }
@@ -149,9 +155,6 @@ impl Pass for LowerSoftmax {
                 let Some(rep) = dequantized(lw, x) else {
                     return Ok(Err("input is not dequantized from integers".into()));
                 };
-                if !rep.is_per_tensor() {
-                    return Ok(Err("input has per-channel scales".into()));
-                }
                 let Some(rank) = lw.rank_of(x) else {
                     return Ok(Err("input rank unknown".into()));
                 };
@@ -178,7 +181,13 @@ impl LowerSoftmax {
         axis: i64,
         row: i64,
     ) -> Result<Option<IntRep>> {
-        let s = self.index_scale(rep.scale.at(0));
+        // Per-channel inputs (logits of a Gemm, per output column) are requantized to one
+        // index scale, from their coarsest channel's.
+        let coarsest = match &rep.scale {
+            Scale::PerTensor(s) => s.abs(),
+            Scale::PerAxis { scales, .. } => scales.iter().fold(0.0, |m: f64, s| m.max(s.abs())),
+        };
+        let s = self.index_scale(coarsest);
         let table = exp_table(self.kernel, s, row);
         let index = match self.index_by_shift(lw, rep, s, &table, axis, float)? {
             Some(index) => index,

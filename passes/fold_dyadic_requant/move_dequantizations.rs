@@ -116,8 +116,11 @@ impl Pattern for MoveBeforeDequantize {
             .and_then(|t| t.element_count().ok());
         let row = table::of(op);
         if row.is_some_and(|r| r.movement != Movement::Computes) {
-            if g.node(root).outputs.len() != 1 {
-                return Ok(Match::Skip("data movement with several outputs".into()));
+            // A Split of a per-tensor value moves like any other movement, output by output.
+            if g.node(root).outputs.len() != 1 && scales != Some(1) {
+                return Ok(Match::Skip(
+                    "per-channel data movement with several outputs".into(),
+                ));
             }
             // Types of values this pass created are not in `facts`: those are only ever
             // needed by ops with integer kernels for some types only.
@@ -250,17 +253,14 @@ impl Pattern for MoveBeforeDequantize {
         let q = rw.graph().input(dq, 0).expect("input");
         let mut inputs = rw.graph().inputs_of(root);
         inputs[0] = Some(q);
+        let outputs = rw.graph().node(root).outputs.len();
         let moved = rw.op_node(
             Op::new(op.op_type(), ""),
             "int",
             &inputs,
             op.attrs().to_vec(),
-            1,
+            outputs,
         )?;
-        let moved = ValueId {
-            node: moved,
-            slot: 0,
-        };
         let mut facts = rw.graph().value(q).quant.clone();
         let mut dq_op = rw.graph().op(dq).expect("op").clone();
         if let Some(axis) = channel {
@@ -273,19 +273,24 @@ impl Pattern for MoveBeforeDequantize {
                 *a = axis as usize;
             }
         }
-        rw.annotate(moved, |v| v.quant = facts);
-        dequantize_like(rw, dq, &dq_op, moved, root)
+        for slot in 0..outputs {
+            let moved = ValueId { node: moved, slot };
+            let facts = facts.clone();
+            rw.annotate(moved, |v| v.quant = facts);
+            dequantize_like(rw, dq, &dq_op, moved, ValueId { node: root, slot })?;
+        }
+        Ok(())
     }
 }
 
-/// `root`'s output becomes a dequantization of `q` with `dq`'s scale and zero point (and
-/// `dq_op`'s attributes).
+/// `old` becomes a dequantization of `q` with `dq`'s scale and zero point (and `dq_op`'s
+/// attributes).
 fn dequantize_like(
     rw: &mut Rewriter,
     dq: NodeId,
     dq_op: &Op,
     q: ValueId,
-    root: NodeId,
+    old: ValueId,
 ) -> Result<()> {
     let mut inputs = rw.graph().inputs_of(dq);
     inputs[0] = Some(q);
@@ -296,13 +301,7 @@ fn dequantize_like(
         dq_op.attrs().to_vec(),
         1,
     )?;
-    rw.replace(
-        ValueId {
-            node: root,
-            slot: 0,
-        },
-        ValueId { node: new, slot: 0 },
-    )
+    rw.replace(old, ValueId { node: new, slot: 0 })
 }
 
 impl MoveBeforeDequantize {
@@ -465,6 +464,15 @@ impl Pattern for ConcatOfDequantized {
         }
         rw.annotate(joined, |v| v.quant = facts);
         let dq_op = rw.graph().op(dq).expect("op").clone();
-        dequantize_like(rw, dq, &dq_op, joined, root)
+        dequantize_like(
+            rw,
+            dq,
+            &dq_op,
+            joined,
+            ValueId {
+                node: root,
+                slot: 0,
+            },
+        )
     }
 }

@@ -25,6 +25,7 @@ fn static_shape(lw: &Lowering, v: ValueId) -> Option<Vec<i64>> {
 /// scale divided by `count`, or why not.
 fn sum_over(
     lw: &mut Lowering,
+    x: ValueId,
     rep: &IntRep,
     axes: &[usize],
     keepdims: bool,
@@ -47,11 +48,23 @@ fn sum_over(
             }
         }
     };
+    let fits = |r: &IntRep| {
+        let range = (r.range.0.min(0) * count, r.range.1.max(0) * count);
+        (range.0 >= i32::MIN as i64 && range.1 <= i32::MAX as i64).then_some(range)
+    };
     let wide = widen_to_i32(lw, rep)?;
-    let range = (wide.range.0.min(0) * count, wide.range.1.max(0) * count);
-    if range.0 < i32::MIN as i64 || range.1 > i32::MAX as i64 {
-        return Ok(Err(format!("the int32 sum could reach {range:?}")));
+    let range = fits(&wide);
+    if range.is_none() && rep.dtype == DataType::Int32 && lw.model().graph.value(x).plan.is_some() {
+        // An accumulator over a large map: its 8-bit form at the planned scale (what the
+        // reader would requantize to anyway) sums without overflow.
+        let narrow = lw.operand(x, Form::Stored8)?;
+        return sum_over(lw, x, &narrow, axes, keepdims, count);
     }
+    let Some(range) = range else {
+        let reach = |v: i64| v as i128 * count as i128;
+        let r = (reach(wide.range.0.min(0)), reach(wide.range.1.max(0)));
+        return Ok(Err(format!("the int32 sum could reach {r:?}")));
+    };
     let axes: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
     let axes = lw.constant("axes", &Array::from_vec(&[axes.len()], axes)?)?;
     let sum = lw.op(
@@ -89,7 +102,7 @@ pub(super) fn lower_global_average_pool(
     };
     let count: i64 = shape[2..].iter().product();
     let axes: Vec<usize> = (2..shape.len()).collect();
-    let sum = sum_over(lw, &rep, &axes, true, count)?;
+    let sum = sum_over(lw, x, &rep, &axes, true, count)?;
     finish(lw, id, sum)
 }
 
@@ -114,6 +127,8 @@ pub(super) fn lower_reduce_mean(
             Some(a) => a.to_f64_vec().iter().map(|&a| a as i64).collect(),
             None => return Ok(Outcome::Kept("axes are not constant".into())),
         },
+        // Before opset 18 the axes are an attribute.
+        None if op.attr_ints("axes")?.is_some() => op.attr_ints("axes")?.unwrap_or_default(),
         None if op.attr_int("noop_with_empty_axes", 0)? != 0 => {
             return Ok(Outcome::NotACandidate);
         }
@@ -140,7 +155,7 @@ pub(super) fn lower_reduce_mean(
         return Ok(Outcome::Kept("empty reduction".into()));
     }
     let keepdims = op.attr_int("keepdims", 1)? != 0;
-    let sum = sum_over(lw, &rep, &axes, keepdims, count)?;
+    let sum = sum_over(lw, x, &rep, &axes, keepdims, count)?;
     finish(lw, id, sum)
 }
 

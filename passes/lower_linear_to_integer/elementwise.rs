@@ -71,7 +71,7 @@ pub(super) fn lower_add(
                 lw.set_rep(out(id, 0), r, 32, true);
                 Outcome::Lowered
             }
-            None => Outcome::Kept("constant does not broadcast along the scale's axis".into()),
+            None => Outcome::Kept("constant does not broadcast along the scale's axis, or its integers overflow int32".into()),
         });
     }
     if ca.is_some() || cb.is_some() || negate || g.constant(a).is_some() || g.constant(b).is_some()

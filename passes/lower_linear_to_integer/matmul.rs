@@ -206,7 +206,7 @@ pub(super) fn lower_gemm(
             Some(r) => rep = r,
             None => {
                 return Ok(Outcome::Kept(
-                    "bias does not broadcast along the output channels".into(),
+                    "bias does not broadcast along the output channels, or its integers overflow int32".into(),
                 ));
             }
         }
@@ -289,7 +289,8 @@ pub(super) fn lower_conv(
             Some(r) => rep = r,
             None => {
                 return Ok(Outcome::Kept(
-                    "bias shape does not match the output channels".into(),
+                    "bias does not match the output channels, or its integers overflow int32"
+                        .into(),
                 ));
             }
         }

@@ -160,7 +160,10 @@ fn lower_activation_product(
     if gates(a, b) || gates(b, a) {
         return Ok(Outcome::NotACandidate);
     }
-    if lw.rep(a).is_none() && lw.rep(b).is_none() {
+    // Each side is integer already, or planned: the output of an activation a later pass
+    // makes a table (the gate of squeeze-and-excitation, a HardSwish), read in its 8-bit form.
+    let planned = |v: ValueId| lw.rep(v).is_some() || lw.model().graph.value(v).plan.is_some();
+    if !(planned(a) && planned(b)) {
         return Ok(Outcome::NotACandidate);
     }
     if let Some(kept) = uncalibrated(lw, &[a, b]) {
@@ -314,8 +317,15 @@ pub(super) fn clamp_real(
         let (l, h) = if s > 0.0 { (lo, hi) } else { (hi, lo) };
         let l = l.map(|l| (l / s).ceil()).unwrap_or(f64::NEG_INFINITY);
         let h = h.map(|h| (h / s).floor()).unwrap_or(f64::INFINITY);
-        los.push(l.clamp(rep.range.0 as f64, rep.range.1 as f64) as i64);
-        his.push(h.clamp(rep.range.0 as f64, rep.range.1 as f64) as i64);
+        // Only the side that does not bind is narrowed: a bound past the whole range binds
+        // everywhere and stays as it is.
+        let (l, h) = (l.max(rep.range.0 as f64), h.min(rep.range.1 as f64));
+        let int32 = i32::MIN as f64..=i32::MAX as f64;
+        if !(int32.contains(&l) && int32.contains(&h)) {
+            return Ok(Outcome::Kept("a bound is outside the int32 range".into()));
+        }
+        los.push(l as i64);
+        his.push(h as i64);
     }
     let shape: Vec<usize> = match axis {
         None => vec![],
@@ -329,20 +339,23 @@ pub(super) fn clamp_real(
     };
     let mut value = rep.value;
     let mut range = rep.range;
-    let (min_lo, max_hi) = (
-        *los.iter().min().expect("a scale"),
-        *his.iter().max().expect("a scale"),
-    );
+    let extremes = |v: &[i64]| {
+        (
+            *v.iter().min().expect("a scale"),
+            *v.iter().max().expect("a scale"),
+        )
+    };
+    let ((min_lo, max_lo), (min_hi, max_hi)) = (extremes(&los), extremes(&his));
     let any_negative = scales.iter().any(|&s| s < 0.0);
     if lo.is_some() || any_negative {
         let c = lw.constant("lo", &bounds(&los)?)?;
         value = lw.op("Max", "at_least", &[value, c], vec![])?;
-        range = (range.0.max(min_lo), range.1.max(min_lo));
+        range = (range.0.max(min_lo), range.1.max(max_lo));
     }
     if hi.is_some() || any_negative {
         let c = lw.constant("hi", &bounds(&his)?)?;
         value = lw.op("Min", "at_most", &[value, c], vec![])?;
-        range = (range.0.min(max_hi), range.1.min(max_hi));
+        range = (range.0.min(min_hi), range.1.min(max_hi));
     }
     let rep = IntRep {
         value,

@@ -106,40 +106,56 @@ pub fn clamp_span(lo: i64, hi: i64, zero_point: i64) -> i64 {
 /// Per-channel dyadic approximations of `ratios` for inputs up to `magnitude`: int32-sized
 /// multipliers when their relative error moves no unclamped result by more than 1/4 of a
 /// step (`span` is the largest `|y − zp|` the clamp admits, in steps), else int64-sized ones.
+/// A ratio so small that no input reaches half a step is the zero multiplier, exactly: every
+/// result rounds to 0 either way.
 pub fn choose_dyadics(ratios: &[f64], magnitude: i128, span: i64) -> Result<Vec<Dyadic>> {
     let magnitude = magnitude.max(1);
+    let negligible = |r: f64| r.abs() * (magnitude as f64) < 0.5;
+    let approximate = |r: f64, bound: i64| -> Option<Dyadic> {
+        if negligible(r) {
+            return Some(Dyadic {
+                multiplier: 0,
+                shift: 0,
+            });
+        }
+        // A negative ratio (a sign-flipping scale) is the negated dyadic of its magnitude.
+        Dyadic::approximate(r.abs(), bound).map(|d| Dyadic {
+            multiplier: if r < 0.0 { -d.multiplier } else { d.multiplier },
+            ..d
+        })
+    };
     let attempt = |product: i128, cap: i64| -> Option<Vec<Dyadic>> {
         let bound = ((product / magnitude) as i64).min(cap);
-        // A negative ratio (a sign-flipping scale) is the negated dyadic of its magnitude.
-        ratios
-            .iter()
-            .map(|&r| {
-                Dyadic::approximate(r.abs(), bound).map(|d| Dyadic {
-                    multiplier: if r < 0.0 { -d.multiplier } else { d.multiplier },
-                    ..d
-                })
-            })
-            .collect()
+        ratios.iter().map(|&r| approximate(r, bound)).collect()
     };
     let tolerance = 0.25 / span.max(1) as f64;
     if let Some(d) = attempt(INT32_PRODUCT, 1 << 30) {
         if d.iter()
             .zip(ratios)
-            .all(|(d, &r)| d.relative_error(r).abs() <= tolerance)
+            .all(|(d, &r)| negligible(r) || d.relative_error(r).abs() <= tolerance)
         {
             return Ok(d);
         }
     }
     attempt(INT64_PRODUCT, (1 << 31) - 1).ok_or_else(|| {
+        let bound = ((INT64_PRODUCT / magnitude) as i64).min((1 << 31) - 1);
+        let bad = ratios
+            .iter()
+            .enumerate()
+            .find(|&(_, &r)| approximate(r, bound).is_none())
+            .map_or_else(String::new, |(c, r)| format!(" (channel {c}: {r:e})"));
         Error::unsupported(format!(
-            "a requantization ratio in {ratios:?} cannot be represented for inputs up to {magnitude}"
+            "a requantization ratio{bad} cannot be represented for inputs up to {magnitude}"
         ))
     })
 }
 
 /// Symmetric per-channel quantization of a float weight along `axis` to `±magnitude`
 /// (127, or 64 for the saturation-free grid): `q = round_half_even(w / s_c)` clamped,
-/// `s_c = max|w_c| / magnitude` (f32).
+/// `s_c = max|w_c| / magnitude` (f32). A dead channel (all zero, or below 2^-20 of the
+/// largest channel, as pruned or denormal weights are) is zeros at the largest channel's
+/// scale: its own would make requantization ratios and bias integers out of range, for a
+/// contribution below a 2^-20 fraction of the others'.
 pub fn quantize_weight(
     w: &ndarray::ArrayD<f32>,
     axis: usize,
@@ -147,17 +163,28 @@ pub fn quantize_weight(
 ) -> (ndarray::ArrayD<i8>, Vec<f64>) {
     let channels = w.shape()[axis];
     let levels = magnitude as f64;
+    let max_of = |c: usize| {
+        w.index_axis(ndarray::Axis(axis), c)
+            .iter()
+            .fold(0f32, |m, &x| m.max(x.abs()))
+    };
+    let maxima: Vec<f32> = (0..channels).map(max_of).collect();
+    let largest = maxima.iter().fold(0f32, |m, &x| m.max(x));
+    let scale_of = |max: f32| (max as f64 / levels) as f32 as f64;
     let mut scales = Vec::with_capacity(channels);
     let mut q = ndarray::ArrayD::<i8>::zeros(w.raw_dim());
-    for c in 0..channels {
-        let lane = w.index_axis(ndarray::Axis(axis), c);
-        let max = lane.iter().fold(0f32, |m, &x| m.max(x.abs()));
-        let scale = if max > 0.0 {
-            (max as f64 / levels) as f32 as f64
-        } else {
-            1.0
-        };
+    for (c, &max) in maxima.iter().enumerate() {
+        if largest == 0.0 || (max as f64) < largest as f64 * DEAD_CHANNEL {
+            scales.push(if largest > 0.0 {
+                scale_of(largest)
+            } else {
+                1.0
+            });
+            continue;
+        }
+        let scale = scale_of(max);
         scales.push(scale);
+        let lane = w.index_axis(ndarray::Axis(axis), c);
         let mut out = q.index_axis_mut(ndarray::Axis(axis), c);
         ndarray::Zip::from(&mut out).and(&lane).for_each(|o, &x| {
             *o = (crate::quant::rounding::round_half_even(x as f64 / scale)).clamp(-levels, levels)
@@ -166,6 +193,10 @@ pub fn quantize_weight(
     }
     (q, scales)
 }
+
+/// A weight channel whose largest magnitude is below this fraction of the largest channel's
+/// is quantized to zeros.
+pub const DEAD_CHANNEL: f64 = 1.0 / (1 << 20) as f64;
 
 /// A quantized weight as `storage` holds it: int8 as is, or uint8 `q + zero_point`.
 pub fn stored_weight(q: &ndarray::ArrayD<i8>, storage: Storage) -> Array {
@@ -445,7 +476,15 @@ impl<'m> Lowering<'m> {
             .map(|c| rep.scale.at(c) / target.scale)
             .collect();
         let span = clamp_span(target.lo, target.hi, target.zero_point);
-        let dyadics = choose_dyadics(&ratios, rep.magnitude(), span)?;
+        let dyadics = choose_dyadics(&ratios, rep.magnitude(), span).map_err(|e| match e {
+            Error::Unsupported(m) => {
+                let g = self.rw.graph();
+                let name = g.value(rep.value).origin.clone();
+                let name = name.unwrap_or_else(|| g.value_name(rep.value).to_string());
+                Error::unsupported(format!("requantizing '{name}': {m}"))
+            }
+            other => other,
+        })?;
         // The input zero point moves into the offset: (q − zp)·m = q·m − zp·m.
         let offsets: Vec<i64> = dyadics
             .iter()

@@ -125,17 +125,15 @@ fn shiftmax_writes_probabilities_straight_into_the_next_matmul_operand() {
 }
 
 #[test]
-fn shiftmax_leaves_a_softmax_whose_input_has_per_channel_scales() {
+fn shiftmax_requantizes_a_per_channel_input_to_one_index_scale() {
+    // A classifier's softmax over Gemm logits, per output column.
     let (model, options) = per_channel_softmax();
     let case = lower(model, LINEAR, "lower-softmax-to-shiftmax", &options);
     insta::assert_snapshot!(case.snapshot());
-    assert_eq!(case.counts(), (1, 0, 1));
-    assert!(
-        case.remarked("input has per-channel scales"),
-        "{:?}",
-        case.remarks()
-    );
-    assert_eq!(case.after_count("Softmax"), 1);
+    assert_eq!(case.counts(), (1, 1, 0));
+    assert_eq!(case.after_count("Softmax"), 0);
+    assert_eq!(case.after_count("Gather"), 1, "the exponential table");
+    case.assert_close(&[data(&[6, 8], 0, 2.0)], 0.04);
 }
 
 #[test]
@@ -146,7 +144,7 @@ fn ibert_exp_lowers_softmax_of_attention_scores() {
     assert_eq!(case.counts(), (1, 1, 0));
     assert_eq!(case.after_count("Softmax"), 0);
     assert_eq!(case.after_count("Gather"), 1, "the exponential table");
-    // It runs, and keeps each row's order (see the ignored test below for its scale).
+    // It runs, and keeps each row's order.
     let lowered = run(case.after.clone(), "legalize", &case.options).0;
     let float = Runner::new(&case.float)
         .unwrap()
