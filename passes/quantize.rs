@@ -134,7 +134,7 @@ impl Pass for Quantize {
             };
             let signed = is_residual || stats.min < 0.0;
             let levels = crate::quant::levels(bits, signed) as f64;
-            let clip = stats.clip(method, levels);
+            let clip = portable_clip(stats.clip(method, levels));
             // A value that is always 0 still needs a valid scale.
             let scale = if clip > 0.0 {
                 (clip / levels) as f32 as f64
@@ -225,4 +225,16 @@ fn plan_weights(model: &mut Model, magnitude: i64) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// `clip` rounded up to 16 significant bits. The engines' float kernels (tract's Tanh and Exp)
+/// differ in their last bits between CPUs, and so do the statistics calibration observes; on
+/// the coarser grid the plan, and the compiled model, are the same on every machine (but for
+/// a clip within an f32 ulp below a grid point), for at most 2^-16 of extra range.
+fn portable_clip(clip: f64) -> f64 {
+    if !(clip.is_finite() && clip > 0.0) {
+        return clip;
+    }
+    let unit = 2f64.powi(clip.log2().floor() as i32 - 15);
+    (clip / unit).ceil() * unit
 }

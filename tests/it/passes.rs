@@ -238,7 +238,8 @@ fn cleanup_with_pinned_shapes_keeps_every_fixture_output() {
         assert_eq!(shape_ops, 0, "{stem}: Shape ops remain with pinned inputs");
         let got = run_fixture(&cleaned, stem);
         for ((name, e), (_, g)) in expected.iter().zip(&got) {
-            // Folded batch norms round their weights once more: relative to the output.
+            // Folded batch norms round their weights once more, and tract's conv kernels sum
+            // in a CPU-dependent order: relative to the output.
             let size = e.to_f64_vec().iter().fold(1.0f64, |m, v| m.max(v.abs()));
             let diff = e
                 .to_f64_vec()
@@ -246,7 +247,7 @@ fn cleanup_with_pinned_shapes_keeps_every_fixture_output() {
                 .zip(g.to_f64_vec())
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
-            assert!(diff <= 1e-5 * size, "{stem}: output {name} moved by {diff}");
+            assert!(diff <= 1e-4 * size, "{stem}: output {name} moved by {diff}");
         }
     }
 }
@@ -304,7 +305,8 @@ fn canonicalize_keeps_outputs_and_checks_clean_on_every_fixture() {
         assert!(canonical.opset("").unwrap() >= 18, "{stem}");
         let got = run_fixture(&canonical, &data_stem);
         for ((name, e), (_, g)) in expected.iter().zip(&got) {
-            // Folded batch norms round their weights once more: relative to the output.
+            // Folded batch norms round their weights once more, and tract's conv kernels sum
+            // in a CPU-dependent order: relative to the output.
             let size = e.to_f64_vec().iter().fold(1.0f64, |m, v| m.max(v.abs()));
             let diff = e
                 .to_f64_vec()
@@ -312,7 +314,7 @@ fn canonicalize_keeps_outputs_and_checks_clean_on_every_fixture() {
                 .zip(g.to_f64_vec())
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
-            assert!(diff <= 1e-5 * size, "{stem}: output {name} moved by {diff}");
+            assert!(diff <= 1e-4 * size, "{stem}: output {name} moved by {diff}");
         }
         let out = dir.path().join(format!("{stem}.onnx"));
         intone::onnx::save(&canonical, &out).unwrap();
