@@ -175,6 +175,70 @@ fn tiny_vit_swin_bert_and_gpt2_exports_compile_to_integer_only_models() {
 }
 
 #[test]
+fn convnets_compile_to_integer_only_models_that_both_engines_run_bit_identically() {
+    let data = |name: &str| fixture("data").join(name);
+    let dir = tempdir();
+    let mut written = String::new();
+    // The trained digits CNN: top-1 within half a point of the float model's.
+    let test = intone::npy::read(&data("digits_test.npy")).unwrap();
+    let labels = intone::npy::read(&data("digits_test_labels.npy"))
+        .unwrap()
+        .to_i64_vec()
+        .unwrap();
+    let accuracy = |logits: &Array| {
+        let right = argmax_rows(logits)
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| **p as i64 == **l)
+            .count();
+        right as f64 / labels.len() as f64
+    };
+    for stem in ["digits_cnn_opset13", "digits_cnn_opset17"] {
+        let model = fixture(&format!("{stem}.onnx"));
+        let calibrate = [("pixels".to_string(), data("digits_calibration.npy"))];
+        let out = dir.path().join(format!("{stem}.ivit.onnx"));
+        let (out, between) = compile_with_report(&model, &out, "ivit", &calibrate);
+        assert!(between.is_empty(), "{stem}: float values {between:?}");
+        written.push_str(&format!("{}\n", out.display()));
+        let int = assert_bit_identical(&out, &[("pixels", &test)], dir.path());
+        let float = Runner::new(&intone::onnx::load(&model).unwrap())
+            .unwrap()
+            .run(std::slice::from_ref(&test), None)
+            .unwrap();
+        let (a_float, a_int) = (accuracy(&float[0].1), accuracy(&int[0]));
+        assert!(
+            a_int >= a_float - 0.005,
+            "{stem}: top-1 {a_float} → {a_int}"
+        );
+    }
+    // Random-weight ConvNets: residuals, squeeze-and-excitation gates of HardSigmoid and
+    // Sigmoid, HardSwish and SiLU tables, depthwise convolutions, pooling, a U-Net decoder
+    // (ConvTranspose, nearest and linear Resize, channel Concat).
+    for stem in [
+        "resnet18_tiny_opset13",
+        "resnet18_tiny_opset17",
+        "mobilenetv3_tiny_opset13",
+        "mobilenetv3_tiny_opset17",
+        "efficientnet_b0_tiny_opset13",
+        "efficientnet_b0_tiny_opset17",
+        "unet_tiny_opset13",
+        "unet_tiny_opset17",
+    ] {
+        let model = fixture(&format!("{stem}.onnx"));
+        let inputs = fixture_inputs(stem, &intone::onnx::load(&model).unwrap());
+        let calibrate = [("pixels".to_string(), data("image32_calibration.npy"))];
+        let out = dir.path().join(format!("{stem}.ivit.onnx"));
+        let (out, between) = compile_with_report(&model, &out, "ivit", &calibrate);
+        assert!(between.is_empty(), "{stem}: float values {between:?}");
+        written.push_str(&format!("{}\n", out.display()));
+        let named: Vec<(&str, &Array)> = inputs.iter().map(|(n, _, a)| (n.as_str(), a)).collect();
+        assert_bit_identical(&out, &named, dir.path());
+    }
+    let report = oracle("check_models.py", &[], &written);
+    assert!(report.contains(" 0 failed"), "{report}");
+}
+
+#[test]
 fn sentence_encoder_with_attention_mask_is_integer_only_and_bit_identical() {
     let data = root().join("../shared/models/data");
     let dir = tempdir();
