@@ -10,17 +10,9 @@
 
 use super::lower_gelu_to_shiftgelu::{LowerByTable, Table};
 use super::prelude::*;
+use crate::quant::kernels::{hard_swish, sigmoid, softplus};
 
 use crate::ir::Op;
-
-fn sigmoid(x: f64) -> f64 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-fn softplus(x: f64) -> f64 {
-    // ln(1 + e^x) without overflow for large x.
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
-}
 
 /// The float function an activation computes, with its attributes; `None` for other ops or
 /// attributes that do not parse.
@@ -36,7 +28,7 @@ pub fn function_of(op: &Op) -> Option<Box<dyn Fn(f64) -> f64>> {
             let (alpha, beta) = (float("alpha", 0.2)?, float("beta", 0.5)?);
             Box::new(move |x| (alpha * x + beta).clamp(0.0, 1.0))
         }
-        "HardSwish" => Box::new(|x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
+        "HardSwish" => Box::new(hard_swish),
         "LeakyRelu" => {
             let alpha = float("alpha", 0.01)?;
             Box::new(move |x| if x < 0.0 { alpha * x } else { x })

@@ -85,7 +85,10 @@ pub(super) fn lower_add(
             "an operand looks like an additive attention mask".into(),
         ));
     }
-    if lw.rep(a).is_none() && lw.rep(b).is_none() {
+    // Both integer, or one integer and one planned float value (quantized here), or both
+    // outputs of ops a later lowering makes integer (YOLO's SiLU residuals).
+    let either = lw.rep(a).is_some() || lw.rep(b).is_some();
+    if !(either || (integer_or_later(lw, a) && integer_or_later(lw, b))) {
         return Ok(Outcome::NotACandidate);
     }
     if let Some(kept) = uncalibrated(lw, &[a, b, y]) {
@@ -134,9 +137,9 @@ pub(super) fn lower_scale(
         (None, None) => return pooling::lower_product(lw, id, divide, a, b),
         _ => return Ok(Outcome::NotACandidate),
     };
-    let Some(rep) = lw.rep(x).cloned() else {
+    if lw.rep(x).is_none() && !integer_or_later(lw, x) {
         return Ok(Outcome::NotACandidate);
-    };
+    }
     // Negative factors are fine per channel (signed scales); a uniform one would flip the
     // whole tensor, which a float op does as cheaply.
     if c.iter().any(|&v| v == 0.0 || !v.is_finite()) || (c.len() == 1 && c.iter().all(|&v| v < 0.0))
@@ -145,6 +148,12 @@ pub(super) fn lower_scale(
             "the constant is zero, infinite or a negative scalar".into(),
         ));
     }
+    let rep = match lw.rep(x).cloned() {
+        Some(rep) => rep,
+        // A table's output scaled (Paddle's inference dropout): its 8-bit form.
+        None if integer_or_later(lw, x) => lw.operand(x, Form::Stored8)?,
+        None => return Ok(Outcome::NotACandidate),
+    };
     let factor = |v: f32| if divide { 1.0 / v as f64 } else { v as f64 };
     let scale = if c.len() == 1 {
         let f = factor(*c.iter().next().expect("one element"));

@@ -113,3 +113,33 @@ fn uncalibrated(lw: &Lowering, values: &[ValueId]) -> Option<Outcome> {
         ))
     })
 }
+
+/// Whether `v` is integer now, or the output of an op a later lowering makes integer (an
+/// activation table, a gated product `x·f(x)`, GELU, Softmax, LayerNorm), possibly through
+/// data movement, and planned: an op reading it can be lowered now, reading its 8-bit form.
+fn integer_or_later(lw: &Lowering, v: ValueId) -> bool {
+    if lw.rep(v).is_some() {
+        return true;
+    }
+    let g = &lw.model().graph;
+    let Some(op) = g.op(v.node).filter(|op| op.domain().is_empty()) else {
+        return false;
+    };
+    if g.value(v).plan.is_none() && !table::moves_data(op) {
+        return false;
+    }
+    if table::moves_data(op) {
+        return g.input(v.node, 0).is_some_and(|x| integer_or_later(lw, x));
+    }
+    let function = |x: ValueId| {
+        g.op(x.node)
+            .is_some_and(|f| crate::passes::lower_activations_to_table::function_of(f).is_some())
+    };
+    let gated = op.is("Mul")
+        && matches!(
+            (g.input(v.node, 0), g.input(v.node, 1)),
+            (Some(a), Some(b)) if (function(b) && g.input(b.node, 0) == Some(a))
+                || (function(a) && g.input(a.node, 0) == Some(b))
+        );
+    gated || function(v) || matches!(op.op_type(), "Gelu" | "Softmax" | "LayerNormalization")
+}

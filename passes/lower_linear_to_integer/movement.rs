@@ -171,7 +171,10 @@ pub(super) fn lower_concat(
     inputs: &[Option<ValueId>],
 ) -> Result<Outcome> {
     let y = out(id, 0);
-    if !inputs.iter().flatten().any(|&v| lw.rep(v).is_some()) {
+    // Some part integer, or every part integer later (or constant).
+    let parts: Vec<ValueId> = inputs.iter().flatten().copied().collect();
+    let later = |v: ValueId| integer_or_later(lw, v) || lw.model().graph.constant(v).is_some();
+    if !(parts.iter().any(|&v| lw.rep(v).is_some()) || parts.iter().all(|&v| later(v))) {
         return Ok(Outcome::NotACandidate);
     }
     let plan = match lw.plan(y) {

@@ -160,10 +160,10 @@ fn lower_activation_product(
     if gates(a, b) || gates(b, a) {
         return Ok(Outcome::NotACandidate);
     }
-    // Each side is integer already, or planned: the output of an activation a later pass
-    // makes a table (the gate of squeeze-and-excitation, a HardSwish), read in its 8-bit form.
-    let planned = |v: ValueId| lw.rep(v).is_some() || lw.model().graph.value(v).plan.is_some();
-    if !(planned(a) && planned(b)) {
+    // One side integer already, or both outputs of activations a later pass makes tables
+    // (the gate of squeeze-and-excitation times a HardSwish), read in their 8-bit forms.
+    let either = lw.rep(a).is_some() || lw.rep(b).is_some();
+    if !(either || (integer_or_later(lw, a) && integer_or_later(lw, b))) {
         return Ok(Outcome::NotACandidate);
     }
     if let Some(kept) = uncalibrated(lw, &[a, b]) {

@@ -229,6 +229,21 @@ pub fn gelu_table(kernel: GeluKernel, s: f64) -> (Vec<i64>, f64) {
 /// Scale of [`function_table`]'s entries.
 pub const FUNCTION_TABLE_SCALE: f64 = 1.0 / (1 << 14) as f64;
 
+/// The logistic function.
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `ln(1 + e^x)`, without overflow for large x.
+pub fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `x · relu6(x + 3) / 6`.
+pub fn hard_swish(x: f64) -> f64 {
+    x * (x / 6.0 + 0.5).clamp(0.0, 1.0)
+}
+
 /// The table of a float function over int8 inputs at scale `s` (`table[i] = f((i − 128)·s)`),
 /// rounded half away from zero to 2^−14, and that scale. Exact up to the rounding: ±2^−15.
 pub fn function_table(s: f64, f: &dyn Fn(f64) -> f64) -> (Vec<i64>, f64) {
@@ -493,6 +508,33 @@ pub fn measure_errors() -> Vec<KernelError> {
             "gelu",
             format!("{name}, int8 input"),
             "x in [-8, 8] (every int8 value)".into(),
+            &errors,
+        ));
+    }
+    // Activation tables at a typical int8 scale (clip 8), against the float function of
+    // the unquantized input: the table's rounding (2^-15) plus the input's (s/2 · slope).
+    let silu = |x: f64| x * sigmoid(x);
+    let mish = |x: f64| x * softplus(x).tanh();
+    let functions: [(&str, &dyn Fn(f64) -> f64); 4] = [
+        ("HardSwish", &hard_swish),
+        ("Sigmoid", &sigmoid),
+        ("SiLU (gated)", &silu),
+        ("Mish", &mish),
+    ];
+    for (name, f) in functions {
+        let s = (8.0f64 / 127.0) as f32 as f64;
+        let (table, scale) = function_table(s, f);
+        let errors: Vec<f64> = (0..=2000)
+            .map(|i| {
+                let x = -8.0 + 16.0 * i as f64 / 2000.0;
+                let q = ((x / s).round() as i64).clamp(-128, 127);
+                table[(q + 128) as usize] as f64 * scale - f(x)
+            })
+            .collect();
+        out.push(summarize(
+            "activation",
+            format!("{name} table, int8 input"),
+            "x in [-8, 8] (2001 points)".into(),
             &errors,
         ));
     }

@@ -32,7 +32,6 @@ fn count(model: &Model, op_type: &str) -> usize {
     model
         .graph
         .node_ids()
-        .into_iter()
         .filter(|&id| model.graph.op(id).is_some_and(|op| op.is(op_type)))
         .count()
 }
@@ -53,7 +52,12 @@ fn assert_same(original: &ModelBuilder, rewritten: &Model, x: &Array, tol: f32, 
         "",
     );
     let ort = intone::npy::read(&out.join(format!("{}.npy", names.trim()))).unwrap();
-    let run = |m: &Model| Runner::new(m).unwrap().run(&[x.clone()], None).unwrap();
+    let run = |m: &Model| {
+        Runner::new(m)
+            .unwrap()
+            .run(std::slice::from_ref(x), None)
+            .unwrap()
+    };
     let f = |a: &Array| {
         a.to_f64_vec()
             .into_iter()
