@@ -250,9 +250,9 @@ def checker(path):
         return short_line(str(e), 160)
 
 
-def compile_model(intone, row, out, report):
+def compile_model(intone, row, out, report, extra):
     cmd = [intone, "compile", row.src, "-o", out, "--pipeline", "ivit", "--calibrate",
-           f"{row.inp}={row.calib}", "--report", report, *row.pin]
+           f"{row.inp}={row.calib}", "--report", report, *row.pin, *extra]
     start = time.perf_counter()
     run(cmd)
     return time.perf_counter() - start
@@ -293,7 +293,7 @@ def measure(args, row):
     model = row.label + (f" [{row.pin[1].split('=')[1]}]" if row.pin else "")
     head = [model, cell(exporter_opset, row.src), cell(float_ops_before, row.src)]
     try:
-        seconds = compile_model(args.intone, row, out, report)
+        seconds = compile_model(args.intone, row, out, report, args.compile_args.split())
     except Failed as e:
         return head + [f"compile failed: {e}"] + ["—"] * 9
     with open(report) as f:
@@ -352,6 +352,8 @@ def main():
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--samples", type=int, default=64, help="fixture eval samples")
     p.add_argument("--only", help="regex: only the rows whose model name matches")
+    p.add_argument("--compile-args", default="",
+                   help="extra intone compile options, e.g. '--calibration-method mse'")
     args = p.parse_args()
     os.makedirs(args.work, exist_ok=True)
     rows = fixture_rows(args.samples) + real_rows(args.real, args.work)
