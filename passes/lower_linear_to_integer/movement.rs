@@ -73,6 +73,14 @@ pub(super) fn lower_data_movement(
         Some(rep) => rep,
         None => match constant_operand(lw, x, out(id, 0))? {
             Some(rep) => rep,
+            // A max pool of a table's output (YOLO's SPPF after SiLU): its 8-bit form now,
+            // since the table's int32 output has no MaxPool kernel to move onto later.
+            None if movement == Some(Movement::Selects)
+                && lw.model().graph.value(x).plan.is_some()
+                && integer_or_later(lw, x) =>
+            {
+                lw.operand(x, Form::Stored8)?
+            }
             None => return Ok(Outcome::NotACandidate),
         },
     };
