@@ -182,9 +182,9 @@ pub fn quantize_weight(
             });
             continue;
         }
-        let scale = scale_of(max);
-        scales.push(scale);
         let lane = w.index_axis(ndarray::Axis(axis), c);
+        let scale = exact_power_of_two_scale(lane.iter(), max, magnitude).unwrap_or(scale_of(max));
+        scales.push(scale);
         let mut out = q.index_axis_mut(ndarray::Axis(axis), c);
         ndarray::Zip::from(&mut out).and(&lane).for_each(|o, &x| {
             *o = (crate::quant::rounding::round_half_even(x as f64 / scale)).clamp(-levels, levels)
@@ -192,6 +192,23 @@ pub fn quantize_weight(
         });
     }
     (q, scales)
+}
+
+/// The power-of-two scale that represents every weight of a channel exactly on the grid
+/// `±magnitude`, when there is one (interpolation weights 1/4 and 3/4, averaging weights):
+/// such a channel then carries no weight rounding at all.
+fn exact_power_of_two_scale<'a>(
+    lane: impl Iterator<Item = &'a f32> + Clone,
+    max: f32,
+    magnitude: i64,
+) -> Option<f64> {
+    let e = (max as f64 / magnitude as f64).log2().ceil() as i32;
+    let scale = 2f64.powi(e);
+    let exact = lane.clone().all(|&x| {
+        let q = x as f64 / scale;
+        q == q.round() && q.abs() <= magnitude as f64
+    });
+    exact.then_some(scale)
 }
 
 /// A weight channel whose largest magnitude is below this fraction of the largest channel's

@@ -75,6 +75,31 @@ proptest! {
 }
 
 #[test]
+fn dyadic_weights_quantize_exactly_and_dead_channels_to_zeros() {
+    // Columns: bilinear weights (3/4, 1/4), a border column (1, 0), ordinary weights, and a
+    // denormal (dead) channel beside them.
+    let w = ndarray::ArrayD::from_shape_vec(
+        ndarray::IxDyn(&[2, 4]),
+        vec![0.75f32, 1.0, 0.3, 1e-40, 0.25, 0.0, -0.7, -1e-40],
+    )
+    .unwrap();
+    let (q, scales) = intone::lower::engine::quantize_weight(&w, 1, 127);
+    let column = |c: usize| {
+        q.index_axis(ndarray::Axis(1), c)
+            .iter()
+            .copied()
+            .collect::<Vec<i8>>()
+    };
+    assert_eq!((column(0), scales[0]), (vec![96, 32], 1.0 / 128.0));
+    assert_eq!((column(1), scales[1]), (vec![64, 0], 1.0 / 64.0));
+    assert_eq!(column(2), vec![54, -127], "max/127 otherwise");
+    assert_eq!(scales[2], (0.7f64 / 127.0) as f32 as f64);
+    // The dead channel: zeros at the largest channel's scale (not 1e-40/127).
+    assert_eq!(column(3), vec![0, 0]);
+    assert_eq!(scales[3], (1.0f64 / 127.0) as f32 as f64);
+}
+
+#[test]
 fn weights_quantize_within_half_a_step() {
     let w = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[7, 5]), |i| {
         ((i[0] * 31 + i[1] * 17) % 23) as f32 / 7.0 - 1.5
