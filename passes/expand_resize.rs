@@ -138,17 +138,7 @@ fn plan(
                 .ok_or("scales and sizes are not known at compile time")?,
         ),
     };
-    let mut axes = r.plan(&known, scales.as_deref(), sizes.as_deref())?;
-    for (a, axis) in axes.iter_mut().enumerate() {
-        if unchanged[a] && dims[a].known().is_none() {
-            *axis = AxisResize {
-                input: 1,
-                output: 1,
-                scale: 1.0,
-            };
-        }
-    }
-    Ok(axes)
+    r.plan(&known, scales.as_deref(), sizes.as_deref())
 }
 
 /// `y` interpolated along `axis` by `weights` `[out, in]`: a MatMul over the last axis.

@@ -14,6 +14,7 @@ use super::prelude::*;
 
 use crate::ir::{Array, DataType, attr};
 use crate::ops::eval::normalize_axis;
+use crate::pass::matcher::out;
 use crate::schema::NodeProto;
 use crate::{Error, ops};
 
@@ -261,13 +262,7 @@ fn upgrade(
                 attrs,
                 1,
             )?;
-            rw.replace(
-                ValueId { node: id, slot: 0 },
-                ValueId {
-                    node: resize,
-                    slot: 0,
-                },
-            )?;
+            rw.replace(out(id), out(resize))?;
         }
         other => {
             return Err(Error::unsupported(format!(

@@ -6,6 +6,7 @@ use super::super::prelude::*;
 use crate::ir::{Array, Op};
 use crate::ops;
 use crate::ops::table::{self, ChannelAxis, IntegerTypes, Movement};
+use crate::pass::matcher::out;
 
 /// Moves dequantizations after the data movement, concatenations, shape reads and means that
 /// read them. Each move can expose another (a Slice moved exposes a Concat of dequantized
@@ -464,15 +465,6 @@ impl Pattern for ConcatOfDequantized {
         }
         rw.annotate(joined, |v| v.quant = facts);
         let dq_op = rw.graph().op(dq).expect("op").clone();
-        dequantize_like(
-            rw,
-            dq,
-            &dq_op,
-            joined,
-            ValueId {
-                node: root,
-                slot: 0,
-            },
-        )
+        dequantize_like(rw, dq, &dq_op, joined, out(root))
     }
 }

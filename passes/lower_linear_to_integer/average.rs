@@ -128,11 +128,13 @@ pub(super) fn lower_reduce_mean(
             None => return Ok(Outcome::Kept("axes are not constant".into())),
         },
         // Before opset 18 the axes are an attribute.
-        None if op.attr_ints("axes")?.is_some() => op.attr_ints("axes")?.unwrap_or_default(),
-        None if op.attr_int("noop_with_empty_axes", 0)? != 0 => {
-            return Ok(Outcome::NotACandidate);
-        }
-        None => (0..r).collect(),
+        None => match op.attr_ints("axes")? {
+            Some(axes) => axes,
+            None if op.attr_int("noop_with_empty_axes", 0)? != 0 => {
+                return Ok(Outcome::NotACandidate);
+            }
+            None => (0..r).collect(),
+        },
     };
     let mut axes: Vec<usize> = axes
         .iter()

@@ -125,21 +125,28 @@ fn integer_or_later(lw: &Lowering, v: ValueId) -> bool {
     let Some(op) = g.op(v.node).filter(|op| op.domain().is_empty()) else {
         return false;
     };
-    if g.value(v).plan.is_none() && !table::moves_data(op) {
-        return false;
-    }
     if table::moves_data(op) {
         return g.input(v.node, 0).is_some_and(|x| integer_or_later(lw, x));
     }
-    let function = |x: ValueId| {
-        g.op(x.node)
-            .is_some_and(|f| crate::passes::lower_activations_to_table::function_of(f).is_some())
-    };
     let gated = op.is("Mul")
         && matches!(
             (g.input(v.node, 0), g.input(v.node, 1)),
-            (Some(a), Some(b)) if (function(b) && g.input(b.node, 0) == Some(a))
-                || (function(a) && g.input(a.node, 0) == Some(b))
+            (Some(a), Some(b)) if gates(g, a, b) || gates(g, b, a)
         );
-    gated || function(v) || matches!(op.op_type(), "Gelu" | "Softmax" | "LayerNormalization")
+    g.value(v).plan.is_some()
+        && (gated
+            || is_table_function(g, v)
+            || matches!(op.op_type(), "Gelu" | "Softmax" | "LayerNormalization"))
+}
+
+/// Whether `v` is the output of an activation `lower-activations-to-table` makes a table.
+fn is_table_function(g: &crate::ir::Graph, v: ValueId) -> bool {
+    g.op(v.node)
+        .is_some_and(|f| crate::passes::lower_activations_to_table::function_of(f).is_some())
+}
+
+/// Whether `y = f(x)` for such an activation f: `x · y` is then a gate (SiLU, HardSwish),
+/// one table of x.
+fn gates(g: &crate::ir::Graph, x: ValueId, y: ValueId) -> bool {
+    is_table_function(g, y) && g.input(y.node, 0) == Some(x)
 }

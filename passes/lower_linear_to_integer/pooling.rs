@@ -151,13 +151,7 @@ fn lower_activation_product(
     b: ValueId,
 ) -> Result<Outcome> {
     let g = &lw.model().graph;
-    let gates = |x: ValueId, y: ValueId| {
-        g.op(y.node).is_some_and(|op| {
-            crate::passes::lower_activations_to_table::function_of(op).is_some()
-                && g.input(y.node, 0) == Some(x)
-        })
-    };
-    if gates(a, b) || gates(b, a) {
+    if gates(g, a, b) || gates(g, b, a) {
         return Ok(Outcome::NotACandidate);
     }
     // One side integer already, or both outputs of activations a later pass makes tables

@@ -124,8 +124,9 @@ pub fn choose_dyadics(ratios: &[f64], magnitude: i128, span: i64) -> Result<Vec<
             ..d
         })
     };
+    let bound = |product: i128, cap: i64| ((product / magnitude) as i64).min(cap);
     let attempt = |product: i128, cap: i64| -> Option<Vec<Dyadic>> {
-        let bound = ((product / magnitude) as i64).min(cap);
+        let bound = bound(product, cap);
         ratios.iter().map(|&r| approximate(r, bound)).collect()
     };
     let tolerance = 0.25 / span.max(1) as f64;
@@ -138,7 +139,7 @@ pub fn choose_dyadics(ratios: &[f64], magnitude: i128, span: i64) -> Result<Vec<
         }
     }
     attempt(INT64_PRODUCT, (1 << 31) - 1).ok_or_else(|| {
-        let bound = ((INT64_PRODUCT / magnitude) as i64).min((1 << 31) - 1);
+        let bound = bound(INT64_PRODUCT, (1 << 31) - 1);
         let bad = ratios
             .iter()
             .enumerate()
@@ -198,13 +199,12 @@ pub fn quantize_weight(
 /// `±magnitude`, when there is one (interpolation weights 1/4 and 3/4, averaging weights):
 /// such a channel then carries no weight rounding at all.
 fn exact_power_of_two_scale<'a>(
-    lane: impl Iterator<Item = &'a f32> + Clone,
+    mut lane: impl Iterator<Item = &'a f32>,
     max: f32,
     magnitude: i64,
 ) -> Option<f64> {
-    let e = (max as f64 / magnitude as f64).log2().ceil() as i32;
-    let scale = 2f64.powi(e);
-    let exact = lane.clone().all(|&x| {
+    let scale = 2f64.powi((max as f64 / magnitude as f64).log2().ceil() as i32);
+    let exact = lane.all(|&x| {
         let q = x as f64 / scale;
         q == q.round() && q.abs() <= magnitude as f64
     });

@@ -111,12 +111,11 @@ pub fn pin_input_shapes(
     }
     // Outputs declared with −1 too: a checker reads a negative dim_value as a contradiction.
     for index in 0..graph.outputs().len() {
-        let mut info = graph.outputs()[index].info.clone();
-        let name = info.name().to_string();
-        let before = info.clone();
-        name_any_dims(&name, info.r#type.as_mut());
-        if info != before {
-            graph.set_output_info(index, info);
+        let info = &graph.outputs()[index].info;
+        let mut named = info.clone();
+        name_any_dims(info.name(), named.r#type.as_mut());
+        if named != *info {
+            graph.set_output_info(index, named);
         }
     }
     Ok(())

@@ -46,6 +46,26 @@ fn compile_with_report(
     (out, between)
 }
 
+/// Compiles fixture `stem` with `ivit` into `dir`, requires no float value between the input
+/// quantization and the output dequantization, and lists the output in `written` (for the
+/// checker).
+fn compile_integer_only(
+    stem: &str,
+    calibrate: &[(String, PathBuf)],
+    dir: &Path,
+    written: &mut String,
+) -> PathBuf {
+    let (out, between) = compile_with_report(
+        &fixture(&format!("{stem}.onnx")),
+        &dir.join(format!("{stem}.ivit.onnx")),
+        "ivit",
+        calibrate,
+    );
+    assert!(between.is_empty(), "{stem}: float values {between:?}");
+    written.push_str(&format!("{}\n", out.display()));
+    out
+}
+
 /// Proves the saturation rule on a compiled model, runs it in tract (its integer matmuls as they
 /// are, and as the exact f32 matmuls the runner uses on CPUs without VNNI) and in onnxruntime,
 /// on this CPU and on an emulated AVX2-only one, and requires identical outputs (type and bits).
@@ -159,14 +179,7 @@ fn tiny_vit_swin_bert_and_gpt2_exports_compile_to_integer_only_models() {
             .iter()
             .map(|(n, p, _)| (n.clone(), p.clone()))
             .collect();
-        let (out, between) = compile_with_report(
-            &fixture(&format!("{stem}.onnx")),
-            &dir.path().join(format!("{stem}.ivit.onnx")),
-            "ivit",
-            &calibrate,
-        );
-        assert!(between.is_empty(), "{stem}: float values {between:?}");
-        written.push_str(&format!("{}\n", out.display()));
+        let out = compile_integer_only(stem, &calibrate, dir.path(), &mut written);
         let named: Vec<(&str, &Array)> = inputs.iter().map(|(n, _, a)| (n.as_str(), a)).collect();
         assert_bit_identical(&out, &named, dir.path());
     }
@@ -196,10 +209,7 @@ fn convnets_compile_to_integer_only_models_that_both_engines_run_bit_identically
     for stem in ["digits_cnn_opset13", "digits_cnn_opset17"] {
         let model = fixture(&format!("{stem}.onnx"));
         let calibrate = [("pixels".to_string(), data("digits_calibration.npy"))];
-        let out = dir.path().join(format!("{stem}.ivit.onnx"));
-        let (out, between) = compile_with_report(&model, &out, "ivit", &calibrate);
-        assert!(between.is_empty(), "{stem}: float values {between:?}");
-        written.push_str(&format!("{}\n", out.display()));
+        let out = compile_integer_only(stem, &calibrate, dir.path(), &mut written);
         let int = assert_bit_identical(&out, &[("pixels", &test)], dir.path());
         let float = Runner::new(&intone::onnx::load(&model).unwrap())
             .unwrap()
@@ -224,13 +234,12 @@ fn convnets_compile_to_integer_only_models_that_both_engines_run_bit_identically
         "unet_tiny_opset13",
         "unet_tiny_opset17",
     ] {
-        let model = fixture(&format!("{stem}.onnx"));
-        let inputs = fixture_inputs(stem, &intone::onnx::load(&model).unwrap());
+        let inputs = fixture_inputs(
+            stem,
+            &intone::onnx::load(&fixture(&format!("{stem}.onnx"))).unwrap(),
+        );
         let calibrate = [("pixels".to_string(), data("image32_calibration.npy"))];
-        let out = dir.path().join(format!("{stem}.ivit.onnx"));
-        let (out, between) = compile_with_report(&model, &out, "ivit", &calibrate);
-        assert!(between.is_empty(), "{stem}: float values {between:?}");
-        written.push_str(&format!("{}\n", out.display()));
+        let out = compile_integer_only(stem, &calibrate, dir.path(), &mut written);
         let named: Vec<(&str, &Array)> = inputs.iter().map(|(n, _, a)| (n.as_str(), a)).collect();
         assert_bit_identical(&out, &named, dir.path());
     }

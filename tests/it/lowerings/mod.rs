@@ -32,6 +32,16 @@ pub const PLANNED: &str = "calibrate,quantize";
 /// The linear lowering after the plan: what the non-linear lowerings read.
 pub const LINEAR: &str = "calibrate,quantize,lower-linear-to-integer";
 
+/// The largest `|expected − got|` relative to the largest `|expected|` (at least 10⁻⁶).
+pub fn relative_to_peak(expected: &Array, got: &Array) -> f64 {
+    let (e, g) = (expected.to_f64_vec(), got.to_f64_vec());
+    let peak = e.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
+    e.iter()
+        .zip(&g)
+        .map(|(a, b)| (a - b).abs() / peak)
+        .fold(0.0, f64::max)
+}
+
 /// Deterministic pseudo-random test data, uniform in ±`amplitude`; `seed` varies it.
 pub fn data(shape: &[usize], seed: u64, amplitude: f32) -> Array {
     let n: usize = shape.iter().product();
@@ -193,19 +203,13 @@ impl Case {
         assert_eq!(expected.len(), got.len());
         let mut worst = 0f64;
         for ((name, e), (_, g)) in expected.iter().zip(&got) {
-            let (e, g) = (e.to_f64_vec(), g.to_f64_vec());
             assert_eq!(
-                e.len(),
-                g.len(),
+                e.shape(),
+                g.shape(),
                 "{}: output {name} changed shape",
                 self.spec
             );
-            let peak = e.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
-            let err = e
-                .iter()
-                .zip(&g)
-                .map(|(a, b)| (a - b).abs() / peak)
-                .fold(0.0, f64::max);
+            let err = relative_to_peak(e, g);
             assert!(
                 err <= tolerance,
                 "{}: output {name} is {err:.4} (relative to its peak) from float",
