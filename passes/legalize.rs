@@ -64,6 +64,9 @@ impl Pass for Legalize {
             .iter()
             .map(|(v, f)| (*v, (f.dtype, f.rank())))
             .collect();
+        // Expansion results, with the requantization output they replaced (whose shape
+        // the analysis knows): a requantization may read another.
+        let mut replaced: HashMap<ValueId, ValueId> = HashMap::new();
         for id in model.graph.topological_order()? {
             let op = model.graph.op(id).expect("op").clone();
             if op.domain() != DOMAIN {
@@ -82,7 +85,10 @@ impl Pass for Legalize {
                 .ok_or_else(|| Error::invalid(format!("{} has no input", op.describe())))?;
             let (dtype, rank) = kinds.get(&x).copied().unwrap_or((None, None));
             // An axis of known size > 1 (the last such one) to spread scalar constants along.
-            let spread_axis = facts.get(x).and_then(|f| f.shape.as_ref()).and_then(|s| {
+            let shape_facts = facts
+                .get(x)
+                .or_else(|| replaced.get(&x).and_then(|&y| facts.get(y)));
+            let spread_axis = shape_facts.and_then(|f| f.shape.as_ref()).and_then(|s| {
                 (0..s.len()).rev().find_map(|i| {
                     s[i].known()
                         .filter(|&d| d > 1)
@@ -98,6 +104,7 @@ impl Pass for Legalize {
             })?;
             let (y, to) = expand_requant(model, id, x, dtype, rank, spread_axis, self.target)?;
             kinds.insert(y, (Some(to), rank));
+            replaced.insert(y, ValueId { node: id, slot: 0 });
             cx.report.rewritten += 1;
         }
         if self.target == Target::IntegerOpset28 {
@@ -182,6 +189,11 @@ fn expand_requant(
     let t = results.last().copied().unwrap_or(x);
     let y = ValueId { node: id, slot: 0 };
     let name = rw.graph().value_name(y).to_string();
+    // A requantization that reads this one needs its proven range.
+    let facts = rw.graph().value(y).quant.clone();
+    if rw.graph().value(t).quant.is_none() {
+        rw.annotate(t, |v| v.quant = facts);
+    }
     rw.replace(y, t)?;
     rw.finish()?;
     // The expansion's result keeps the requantization's name.

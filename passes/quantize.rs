@@ -9,6 +9,11 @@
 //! numbers, as the ONNX graph will hold them. Along the residual stream a sum's scale is its
 //! stream operand's times a power of two (rounded up: under one bit of the 16), so that
 //! operand aligns by a shift.
+//! Depthwise Convs (`ops::depthwise`) are int32 tap sums, not integer matmuls: their input
+//! gets 16 bits and their weights the full int8 grid, at no extra cost. `--wide-operands`
+//! picks integer matmuls whose activation gets 16 bits and enters as two 8-bit terms
+//! (`budget=F`: the matmuls with the fewest MACs while the extra stays within F of the
+//! model's; `all`: every Conv/MatMul/Gemm with a constant weight); weight plans say so.
 //! An analysis: sets `Value::quant` on float values; lowering passes follow these plans.
 //! Error bound: |x − scale·q| ≤ scale/2 inside the clip. I-ViT §3.1, I-BERT §3.1.
 
@@ -17,12 +22,15 @@ use super::prelude::*;
 use crate::Error;
 use crate::ir::quant::{ActivationPlan, Granularity, Scale, WeightPlan};
 use crate::pass::ValueReport;
-use crate::quant::CalibrationMethod;
+use crate::quant::{CalibrationMethod, WideOperands};
 
 pub struct Quantize {
     bits: u32,
     residual_bits: u32,
 }
+
+/// Bits of an activation that enters its matmul as two 8-bit terms.
+const WIDE_OPERAND_BITS: u32 = 16;
 
 impl Quantize {
     pub fn new(options: &PassOptions) -> Result<Quantize> {
@@ -108,6 +116,13 @@ impl Pass for Quantize {
                 }
             }
         }
+        let facts = cx.facts(model)?;
+        let weights = weight_operands(model, &facts, &order, cx.options.wide_operands)?;
+        let wide: std::collections::HashSet<ValueId> = weights
+            .iter()
+            .filter(|w| w.activation_terms == 2 || w.depthwise)
+            .map(|w| w.activation)
+            .collect();
         let mut candidates: Vec<ValueId> = model
             .graph
             .inputs()
@@ -127,10 +142,13 @@ impl Pass for Quantize {
                 continue;
             }
             let is_residual = residual.contains(&v);
-            let bits = if is_residual {
-                self.residual_bits
-            } else {
-                self.bits
+            let is_wide = wide.contains(&v);
+            let bits = match (is_residual, is_wide) {
+                (true, _) => self
+                    .residual_bits
+                    .max(if is_wide { WIDE_OPERAND_BITS } else { 0 }),
+                (false, true) => WIDE_OPERAND_BITS,
+                (false, false) => self.bits,
             };
             let signed = is_residual || stats.min < 0.0;
             let levels = crate::quant::levels(bits, signed) as f64;
@@ -156,6 +174,8 @@ impl Pass for Quantize {
                 observed: (stats.min, stats.max),
                 why: if is_residual {
                     "residual stream".into()
+                } else if is_wide {
+                    format!("{method} clip, 16 bits into a depthwise Conv or a two-term matmul")
                 } else if signed {
                     format!("{method} clip")
                 } else {
@@ -171,7 +191,16 @@ impl Pass for Quantize {
                 r.why = "residual stream, scale a power of two times its stream operand's".into();
             }
         }
-        plan_weights(model, cx.options.matmul_operands.weights().magnitude)?;
+        let magnitude = cx.options.matmul_operands.weights().magnitude;
+        for w in weights {
+            model.graph.value_mut(w.weight).weight_plan = Some(WeightPlan {
+                granularity: Granularity::PerChannel { axis: w.axis },
+                // int32 tap products have no saturating kernel to respect.
+                magnitude: if w.depthwise { 127 } else { magnitude },
+                terms: 1,
+                activation_terms: w.activation_terms,
+            });
+        }
         if uncalibrated > 0 {
             cx.remark(
                 "<quantize>",
@@ -189,12 +218,28 @@ impl Pass for Quantize {
     }
 }
 
-/// Weight plans for the constant weights of MatMul, Gemm and Conv: per output channel, on the
-/// grid of the matmul operand policy, one term.
-fn plan_weights(model: &mut Model, magnitude: i64) -> Result<()> {
-    let mut plans = Vec::new();
-    for id in model.graph.topological_order()? {
-        let g = &model.graph;
+/// A constant float weight of a MatMul, Gemm or Conv, with its output-channel axis, the
+/// activation it multiplies and the 8-bit terms that activation enters as.
+struct WeightOperand {
+    weight: ValueId,
+    axis: usize,
+    activation: ValueId,
+    activation_terms: u32,
+    /// Computed as int32 tap sums: a 16-bit input and full int8 weights.
+    depthwise: bool,
+}
+
+fn weight_operands(
+    model: &Model,
+    facts: &crate::ops::GraphFacts,
+    order: &[NodeId],
+    wide: WideOperands,
+) -> Result<Vec<WeightOperand>> {
+    let g = &model.graph;
+    let mut found = Vec::new();
+    // Per candidate: multiply-accumulates per sample (symbolic dims count 1) and depthwise-ness.
+    let mut costs = Vec::new();
+    for &id in order {
         let op = g.op(id).expect("op");
         let Some(w) = g.input(id, 1).filter(|&w| {
             g.constant(w)
@@ -202,29 +247,59 @@ fn plan_weights(model: &mut Model, magnitude: i64) -> Result<()> {
         }) else {
             continue;
         };
-        let rank = g.constant(w).map_or(0, |t| t.dims().len());
+        let Some(activation) = g.input(id, 0) else {
+            continue;
+        };
+        let dims = g.constant(w).map_or(vec![], |t| t.dims().to_vec());
         let axis = match op.op_type() {
-            "MatMul" if op.domain().is_empty() && rank == 2 => 1,
-            "Gemm" if op.domain().is_empty() && rank == 2 => {
-                if op.attr_int("transB", 0)? != 0 {
-                    0
-                } else {
-                    1
-                }
+            "MatMul" if op.domain().is_empty() && dims.len() == 2 => 1,
+            "Gemm" if op.domain().is_empty() && dims.len() == 2 => {
+                if op.attr_int("transB", 0)? != 0 { 0 } else { 1 }
             }
             "Conv" if op.domain().is_empty() => 0,
             _ => continue,
         };
-        plans.push((w, axis));
-    }
-    for (w, axis) in plans {
-        model.graph.value_mut(w).weight_plan = Some(WeightPlan {
-            granularity: Granularity::PerChannel { axis },
-            magnitude,
-            terms: 1,
+        let depthwise = crate::ops::depthwise::DepthwiseTaps::of(op, &dims)?.is_some();
+        let outputs: i64 = facts
+            .get(ValueId { node: id, slot: 0 })
+            .and_then(|f| f.shape.as_ref())
+            .map_or(1, |s| s.iter().map(|d| d.known().unwrap_or(1)).product());
+        let weights: i64 = dims.iter().product();
+        let channels = dims.get(axis).copied().unwrap_or(1).max(1);
+        costs.push(outputs.max(1) * (weights / channels).max(1));
+        found.push(WeightOperand {
+            weight: w,
+            axis,
+            activation,
+            activation_terms: 1,
+            depthwise,
         });
     }
-    Ok(())
+    let chosen: Vec<bool> = match wide {
+        WideOperands::None => vec![false; found.len()],
+        WideOperands::All => vec![true; found.len()],
+        WideOperands::Budget(fraction) => {
+            let total: i64 = costs.iter().sum();
+            let mut by_cost: Vec<usize> =
+                (0..found.len()).filter(|&i| !found[i].depthwise).collect();
+            by_cost.sort_by_key(|&i| (costs[i], i));
+            let (mut spent, mut chosen) = (0i64, vec![false; found.len()]);
+            for i in by_cost {
+                if (spent + costs[i]) as f64 > fraction * total as f64 {
+                    break;
+                }
+                spent += costs[i];
+                chosen[i] = true;
+            }
+            chosen
+        }
+    };
+    for (w, two) in found.iter_mut().zip(chosen) {
+        if two && !w.depthwise && g.constant(w.activation).is_none() {
+            w.activation_terms = 2;
+        }
+    }
+    Ok(found)
 }
 
 /// `clip` rounded up to 16 significant bits. The engines' float kernels (tract's Tanh and Exp)

@@ -136,6 +136,13 @@ struct CompileArgs {
         default_value = "portable"
     )]
     matmul_operands: String,
+    /// Integer matmuls whose activation gets 16 bits, entering as two 8-bit terms
+    /// (`x = 256·hi + lo`, two integer matmuls on the same weights): `none`, `budget=F` (the
+    /// matmuls with the fewest MACs first, while the extra MACs stay within the fraction F of
+    /// the model's) or `all` (every Conv/MatMul/Gemm with a constant weight). Depthwise Convs
+    /// always read 16 bits (they are int32 tap sums, not integer matmuls).
+    #[arg(long = "wide-operands", value_name = "WHICH", default_value = "none")]
+    wide_operands: String,
     /// Write a machine-readable JSON report of the compilation to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
@@ -326,6 +333,7 @@ struct CompileReport {
     /// `--matmul-operands`).
     rounding: String,
     matmul_operands: String,
+    wide_operands: String,
     ops_before: BTreeMap<String, usize>,
     ops_after: BTreeMap<String, usize>,
     /// Ops that still compute in float, and why.
@@ -409,6 +417,10 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         .matmul_operands
         .parse()
         .map_err(|e: String| anyhow!("--matmul-operands: {e}"))?;
+    options.wide_operands = args
+        .wide_operands
+        .parse()
+        .map_err(|e: String| anyhow!("--wide-operands: {e}"))?;
     if !args.calibrate.is_empty() {
         let mut inputs = BTreeMap::new();
         for spec in &args.calibrate {
@@ -488,6 +500,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             pipeline: pipeline.to_text(),
             rounding: options.rounding.name().to_string(),
             matmul_operands: options.matmul_operands.name().to_string(),
+            wide_operands: options.wide_operands.to_string(),
             ops_before,
             ops_after,
             float_ops,

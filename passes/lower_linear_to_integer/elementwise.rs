@@ -66,7 +66,14 @@ pub(super) fn lower_add(
         let Some(r) = rank(lw, out(id, 0)) else {
             return Ok(Outcome::Kept("rank unknown".into()));
         };
-        return Ok(match add_bias(lw, &rep, &c, r)? {
+        let mut sum = add_bias(lw, &rep, &c, r)?;
+        if sum.is_none() && !rep.is_per_tensor() && lw.can_quantize(x) {
+            // A per-channel scale too fine for the constant's integers (a tiny channel of a
+            // 16-bit depthwise output times a scale): at x's wide form, one coarser scale.
+            let wide = lw.operand(x, Form::Wide)?;
+            sum = add_bias(lw, &wide, &c, r)?;
+        }
+        return Ok(match sum {
             Some(r) => {
                 lw.set_rep(out(id, 0), r, 32, true);
                 Outcome::Lowered

@@ -56,26 +56,29 @@ pub(super) fn weight_matmul(
     lw: &mut Lowering,
     x: ValueId,
     w: &ndarray::ArrayD<f32>,
-    magnitude: i64,
+    plan: PlannedWeight,
     alpha: f64,
     out_rank: usize,
 ) -> Result<IntRep> {
-    let a = lw.operand(x, Form::OperandA)?;
-    let (q, scales) = quantize_weight(w, 1, magnitude);
-    let a_range = (a.range.0 - a.zero_point, a.range.1 - a.zero_point);
-    let range = matmul_range(&q, 1, a_range);
-    let (wq, w_zp) = weight_constant(lw, &q)?;
-    let zp = zero_point_input(lw, &a)?;
-    let s_a = a.scale.at(0);
-    let acc = lw.rw.op_node(
-        Op::new("MatMulInteger", ""),
-        "matmul",
-        &operand_inputs(a.value, wq, zp, w_zp),
-        vec![],
-        1,
-    )?;
+    let (q, scales) = quantize_weight(w, 1, plan.magnitude);
+    let mut stored = None;
+    let (acc, s_a, range) = accumulate_terms(lw, x, plan.activation_terms, &q, 1, |lw, a| {
+        let (wq, w_zp) = *match &mut stored {
+            Some(s) => s,
+            None => stored.insert(weight_constant(lw, &q)?),
+        };
+        let zp = zero_point_input(lw, a)?;
+        let acc = lw.rw.op_node(
+            Op::new("MatMulInteger", ""),
+            "matmul",
+            &operand_inputs(a.value, wq, zp, w_zp),
+            vec![],
+            1,
+        )?;
+        Ok(out(acc, 0))
+    })?;
     Ok(IntRep {
-        value: out(acc, 0),
+        value: acc,
         scale: Scale::PerAxis {
             axis: out_rank - 1,
             scales: scales.iter().map(|s| s * s_a * alpha).collect(),
@@ -116,11 +119,11 @@ pub(super) fn lower_matmul(
                 w.ndim()
             )));
         }
-        let magnitude = match planned_magnitude(lw, b, 1) {
-            Ok(m) => m,
+        let plan = match planned_weight(lw, b, 1) {
+            Ok(p) => p,
             Err(reason) => return Ok(Outcome::Kept(reason)),
         };
-        let rep = weight_matmul(lw, a, &w, magnitude, 1.0, out_rank)?;
+        let rep = weight_matmul(lw, a, &w, plan, 1.0, out_rank)?;
         lw.set_rep(y, rep, 32, true);
         return Ok(Outcome::Lowered);
     }
@@ -184,11 +187,10 @@ pub(super) fn lower_gemm(
         return Ok(Outcome::Kept("B is not 2-D".into()));
     }
     let transposed = op.attr_int("transB", 0)? != 0;
-    let magnitude =
-        match planned_magnitude(lw, b.expect("constant B"), if transposed { 0 } else { 1 }) {
-            Ok(m) => m,
-            Err(reason) => return Ok(Outcome::Kept(reason)),
-        };
+    let plan = match planned_weight(lw, b.expect("constant B"), if transposed { 0 } else { 1 }) {
+        Ok(p) => p,
+        Err(reason) => return Ok(Outcome::Kept(reason)),
+    };
     if transposed {
         w = w.t().as_standard_layout().into_owned();
     }
@@ -200,7 +202,7 @@ pub(super) fn lower_gemm(
             None => return Ok(Outcome::Kept("C is not a constant".into())),
         },
     };
-    let mut rep = weight_matmul(lw, a, &w, magnitude, alpha, 2)?;
+    let mut rep = weight_matmul(lw, a, &w, plan, alpha, 2)?;
     if let Some(bias) = bias {
         match add_bias(lw, &rep, &bias, 2)? {
             Some(r) => rep = r,
@@ -237,16 +239,16 @@ pub(super) fn lower_conv(
             None => return Ok(Outcome::Kept("bias is not a constant".into())),
         },
     };
-    let magnitude = match planned_magnitude(lw, inputs[1].expect("constant weight"), 0) {
-        Ok(m) => m,
+    let plan = match planned_weight(lw, inputs[1].expect("constant weight"), 0) {
+        Ok(p) => p,
         Err(reason) => return Ok(Outcome::Kept(reason)),
     };
-    let a = lw.operand(x, Form::OperandA)?;
-    let (q, scales) = quantize_weight(&w, 0, magnitude);
-    let a_range = (a.range.0 - a.zero_point, a.range.1 - a.zero_point);
-    let range = matmul_range(&q, 0, a_range);
-    let (wq, w_zp) = weight_constant(lw, &q)?;
-    let zp = zero_point_input(lw, &a)?;
+    let (q, scales) = quantize_weight(&w, 0, plan.magnitude);
+    let dims: Vec<i64> = w.shape().iter().map(|&d| d as i64).collect();
+    if let Some(taps) = crate::ops::depthwise::DepthwiseTaps::of(op, &dims)? {
+        let rep = super::depthwise::depthwise_taps(lw, x, &taps, &q, &scales)?;
+        return finish_conv(lw, id, rep, bias, w.ndim());
+    }
     let attrs = copy_attrs(
         op,
         &[
@@ -258,16 +260,24 @@ pub(super) fn lower_conv(
             "strides",
         ],
     );
-    let acc = lw.rw.op_node(
-        Op::new("ConvInteger", ""),
-        "conv",
-        &operand_inputs(a.value, wq, zp, w_zp),
-        attrs,
-        1,
-    )?;
-    let s_a = a.scale.at(0);
-    let mut rep = IntRep {
-        value: out(acc, 0),
+    let mut stored = None;
+    let (acc, s_a, range) = accumulate_terms(lw, x, plan.activation_terms, &q, 0, |lw, a| {
+        let (wq, w_zp) = *match &mut stored {
+            Some(s) => s,
+            None => stored.insert(weight_constant(lw, &q)?),
+        };
+        let zp = zero_point_input(lw, a)?;
+        let acc = lw.rw.op_node(
+            Op::new("ConvInteger", ""),
+            "conv",
+            &operand_inputs(a.value, wq, zp, w_zp),
+            attrs.clone(),
+            1,
+        )?;
+        Ok(out(acc, 0))
+    })?;
+    let rep = IntRep {
+        value: acc,
         scale: Scale::PerAxis {
             axis: 1,
             scales: scales.iter().map(|s| s * s_a).collect(),
@@ -276,16 +286,26 @@ pub(super) fn lower_conv(
         dtype: DataType::Int32,
         range,
     };
+    finish_conv(lw, id, rep, bias, w.ndim())
+}
+
+/// A Conv's accumulator plus its bias (along axis 1), as the Conv's output.
+fn finish_conv(
+    lw: &mut Lowering,
+    id: NodeId,
+    mut rep: IntRep,
+    bias: Option<ndarray::ArrayD<f32>>,
+    rank: usize,
+) -> Result<Outcome> {
     lw.note(&rep, 32, true);
     if let Some(b) = bias {
         // [M] → [M, 1, …, 1] so it broadcasts along axis 1.
-        let spatial = w.ndim() - 2;
         let mut shape = vec![b.len()];
-        shape.extend(std::iter::repeat_n(1, spatial));
+        shape.extend(std::iter::repeat_n(1, rank - 2));
         let b = b
             .into_shape_with_order(ndarray::IxDyn(&shape))
             .map_err(|e| Error::invalid(e.to_string()))?;
-        match add_bias(lw, &rep, &b, w.ndim())? {
+        match add_bias(lw, &rep, &b, rank)? {
             Some(r) => rep = r,
             None => {
                 return Ok(Outcome::Kept(
@@ -356,20 +376,166 @@ pub(super) fn add_bias(
     }))
 }
 
-/// The grid magnitude of a weight's plan, when `quantize` planned it per channel along
-/// `axis` with one term (the form these lowerings emit); else why not.
-fn planned_magnitude(lw: &Lowering, w: ValueId, axis: usize) -> std::result::Result<i64, String> {
+/// A weight's plan as these lowerings read it.
+#[derive(Copy, Clone)]
+pub(super) struct PlannedWeight {
+    magnitude: i64,
+    activation_terms: u32,
+}
+
+/// The plan of a weight that `quantize` planned per channel along `axis` with one term (the
+/// form these lowerings emit); else why not.
+fn planned_weight(
+    lw: &Lowering,
+    w: ValueId,
+    axis: usize,
+) -> std::result::Result<PlannedWeight, String> {
     match &lw.model().graph.value(w).weight_plan {
         None => Err("the weight has no plan (quantize plans constant weights)".into()),
         Some(WeightPlan {
             granularity: Granularity::PerChannel { axis: a },
             magnitude,
             terms: 1,
-        }) if *a == axis => Ok(*magnitude),
+            activation_terms,
+        }) if *a == axis => Ok(PlannedWeight {
+            magnitude: *magnitude,
+            activation_terms: *activation_terms,
+        }),
         Some(plan) => Err(format!(
             "the weight is planned as {:?} with {} term(s); only one term per output channel \
              along axis {axis} is lowered",
             plan.granularity, plan.terms
         )),
     }
+}
+
+/// Multiplier of the high term of a two-term activation: `q = TERM_BASE·hi + lo`.
+const TERM_BASE: i64 = 256;
+
+/// The accumulator `Σ_t base_t · matmul(term_t, W)` of activation `x` times the quantized weight
+/// `q` (output channels along `channel_axis`), with the activation scale it carries and its
+/// proven range. One term is the 8-bit operand. Two terms split a plan of 9 to 16 bits, stored
+/// with the offset that makes it non-negative, `u = q + offset` in [0, 2^16): `hi = u / 256`
+/// (uint8, zero point offset/256) and `lo = u − 256·hi` (uint8, zero point 0). Both are
+/// u8 operands on the same weights, so the saturation rule holds for each product as for
+/// one term; conv padding reads each term's zero point, a real 0. Falls back to one term
+/// when the plan is narrower or the sum could leave int32. `build` emits the integer matmul
+/// of one term (the operand comes first, then the weight constants, as one-term graphs
+/// always had them).
+fn accumulate_terms(
+    lw: &mut Lowering,
+    x: ValueId,
+    terms: u32,
+    q: &ndarray::ArrayD<i8>,
+    channel_axis: usize,
+    mut build: impl FnMut(&mut Lowering, &IntRep) -> Result<ValueId>,
+) -> Result<(ValueId, f64, (i64, i64))> {
+    if terms == 2 {
+        if let Some(split) = two_term_target(lw, x, q, channel_axis)? {
+            let (target, range) = split;
+            let (hi, lo) = split_terms(lw, x, &target)?;
+            let p_hi = build(lw, &hi)?;
+            let p_lo = build(lw, &lo)?;
+            let base = lw.constant("term_base", &Array::scalar(TERM_BASE as i32))?;
+            let high = lw.op("Mul", "high_part", &[p_hi, base], vec![])?;
+            let acc = lw.op("Add", "terms", &[high, p_lo], vec![])?;
+            return Ok((acc, target.scale, range));
+        }
+    }
+    let a = lw.operand(x, Form::OperandA)?;
+    let range = matmul_range(
+        q,
+        channel_axis,
+        (a.range.0 - a.zero_point, a.range.1 - a.zero_point),
+    );
+    let acc = build(lw, &a)?;
+    Ok((acc, a.scale.at(0), range))
+}
+
+/// The offset 16-bit target of a two-term activation and the accumulator's range, or `None`
+/// when the plan has 8 bits or fewer (or more than 16) or the sum could leave int32.
+fn two_term_target(
+    lw: &Lowering,
+    x: ValueId,
+    q: &ndarray::ArrayD<i8>,
+    channel_axis: usize,
+) -> Result<Option<(Target, (i64, i64))>> {
+    let plan = lw.plan(x)?;
+    let Scale::PerTensor(scale) = plan.scale else {
+        return Ok(None);
+    };
+    if !(9..=16).contains(&plan.bits) {
+        return Ok(None);
+    }
+    let levels = plan.levels();
+    let offset = if plan.signed {
+        1i64 << (plan.bits - 1)
+    } else {
+        0
+    };
+    let target = Target {
+        scale,
+        zero_point: offset,
+        lo: offset - if plan.signed { levels } else { 0 },
+        hi: offset + levels,
+        dtype: DataType::Int32,
+    };
+    let zp_hi = offset / TERM_BASE;
+    let hi = matmul_range(
+        q,
+        channel_axis,
+        (target.lo / TERM_BASE - zp_hi, target.hi / TERM_BASE - zp_hi),
+    );
+    let lo = matmul_range(q, channel_axis, (0, TERM_BASE - 1));
+    let range = (
+        hi.0 as i128 * TERM_BASE as i128 + lo.0 as i128,
+        hi.1 as i128 * TERM_BASE as i128 + lo.1 as i128,
+    );
+    if range.0 < i32::MIN as i128 || range.1 > i32::MAX as i128 {
+        return Ok(None);
+    }
+    Ok(Some((target, (range.0 as i64, range.1 as i64))))
+}
+
+/// `x` at `target` (offset, non-negative int32), split into its uint8 terms `(hi, lo)`.
+fn split_terms(lw: &mut Lowering, x: ValueId, target: &Target) -> Result<(IntRep, IntRep)> {
+    let u = lw.to_target(x, target, "wide")?;
+    let base = lw.constant("term_base", &Array::scalar(TERM_BASE as i32))?;
+    // u ≥ 0, so the truncating Div is a floor.
+    let hi = lw.op("Div", "high", &[u.value, base], vec![])?;
+    let high = lw.op("Mul", "high_value", &[hi, base], vec![])?;
+    let lo = lw.op("Sub", "low", &[u.value, high], vec![])?;
+    let to_u8 = || vec![crate::ir::attr::int("to", DataType::Uint8 as i32 as i64)];
+    let hi = lw.op("Cast", "high_u8", &[hi], to_u8())?;
+    let lo = lw.op("Cast", "low_u8", &[lo], to_u8())?;
+    let hi = IntRep {
+        value: hi,
+        scale: Scale::PerTensor(target.scale * TERM_BASE as f64),
+        zero_point: target.zero_point / TERM_BASE,
+        dtype: DataType::Uint8,
+        range: (u.range.0 / TERM_BASE, u.range.1 / TERM_BASE),
+    };
+    let lo = IntRep {
+        value: lo,
+        scale: Scale::PerTensor(target.scale),
+        zero_point: 0,
+        dtype: DataType::Uint8,
+        range: (0, TERM_BASE - 1),
+    };
+    let origin = {
+        let g = lw.rw.graph();
+        g.value(x)
+            .origin
+            .clone()
+            .unwrap_or_else(|| g.value_name(x).to_string())
+    };
+    for (rep, bits) in [(&u, 16), (&hi, 8), (&lo, 8)] {
+        let facts = rep.facts(bits, rep.zero_point != 0);
+        let origin = origin.clone();
+        lw.rw.annotate(rep.value, |v| {
+            v.quant.get_or_insert(facts);
+            v.origin.get_or_insert(origin);
+        });
+    }
+    Ok((hi, lo))
 }

@@ -3,6 +3,7 @@
 //! Rewrites (s = scale, q = stored integers, see `lower::engine`):
 //! - `MatMul(x, W)`, `Gemm`, `Conv` with constant W: `MatMulInteger(x_u8, W_i8, 128)` /
 //!   `ConvInteger` → int32 accumulator at `s_x · s_W[c]` (W int8 symmetric per output channel);
+//!   a depthwise Conv as int32 tap sums over its 16-bit input (`depthwise`);
 //!   activation × activation `MatMul` (attention) the same with both operands quantized.
 //! - `Add(acc, b)` with constant b: int32 bias at the accumulator's scale.
 //! - `Add(a, b)` of two activations (a residual): both requantized to the output's planned
@@ -24,6 +25,7 @@
 use super::prelude::*;
 
 mod average;
+mod depthwise;
 mod elementwise;
 mod matmul;
 mod movement;

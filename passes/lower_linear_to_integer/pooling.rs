@@ -165,8 +165,7 @@ fn lower_activation_product(
     }
     let mut wide = Vec::new();
     for v in [a, b] {
-        let narrow = lw.operand(v, Form::Stored8)?;
-        wide.push(super::elementwise::widen_to_i32(lw, &narrow)?);
+        wide.push(product_operand(lw, v)?);
     }
     let (ra, rb) = (&wide[0], &wide[1]);
     let corners = [
@@ -188,6 +187,17 @@ fn lower_activation_product(
     };
     lw.set_rep(out(id, 0), rep, 32, true);
     Ok(Outcome::Lowered)
+}
+
+/// A factor of an activation product in int32: a value held in an int32 accumulator in its
+/// wide form (15 bits and a sign over its planned clip), so the product keeps the precision
+/// 8-bit factors would lose; a value that is 8-bit already (a table's output) widened as it is.
+fn product_operand(lw: &mut Lowering, v: ValueId) -> Result<IntRep> {
+    if lw.rep(v).is_some_and(|r| r.dtype == DataType::Int32) {
+        return lw.operand(v, Form::Wide);
+    }
+    let narrow = lw.operand(v, Form::Stored8)?;
+    super::elementwise::widen_to_i32(lw, &narrow)
 }
 
 pub(super) fn lower_reduce_sum(

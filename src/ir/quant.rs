@@ -52,6 +52,9 @@ pub struct WeightPlan {
     pub magnitude: i64,
     /// Residual terms per weight (`W ≈ Σ_k s_k·q_k`); 1 is plain quantization.
     pub terms: u32,
+    /// 8-bit terms of the activation this weight multiplies: 1, or 2 for a 16-bit activation
+    /// entering as `256·hi + lo` (two integer matmuls on the same weights).
+    pub activation_terms: u32,
 }
 
 /// What is known about an integer value that stands for a real one:

@@ -68,6 +68,9 @@ impl IntRep {
     }
 }
 
+/// Largest magnitude of [`Form::Wide`]: the product of two stays under 2^30.
+const WIDE_LEVELS: i64 = 32767;
+
 /// A storage form an integer op needs its operand in.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Form {
@@ -78,7 +81,9 @@ pub enum Form {
     OperandB,
     /// int8 (or uint8 for unsigned values) at the value's planned scale: data movement.
     Stored8,
-    /// int32 at the value's planned scale, clamped to its planned bits (the residual stream).
+    /// int32 with 15 bits (and a sign) over the value's planned clip: a factor of an
+    /// activation product (two of them multiply within int32), or an accumulator too fine
+    /// for a constant's integers.
     Wide,
 }
 
@@ -436,25 +441,21 @@ impl<'m> Lowering<'m> {
                 hi: 255,
                 dtype: DataType::Uint8,
             },
-            Form::Wide => {
-                let max = crate::quant::levels(plan.bits, true);
-                Target {
-                    scale,
-                    zero_point: 0,
-                    lo: -max,
-                    hi: max,
-                    dtype: DataType::Int32,
-                }
-            }
+            Form::Wide => Target {
+                scale: respread(scale, plan.bits, plan.signed, WIDE_LEVELS),
+                zero_point: 0,
+                lo: if plan.signed { -WIDE_LEVELS } else { 0 },
+                hi: WIDE_LEVELS,
+                dtype: DataType::Int32,
+            },
         };
         let rep = match self.reps.get(&v).cloned() {
             Some(rep) => self.convert(&rep, &target, "requant")?,
             None => self.quantize_float(v, &target)?,
         };
-        let bits = if target.dtype == DataType::Int32 {
-            plan.bits
-        } else {
-            8
+        let bits = match form {
+            Form::Wide => 16,
+            _ => 8,
         };
         let signed = target.zero_point != 0 || target.lo < 0;
         let facts = rep.facts(bits, signed);

@@ -151,6 +151,33 @@ fn arithmetic(op_type: &str) -> bool {
     )
 }
 
+/// `d` when a Sub's inputs are `x` and `Mul(Div(x, d), d)` for a positive constant scalar `d`:
+/// the remainder of `x` by `d`, in [0, d) for `x ≥ 0` (truncating Div is then a floor).
+fn remainder_divisor(model: &Model, inputs: &[Option<ValueId>]) -> Option<i64> {
+    let g = &model.graph;
+    let (x, product) = (inputs.first().copied()??, inputs.get(1).copied()??);
+    let scalar = |v: ValueId| -> Option<i64> {
+        let a = g.constant(v)?.decode().ok()?;
+        match a.to_i64_vec().ok()?[..] {
+            [d] if a.dtype().is_integer() => Some(d),
+            _ => None,
+        }
+    };
+    let op_is = |v: ValueId, t: &str| g.op(v.node).is_some_and(|op| op.is(t));
+    if !op_is(product, "Mul") {
+        return None;
+    }
+    let (quotient, d) = (
+        g.input(product.node, 0)?,
+        scalar(g.input(product.node, 1)?)?,
+    );
+    if !op_is(quotient, "Div") || g.input(quotient.node, 0)? != x {
+        return None;
+    }
+    let d2 = scalar(g.input(quotient.node, 1)?)?;
+    (d == d2 && d > 0).then_some(d)
+}
+
 fn mul(a: Interval, b: Interval) -> Interval {
     let c = [a.0 * b.0, a.0 * b.1, a.1 * b.0, a.1 * b.1];
     (*c.iter().min().expect("4"), *c.iter().max().expect("4"))
@@ -200,6 +227,10 @@ fn interval_of(
             _ => None,
         },
         "Sub" => match (get(0), get(1)) {
+            (Some(a), _) if a.0 >= 0 && remainder_divisor(model, inputs).is_some() => {
+                let d = remainder_divisor(model, inputs).expect("checked");
+                Some((0, (d as i128 - 1).min(a.1)))
+            }
             (Some(a), Some(b)) => Some((a.0 - b.1, a.1 - b.0)),
             _ => None,
         },

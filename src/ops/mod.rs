@@ -11,9 +11,11 @@
 //! - [`matmul_kernels`]: which integer matmul operands each engine's kernels compute exactly.
 //! - [`resize`], [`conv_transpose`]: the geometry of Resize and ConvTranspose (output sizes,
 //!   which inputs each output reads), for inference and for the passes that expand them.
+//! - [`depthwise`]: a depthwise Conv as its taps, for planning and lowering it.
 
 pub mod analysis;
 pub mod conv_transpose;
+pub mod depthwise;
 pub mod eval;
 pub mod facts;
 pub mod infer;

@@ -59,6 +59,8 @@ pub struct CompileOptions {
     /// Which integer matmul kernels the model must be exact on (`--matmul-operands`); the
     /// lowerings pick operand grids from it and the range proof enforces it.
     pub matmul_operands: crate::ops::matmul_kernels::MatmulOperands,
+    /// Which weight matmuls take a 16-bit activation as two 8-bit terms (`--wide-operands`).
+    pub wide_operands: crate::quant::WideOperands,
 }
 
 impl Default for CompileOptions {
@@ -69,6 +71,7 @@ impl Default for CompileOptions {
             symbolic_dim_bound: 4096,
             rounding: crate::quant::Rounding::HalfUp,
             matmul_operands: Default::default(),
+            wide_operands: Default::default(),
         }
     }
 }

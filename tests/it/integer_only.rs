@@ -19,6 +19,7 @@ fn compile_with_report(
     out: &Path,
     pipeline: &str,
     calibrate: &[(String, PathBuf)],
+    extra: &[&str],
 ) -> (PathBuf, Vec<String>) {
     let report = out.with_extension("json");
     let mut args = vec![
@@ -33,6 +34,7 @@ fn compile_with_report(
         args.push("--calibrate".into());
         args.push(format!("{name}={}", path.display()));
     }
+    args.extend(extra.iter().map(|a| a.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = compile(model, out, &refs);
     let report: serde_json::Value =
@@ -60,6 +62,7 @@ fn compile_integer_only(
         &dir.join(format!("{stem}.ivit.onnx")),
         "ivit",
         calibrate,
+        &[],
     );
     assert!(between.is_empty(), "{stem}: float values {between:?}");
     written.push_str(&format!("{}\n", out.display()));
@@ -135,6 +138,7 @@ fn digits_vits_compile_to_integer_only_models_that_both_engines_run_bit_identica
                 &dir.path().join(format!("{stem}.{pipeline}.onnx")),
                 pipeline,
                 &[("pixels".into(), calib_path.clone())],
+                &[],
             );
             assert!(
                 between.is_empty(),
@@ -182,6 +186,22 @@ fn tiny_vit_swin_bert_and_gpt2_exports_compile_to_integer_only_models() {
         let out = compile_integer_only(stem, &calibrate, dir.path(), &mut written);
         let named: Vec<(&str, &Array)> = inputs.iter().map(|(n, _, a)| (n.as_str(), a)).collect();
         assert_bit_identical(&out, &named, dir.path());
+        // Every integer matmul's input at 16 bits, as two 8-bit terms: exact on every CPU too.
+        if stem.ends_with("opset17") {
+            let (wide, between) = compile_with_report(
+                &fixture(&format!("{stem}.onnx")),
+                &dir.path().join(format!("{stem}.wide.onnx")),
+                "ivit",
+                &calibrate,
+                &["--wide-operands", "all"],
+            );
+            assert!(
+                between.is_empty(),
+                "{stem} (wide): float values {between:?}"
+            );
+            written.push_str(&format!("{}\n", wide.display()));
+            assert_bit_identical(&wide, &named, dir.path());
+        }
     }
     let report = oracle("check_models.py", &[], &written);
     assert!(report.contains(" 0 failed"), "{report}");
@@ -242,6 +262,22 @@ fn convnets_compile_to_integer_only_models_that_both_engines_run_bit_identically
         let out = compile_integer_only(stem, &calibrate, dir.path(), &mut written);
         let named: Vec<(&str, &Array)> = inputs.iter().map(|(n, _, a)| (n.as_str(), a)).collect();
         assert_bit_identical(&out, &named, dir.path());
+        // Every integer matmul's input at 16 bits, as two 8-bit terms: exact on every CPU too.
+        if stem.ends_with("opset17") {
+            let (wide, between) = compile_with_report(
+                &fixture(&format!("{stem}.onnx")),
+                &dir.path().join(format!("{stem}.wide.onnx")),
+                "ivit",
+                &calibrate,
+                &["--wide-operands", "all"],
+            );
+            assert!(
+                between.is_empty(),
+                "{stem} (wide): float values {between:?}"
+            );
+            written.push_str(&format!("{}\n", wide.display()));
+            assert_bit_identical(&wide, &named, dir.path());
+        }
     }
     let report = oracle("check_models.py", &[], &written);
     assert!(report.contains(" 0 failed"), "{report}");
@@ -266,6 +302,7 @@ fn sentence_encoder_with_attention_mask_is_integer_only_and_bit_identical() {
         &dir.path().join("l3.ivit.onnx"),
         "ivit",
         &calibrate,
+        &[],
     );
     assert!(between.is_empty(), "float values {between:?}");
     let take = |p: &Path| {
@@ -322,6 +359,7 @@ fn lowered_shiftmax_and_layer_norm_equal_the_reference_kernels_on_real_activatio
         &dir.path().join("ivit.onnx"),
         "ivit",
         &[("pixels".into(), calib_path)],
+        &[],
     );
     let mut model = intone::onnx::load(&out).unwrap();
     let softmax = "/blocks/blocks.1/attn/Softmax";

@@ -387,3 +387,205 @@ fn mul_by_a_constant_varying_along_two_axes_stays_float() {
     );
     assert!(kept(&case.after, "Mul", "Mul_1"));
 }
+
+/// A depthwise 3×3 convolution of the 4 channels with `attrs` (and a bias), after a 1×1 Conv
+/// so that its input is an accumulator.
+fn depthwise(attrs: Vec<intone::schema::AttributeProto>, channels_out: usize) -> Model {
+    let mut all = vec![attr::ints("kernel_shape", &[3, 3]), attr::int("group", 4)];
+    all.extend(attrs);
+    image()
+        .init("p", data(&[4, 4, 1, 1], 3, 0.5))
+        .node("Conv", &["x", "p"], &["c"])
+        .init("dw", data(&[channels_out, 1, 3, 3], 4, 0.5))
+        .init("dwb", data(&[channels_out], 5, 0.1))
+        .node_with("Conv", &["c", "dw", "dwb"], &["y"], all)
+        .output(
+            "y",
+            F32,
+            &[D::S("n"), D::N(channels_out as i64), D::N(3), D::N(3)],
+        )
+        .model()
+}
+
+#[test]
+fn depthwise_conv_is_an_int32_tap_sum_over_a_16_bit_input() {
+    // Stride 2, pads 1: 6×6 → 3×3, every tap a strided Slice of the padded input.
+    let attrs = vec![
+        attr::ints("pads", &[1, 1, 1, 1]),
+        attr::ints("strides", &[2, 2]),
+    ];
+    let case = lower(
+        depthwise(attrs, 4),
+        PLANNED,
+        SPEC,
+        &calibrated(&[("x", images())]),
+    );
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (2, 2, 0));
+    assert_eq!(case.after_count("ConvInteger"), 1, "only the 1×1 Conv");
+    assert_eq!(case.after_count("Slice"), 9);
+    assert_eq!(case.after_count("Pad"), 1);
+    // 16 bits into the taps and int8 weights: the 1×1 Conv's 8-bit input is most of the error.
+    case.assert_close(&[images()], 0.015);
+}
+
+#[test]
+fn depthwise_conv_with_auto_pad_or_a_channel_multiplier_stays_a_conv_integer() {
+    for (attrs, channels_out) in [
+        (
+            vec![
+                attr::string("auto_pad", "SAME_UPPER"),
+                attr::ints("strides", &[2, 2]),
+            ],
+            4,
+        ),
+        (
+            vec![
+                attr::ints("pads", &[1, 1, 1, 1]),
+                attr::ints("strides", &[2, 2]),
+            ],
+            8,
+        ),
+    ] {
+        let case = lower(
+            depthwise(attrs, channels_out),
+            PLANNED,
+            SPEC,
+            &calibrated(&[("x", images())]),
+        );
+        assert_eq!(case.after_count("ConvInteger"), 2);
+        assert_eq!(case.after_count("Slice"), 0);
+        case.assert_close(&[images()], 0.03);
+    }
+}
+
+fn wide(wide_operands: &str) -> CompileOptions {
+    CompileOptions {
+        wide_operands: wide_operands.parse().unwrap(),
+        ..calibrated(&[("x", images())])
+    }
+}
+
+#[test]
+fn a_wide_operand_enters_its_conv_as_two_8_bit_terms() {
+    // Weights on the 2^-6 grid within ±1: exact, so the input's error is the whole error.
+    let w: Vec<f32> = data(&[4, 4, 3, 3], 1, 1.0)
+        .to_f64_vec()
+        .iter()
+        .map(|v| (v * 64.0).round() as f32 / 64.0)
+        .collect();
+    let model = image()
+        .init("w", Array::from_vec(&[4, 4, 3, 3], w).unwrap())
+        .node_with(
+            "Conv",
+            &["x", "w"],
+            &["y"],
+            vec![
+                attr::ints("kernel_shape", &[3, 3]),
+                attr::ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let narrow = lower(
+        model.clone(),
+        PLANNED,
+        SPEC,
+        &calibrated(&[("x", images())]),
+    );
+    let case = lower(model, PLANNED, SPEC, &wide("all"));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(
+        case.after_count("ConvInteger"),
+        2,
+        "the high and the low byte"
+    );
+    assert_eq!(case.after_count("Div"), 1);
+    // The input's quantization error falls from 8 bits to 16.
+    let (e8, e16) = (
+        narrow.assert_close(&[images()], 0.02),
+        case.assert_close(&[images()], 0.02),
+    );
+    assert!(e16 < 0.02 * e8, "two terms {e16} vs one {e8}");
+    // The low byte is proven within [0, 255] by the remainder rule, so legalize accepts it.
+    let (_, reports) = run(
+        case.after.clone(),
+        "fold-dyadic-requant,legalize",
+        &case.options,
+    );
+    assert!(reports.iter().any(|r| r.pass == "legalize"));
+}
+
+#[test]
+fn a_wide_operand_whose_sum_could_leave_int32_keeps_one_term() {
+    // K = 4096 inputs: 256 · 128 · Σ|w| (about 4096 · 32) passes 2^31.
+    let x = data(&[3, 4096], 0, 2.0);
+    let model = ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(4096)])
+        .init("w", data(&[4096, 4], 1, 0.5))
+        .node("MatMul", &["x", "w"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4)])
+        .model();
+    let options = CompileOptions {
+        wide_operands: intone::quant::WideOperands::All,
+        ..calibrated(&[("x", x.clone())])
+    };
+    let case = lower(model, PLANNED, SPEC, &options);
+    assert_eq!(case.after_count("MatMulInteger"), 1);
+    assert_eq!(case.after_count("Div"), 0);
+    case.assert_close(&[x], 0.05);
+}
+
+#[test]
+fn a_wide_operand_budget_takes_the_cheapest_matmuls_first() {
+    // x·W1 (K = 4, 4 columns) then ·W2 (K = 4, 64 columns): W1 costs 16 MACs a row, W2 256.
+    let x = data(&[3, 4], 0, 2.0);
+    let model = ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(4)])
+        .init("w1", data(&[4, 4], 1, 0.5))
+        .node("MatMul", &["x", "w1"], &["h"])
+        .init("w2", data(&[4, 64], 2, 0.5))
+        .node("MatMul", &["h", "w2"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(64)])
+        .model();
+    let with = |budget: &str| CompileOptions {
+        wide_operands: budget.parse().unwrap(),
+        ..calibrated(&[("x", x.clone())])
+    };
+    for (budget, matmuls) in [("budget=0", 2), ("budget=0.1", 3), ("budget=1", 4)] {
+        let case = lower(model.clone(), PLANNED, SPEC, &with(budget));
+        assert_eq!(case.after_count("MatMulInteger"), matmuls, "{budget}");
+    }
+    assert!("budget=2".parse::<intone::quant::WideOperands>().is_err());
+}
+
+#[test]
+fn a_constant_too_large_for_a_fine_per_channel_scale_adds_at_the_wide_form() {
+    // A depthwise output (16-bit input, int8 weights) scaled per channel, one channel by
+    // 1e-6, then shifted by 10: 10 at that channel's scale overflows int32.
+    let mut scale = vec![1.0f32; 4];
+    scale[2] = 1e-6;
+    let attrs = vec![
+        attr::ints("kernel_shape", &[3, 3]),
+        attr::int("group", 4),
+        attr::ints("pads", &[1, 1, 1, 1]),
+        attr::ints("strides", &[2, 2]),
+    ];
+    let model = image()
+        .init("p", data(&[4, 4, 1, 1], 3, 0.5))
+        .node("Conv", &["x", "p"], &["c"])
+        .init("dw", data(&[4, 1, 3, 3], 4, 0.5))
+        .node_with("Conv", &["c", "dw"], &["y"], attrs)
+        .init("s", Array::from_vec(&[1, 4, 1, 1], scale).unwrap())
+        .node("Mul", &["y", "s"], &["z"])
+        .init(
+            "t",
+            Array::from_vec(&[1, 4, 1, 1], vec![10.0f32; 4]).unwrap(),
+        )
+        .node("Add", &["z", "t"], &["out"])
+        .output("out", F32, &[D::S("n"), D::N(4), D::N(3), D::N(3)])
+        .model();
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", images())]));
+    assert!(!kept(&case.after, "Add", "Add_3"), "{:?}", case.remarks());
+    case.assert_close(&[images()], 0.01);
+}

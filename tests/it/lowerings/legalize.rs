@@ -134,3 +134,66 @@ fn a_model_below_opset_15_is_refused() {
         .expect_err("an error");
     assert!(err.to_string().contains("need 15 or more"), "{err}");
 }
+
+/// `r − 256·(r / 256)` cast to uint8, `r` a requantization of `q` clamped to `r_range`: the
+/// low byte of a two-term activation.
+fn low_byte(r_range: (i64, i64)) -> Model {
+    let b = ModelBuilder::new(18).input("q", DataType::Int32, &[D::S("n"), D::N(2)]);
+    let b = requant(
+        b,
+        "q",
+        "r",
+        requant_attrs(1, 0, r_range.0, r_range.1, DataType::Int32),
+    );
+    let mut model = b
+        .init("base", Array::scalar(256i32))
+        .node("Div", &["r", "base"], &["hi"])
+        .node("Mul", &["hi", "base"], &["high"])
+        .node("Sub", &["r", "high"], &["lo"])
+        .node_with(
+            "Cast",
+            &["lo"],
+            &["y"],
+            vec![attr::int("to", DataType::Uint8 as i32 as i64)],
+        )
+        .output("y", DataType::Uint8, &[D::S("n"), D::N(2)])
+        .model();
+    prove(&mut model, "q", (-100_000, 100_000));
+    prove(&mut model, "r", r_range);
+    model
+}
+
+#[test]
+fn the_remainder_of_a_non_negative_value_is_proven_within_its_divisor() {
+    let case = apply(
+        low_byte((0, 65535)),
+        "legalize(target=integer)",
+        &Default::default(),
+    );
+    assert!(case.remarked("integer ops checked: no overflow possible"));
+}
+
+#[test]
+fn the_remainder_of_a_possibly_negative_value_is_not() {
+    // Truncating Div is no floor below 0: the remainder could be negative.
+    let pipeline = Pipeline::parse("legalize(target=integer)", PASSES).unwrap();
+    let manager = Manager::new(&pipeline, PASSES).unwrap();
+    let err = manager
+        .run(&mut low_byte((-1, 65535)), &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("would wrap in the cast"), "{err}");
+}
+
+#[test]
+fn a_requantization_reading_another_keeps_the_inner_ones_proven_range() {
+    // The inner clamp binds, so nothing merges them: legalize expands both, and the outer
+    // one needs the range of the inner one's expansion.
+    let case = apply(
+        chain(-100, 100),
+        "legalize(target=integer)",
+        &Default::default(),
+    );
+    assert_eq!(case.counts(), (2, 2, 0));
+    assert_eq!(count(&case.after, "intone.*"), 0);
+}
