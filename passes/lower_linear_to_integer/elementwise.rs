@@ -37,6 +37,9 @@ pub(super) fn widen_to_i32(lw: &mut Lowering, rep: &IntRep) -> Result<IntRep> {
     Ok(wide)
 }
 
+/// Largest magnitude of each operand of a difference of two activations.
+const DIFFERENCE_LEVELS: i64 = 32767;
+
 pub(super) fn lower_add(
     lw: &mut Lowering,
     id: NodeId,
@@ -50,19 +53,33 @@ pub(super) fn lower_add(
     let (ca, cb) = (constant_f32(lw, Some(a)), constant_f32(lw, Some(b)));
     let negate = op.op_type() == "Sub";
     // Bias: an int32 accumulator plus a constant.
+    // (x, c, x negated): x + c, x − c, or c − x (a detector's anchor minus a distance).
     let bias_case = match (&ca, &cb) {
-        (None, Some(c)) => Some((a, c.clone())),
-        (Some(c), None) if !negate => Some((b, c.clone())),
+        (None, Some(c)) => Some((a, c.clone(), false)),
+        (Some(c), None) => Some((b, c.clone(), negate)),
         _ => None,
     };
-    if let Some((x, c)) = bias_case {
+    if let Some((x, c, negated)) = bias_case {
         let Some(mut rep) = lw.rep(x).cloned() else {
             return Ok(Outcome::NotACandidate);
         };
-        if rep.dtype != DataType::Int32 {
+        if rep.dtype != DataType::Int32 || rep.zero_point != 0 {
             rep = widen_to_i32(lw, &rep)?;
         }
-        let c = if negate { c.mapv(|v| -v) } else { c };
+        if negated {
+            let value = lw.op("Neg", "negated", &[rep.value], vec![])?;
+            rep = IntRep {
+                value,
+                range: (-rep.range.1, -rep.range.0),
+                ..rep
+            };
+            lw.note(&rep, 32, true);
+        }
+        let c = if negate && !negated {
+            c.mapv(|v| -v)
+        } else {
+            c
+        };
         let Some(r) = rank(lw, out(id, 0)) else {
             return Ok(Outcome::Kept("rank unknown".into()));
         };
@@ -81,11 +98,10 @@ pub(super) fn lower_add(
             None => Outcome::Kept("constant does not broadcast along the scale's axis, or its integers overflow int32".into()),
         });
     }
-    if ca.is_some() || cb.is_some() || negate || g.constant(a).is_some() || g.constant(b).is_some()
-    {
+    if ca.is_some() || cb.is_some() || g.constant(a).is_some() || g.constant(b).is_some() {
         return Ok(Outcome::NotACandidate);
     }
-    // A residual: both operands at the output's planned scale, in int32.
+    // A residual (or a difference): both operands at the output's planned scale, in int32.
     let y = out(id, 0);
     if looks_like_mask(lw, a) || looks_like_mask(lw, b) {
         return Ok(Outcome::Kept(
@@ -98,6 +114,11 @@ pub(super) fn lower_add(
     if !(either || (integer_or_later(lw, a) && integer_or_later(lw, b))) {
         return Ok(Outcome::NotACandidate);
     }
+    // A difference only of two integers (a detector's box corners): LayerNorm's x − mean
+    // of a float mean is left to its own lowering.
+    if negate && !(lw.rep(a).is_some() && lw.rep(b).is_some()) {
+        return Ok(Outcome::NotACandidate);
+    }
     if let Some(kept) = uncalibrated(lw, &[a, b, y]) {
         return Ok(kept);
     }
@@ -106,22 +127,46 @@ pub(super) fn lower_add(
         return Ok(Outcome::NotACandidate);
     };
     let max = crate::quant::levels(plan.bits, true);
-    let target = Target {
-        scale,
-        zero_point: 0,
-        lo: -max,
-        hi: max,
-        dtype: DataType::Int32,
+    let target = if negate {
+        // A difference can be far smaller than its operands (a box's width from its two
+        // corners): both at 15 bits over the largest of the three clips.
+        let clip = |p: &crate::ir::quant::ActivationPlan| p.scale.at(0) * p.levels() as f64;
+        let widest = [lw.plan(a)?, lw.plan(b)?, plan.clone()]
+            .iter()
+            .map(clip)
+            .fold(0f64, f64::max);
+        Target {
+            scale: (widest / DIFFERENCE_LEVELS as f64) as f32 as f64,
+            zero_point: 0,
+            lo: -DIFFERENCE_LEVELS,
+            hi: DIFFERENCE_LEVELS,
+            dtype: DataType::Int32,
+        }
+    } else {
+        Target {
+            scale,
+            zero_point: 0,
+            lo: -max,
+            hi: max,
+            dtype: DataType::Int32,
+        }
     };
+    let scale = target.scale;
     let ra = lw.to_target(a, &target, "align")?;
     let rb = lw.to_target(b, &target, "align")?;
-    let sum = lw.op("Add", "residual", &[ra.value, rb.value], vec![])?;
+    let (sum, range) = if negate {
+        let d = lw.op("Sub", "difference", &[ra.value, rb.value], vec![])?;
+        (d, (ra.range.0 - rb.range.1, ra.range.1 - rb.range.0))
+    } else {
+        let s = lw.op("Add", "residual", &[ra.value, rb.value], vec![])?;
+        (s, (ra.range.0 + rb.range.0, ra.range.1 + rb.range.1))
+    };
     let rep = IntRep {
         value: sum,
         scale: Scale::PerTensor(scale),
         zero_point: 0,
         dtype: DataType::Int32,
-        range: (ra.range.0 + rb.range.0, ra.range.1 + rb.range.1),
+        range,
     };
     lw.set_rep(y, rep, plan.bits + 1, true);
     Ok(Outcome::Lowered)

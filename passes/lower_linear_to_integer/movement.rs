@@ -172,6 +172,67 @@ pub(super) fn lower_gather(
     Ok(Outcome::Lowered)
 }
 
+/// A Concat that is a graph output, of parts planned on very different ranges (a detector's
+/// boxes in pixels beside its class probabilities): each part keeps its own scale, in int32
+/// (its wide form, or its 8-bit integers widened), and the result has a per-axis scale along
+/// the concat axis, which the output's DequantizeLinear takes. `None` when a part has no
+/// plan or no known size along the axis.
+fn concat_keeping_scales(lw: &mut Lowering, op: &Op, parts: &[ValueId]) -> Result<Option<IntRep>> {
+    let Some(rank) = parts.first().and_then(|&v| rank(lw, v)) else {
+        return Ok(None);
+    };
+    let axis = op.attr_int("axis", 0)?;
+    let axis = if axis < 0 { axis + rank as i64 } else { axis } as usize;
+    let mut sizes = Vec::new();
+    for &v in parts {
+        let size = lw
+            .facts
+            .get(v)
+            .and_then(|f| f.shape.as_ref())
+            .and_then(|s| s.get(axis))
+            .and_then(|d| d.known());
+        let planned = lw.can_quantize(v)
+            && matches!(
+                lw.model().graph.value(v).plan.as_ref().map(|p| &p.scale),
+                Some(Scale::PerTensor(_))
+            );
+        match size {
+            Some(n) if planned && n > 0 => sizes.push(n as usize),
+            _ => return Ok(None),
+        }
+    }
+    let mut values = Vec::new();
+    let mut scales = Vec::new();
+    let (mut lo, mut hi) = (0i64, 0i64);
+    for (&v, &n) in parts.iter().zip(&sizes) {
+        let narrow = lw
+            .rep(v)
+            .filter(|r| r.is_per_tensor() && r.dtype != DataType::Int32)
+            .cloned();
+        let rep = match narrow {
+            Some(r) => super::elementwise::widen_to_i32(lw, &r)?,
+            None => lw.operand(v, Form::Wide)?,
+        };
+        scales.extend(std::iter::repeat_n(rep.scale.at(0), n));
+        (lo, hi) = (lo.min(rep.range.0), hi.max(rep.range.1));
+        values.push(Some(rep.value));
+    }
+    let node = lw.rw.op_node(
+        Op::new("Concat", ""),
+        "int",
+        &values,
+        op.attrs().to_vec(),
+        1,
+    )?;
+    Ok(Some(IntRep {
+        value: out(node, 0),
+        scale: Scale::PerAxis { axis, scales },
+        zero_point: 0,
+        dtype: DataType::Int32,
+        range: (lo, hi),
+    }))
+}
+
 pub(super) fn lower_concat(
     lw: &mut Lowering,
     id: NodeId,
@@ -192,6 +253,12 @@ pub(super) fn lower_concat(
     let Scale::PerTensor(scale) = plan.scale else {
         return Ok(Outcome::NotACandidate);
     };
+    if lw.model().graph.is_graph_output(y) {
+        if let Some(rep) = concat_keeping_scales(lw, op, &parts)? {
+            lw.set_rep(y, rep, 32, true);
+            return Ok(Outcome::Lowered);
+        }
+    }
     // Every part at the result's scale, 8 bits (a constant part is quantized at compile time).
     let (lo, hi, dtype) = if plan.signed {
         (-128, 127, DataType::Int8)

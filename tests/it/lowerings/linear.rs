@@ -233,6 +233,47 @@ fn residual_add_aligns_both_operands_to_the_planned_scale() {
     case.assert_close(&[x], 0.01);
 }
 
+#[test]
+fn a_difference_of_two_activations_aligns_both_over_the_widest_clip() {
+    // (x·W + 40) − x·W': two values near 40 whose difference is near 0, as a detector's box
+    // width is of its two corners. At the difference's own clip the operands would saturate.
+    let model = x_input(8)
+        .init("w", weight(8, 4, 1))
+        .init("v", weight(8, 4, 2))
+        .init("c", Array::scalar(40.0f32))
+        .node("MatMul", &["x", "w"], &["h"])
+        .node("Add", &["h", "c"], &["a"])
+        .node("MatMul", &["x", "v"], &["g"])
+        .node("Add", &["g", "c"], &["b"])
+        .node("Sub", &["a", "b"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4)])
+        .model();
+    let x = x_samples(8);
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", x.clone())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (5, 5, 0));
+    assert_eq!(case.after_count("Sub"), 1);
+    case.assert_close(&[x], 0.05);
+}
+
+#[test]
+fn a_constant_minus_an_activation_is_a_negation_plus_an_int32_bias() {
+    let model = x_input(8)
+        .init("w", weight(8, 4, 1))
+        .init("c", data(&[1, 4], 3, 10.0))
+        .node("MatMul", &["x", "w"], &["h"])
+        .node("Sub", &["c", "h"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4)])
+        .model();
+    let x = x_samples(8);
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", x.clone())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (2, 2, 0));
+    assert_eq!(case.after_count("Neg"), 1);
+    assert_eq!(case.after_count("Sub"), 0);
+    case.assert_close(&[x], 0.01);
+}
+
 const PLANNED_THEN_LOWERED: &str = "calibrate,quantize,lower-linear-to-integer";
 
 #[test]
@@ -412,6 +453,28 @@ fn concat_requantizes_every_part_to_the_result_scale() {
         .init("w2", data(&[8, 4], 4, 2.0))
         .node("MatMul", &["x", "w1"], &["h1"])
         .node("MatMul", &["x", "w2"], &["h2"])
+        .node_with("Concat", &["h1", "h2"], &["c"], vec![attr::int("axis", -1)])
+        .node("Relu", &["c"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(8)])
+        .model();
+    let x = x_samples(8);
+    let case = lower(model, PLANNED, SPEC, &calibrated(&[("x", x.clone())]));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (4, 4, 0));
+    assert_eq!(case.after_count("Concat"), 1);
+    assert_eq!(case.after_count("intone.Requant"), 2, "one per part");
+    case.assert_close(&[x], 0.03);
+}
+
+#[test]
+fn concat_that_is_a_graph_output_keeps_each_parts_scale() {
+    // Parts 100× apart (a detector's boxes beside its probabilities): one 8-bit scale would
+    // leave the small part a few steps.
+    let model = x_input(8)
+        .init("w1", weight(8, 4, 1))
+        .init("w2", data(&[8, 4], 4, 100.0))
+        .node("MatMul", &["x", "w1"], &["h1"])
+        .node("MatMul", &["x", "w2"], &["h2"])
         .node_with("Concat", &["h1", "h2"], &["y"], vec![attr::int("axis", -1)])
         .output("y", F32, &[D::S("n"), D::N(8)])
         .model();
@@ -420,8 +483,32 @@ fn concat_requantizes_every_part_to_the_result_scale() {
     insta::assert_snapshot!(case.snapshot());
     assert_eq!(case.counts(), (3, 3, 0));
     assert_eq!(case.after_count("Concat"), 1);
-    assert_eq!(case.after_count("intone.Requant"), 2, "one per part");
-    case.assert_close(&[x], 0.03);
+    // Each part within its own 15-bit grid: the small part as close as the large one.
+    let lowered = run(case.after.clone(), "legalize", &case.options).0;
+    let got = Runner::new(&lowered)
+        .unwrap()
+        .run(std::slice::from_ref(&x), None)
+        .unwrap();
+    let want = Runner::new(&case.float)
+        .unwrap()
+        .run(std::slice::from_ref(&x), None)
+        .unwrap();
+    let (g, w) = (got[0].1.to_f64_vec(), want[0].1.to_f64_vec());
+    for part in 0..2 {
+        let pick = |v: &[f64]| -> Vec<f64> {
+            v.chunks(8)
+                .flat_map(|row| row[part * 4..part * 4 + 4].to_vec())
+                .collect()
+        };
+        let (g, w) = (pick(&g), pick(&w));
+        let peak = w.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let err = g
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f64, f64::max);
+        assert!(err <= 0.03 * peak, "part {part}: {err} of {peak}");
+    }
 }
 
 #[test]
