@@ -61,20 +61,10 @@ pub(super) fn weight_matmul(
     out_rank: usize,
 ) -> Result<IntRep> {
     let (q, scales) = quantize_weight(w, 1, plan.magnitude);
-    let mut stored = None;
-    let (acc, s_a, range) = accumulate_terms(lw, x, plan.activation_terms, &q, 1, |lw, a| {
-        let (wq, w_zp) = *match &mut stored {
-            Some(s) => s,
-            None => stored.insert(weight_constant(lw, &q)?),
-        };
-        let zp = zero_point_input(lw, a)?;
-        let acc = lw.rw.op_node(
-            Op::new("MatMulInteger", ""),
-            "matmul",
-            &operand_inputs(a.value, wq, zp, w_zp),
-            vec![],
-            1,
-        )?;
+    let (acc, s_a, range) = accumulate_terms(lw, x, plan.activation_terms, &q, 1, |lw, inputs| {
+        let acc = lw
+            .rw
+            .op_node(Op::new("MatMulInteger", ""), "matmul", inputs, vec![], 1)?;
         Ok(out(acc, 0))
     })?;
     Ok(IntRep {
@@ -260,20 +250,10 @@ pub(super) fn lower_conv(
             "strides",
         ],
     );
-    let mut stored = None;
-    let (acc, s_a, range) = accumulate_terms(lw, x, plan.activation_terms, &q, 0, |lw, a| {
-        let (wq, w_zp) = *match &mut stored {
-            Some(s) => s,
-            None => stored.insert(weight_constant(lw, &q)?),
-        };
-        let zp = zero_point_input(lw, a)?;
-        let acc = lw.rw.op_node(
-            Op::new("ConvInteger", ""),
-            "conv",
-            &operand_inputs(a.value, wq, zp, w_zp),
-            attrs.clone(),
-            1,
-        )?;
+    let (acc, s_a, range) = accumulate_terms(lw, x, plan.activation_terms, &q, 0, |lw, inputs| {
+        let acc = lw
+            .rw
+            .op_node(Op::new("ConvInteger", ""), "conv", inputs, attrs.clone(), 1)?;
         Ok(out(acc, 0))
     })?;
     let rep = IntRep {
@@ -420,22 +400,31 @@ const TERM_BASE: i64 = 256;
 /// u8 operands on the same weights, so the saturation rule holds for each product as for
 /// one term; conv padding reads each term's zero point, a real 0. Falls back to one term
 /// when the plan is narrower or the sum could leave int32. `build` emits the integer matmul
-/// of one term (the operand comes first, then the weight constants, as one-term graphs
-/// always had them).
+/// of one term from its inputs (A, B and zero points); the weight constants are made after
+/// the first operand, as one-term graphs always had them.
 fn accumulate_terms(
     lw: &mut Lowering,
     x: ValueId,
     terms: u32,
     q: &ndarray::ArrayD<i8>,
     channel_axis: usize,
-    mut build: impl FnMut(&mut Lowering, &IntRep) -> Result<ValueId>,
+    mut build: impl FnMut(&mut Lowering, &[Option<ValueId>]) -> Result<ValueId>,
 ) -> Result<(ValueId, f64, (i64, i64))> {
+    let mut stored = None;
+    let mut matmul = |lw: &mut Lowering, a: &IntRep| -> Result<ValueId> {
+        let (wq, w_zp) = *match &mut stored {
+            Some(s) => s,
+            None => stored.insert(weight_constant(lw, q)?),
+        };
+        let zp = zero_point_input(lw, a)?;
+        build(lw, &operand_inputs(a.value, wq, zp, w_zp))
+    };
     if terms == 2 {
         if let Some(split) = two_term_target(lw, x, q, channel_axis)? {
             let (target, range) = split;
             let (hi, lo) = split_terms(lw, x, &target)?;
-            let p_hi = build(lw, &hi)?;
-            let p_lo = build(lw, &lo)?;
+            let p_hi = matmul(lw, &hi)?;
+            let p_lo = matmul(lw, &lo)?;
             let base = lw.constant("term_base", &Array::scalar(TERM_BASE as i32))?;
             let high = lw.op("Mul", "high_part", &[p_hi, base], vec![])?;
             let acc = lw.op("Add", "terms", &[high, p_lo], vec![])?;
@@ -448,7 +437,7 @@ fn accumulate_terms(
         channel_axis,
         (a.range.0 - a.zero_point, a.range.1 - a.zero_point),
     );
-    let acc = build(lw, &a)?;
+    let acc = matmul(lw, &a)?;
     Ok((acc, a.scale.at(0), range))
 }
 
