@@ -117,12 +117,28 @@ impl Pass for Quantize {
             }
         }
         let facts = cx.facts(model)?;
-        let weights = weight_operands(model, &facts, &order, cx.options.wide_operands)?;
+        let weights = weight_operands(
+            model,
+            &facts,
+            &order,
+            cx.options.wide_operands,
+            method,
+            self.bits,
+        )?;
         let wide: std::collections::HashSet<ValueId> = weights
             .iter()
             .filter(|w| w.activation_terms == 2 || w.depthwise)
             .map(|w| w.activation)
             .collect();
+        // Per activation, the lowest output SQNR its 8-bit rounding would leave a matmul at.
+        let mut sqnr_db = std::collections::HashMap::<ValueId, f64>::new();
+        for w in &weights {
+            if let Some(noise) = w.noise {
+                let db = -10.0 * noise.log10();
+                let worst = sqnr_db.entry(w.activation).or_insert(db);
+                *worst = worst.min(db);
+            }
+        }
         let mut candidates: Vec<ValueId> = model
             .graph
             .inputs()
@@ -172,14 +188,20 @@ impl Pass for Quantize {
                 scale,
                 clip: (if signed { -clip } else { 0.0 }, clip),
                 observed: (stats.min, stats.max),
-                why: if is_residual {
-                    "residual stream".into()
-                } else if is_wide {
-                    format!("{method} clip, 16 bits into a depthwise Conv or a two-term matmul")
-                } else if signed {
-                    format!("{method} clip")
-                } else {
-                    format!("{method} clip, never negative")
+                why: {
+                    let mut why = if is_residual {
+                        "residual stream".into()
+                    } else if is_wide {
+                        format!("{method} clip, 16 bits into a depthwise Conv or a two-term matmul")
+                    } else if signed {
+                        format!("{method} clip")
+                    } else {
+                        format!("{method} clip, never negative")
+                    };
+                    if let Some(db) = sqnr_db.get(&v) {
+                        why += &format!("; at 8 bits its matmul output's SQNR would be {db:.1} dB");
+                    }
+                    why
                 },
             });
         }
@@ -227,6 +249,11 @@ struct WeightOperand {
     activation_terms: u32,
     /// Computed as int32 tap sums: a 16-bit input and full int8 weights.
     depthwise: bool,
+    /// Multiply-accumulates per sample (symbolic dims count 1).
+    macs: i64,
+    /// The output noise an 8-bit activation's rounding alone would cause, relative to the
+    /// output's power (`rounding_noise_ratio`); None without calibration statistics.
+    noise: Option<f64>,
 }
 
 fn weight_operands(
@@ -234,11 +261,11 @@ fn weight_operands(
     facts: &crate::ops::GraphFacts,
     order: &[NodeId],
     wide: WideOperands,
+    method: CalibrationMethod,
+    bits: u32,
 ) -> Result<Vec<WeightOperand>> {
     let g = &model.graph;
     let mut found = Vec::new();
-    // Per candidate: multiply-accumulates per sample (symbolic dims count 1) and depthwise-ness.
-    let mut costs = Vec::new();
     for &id in order {
         let op = g.op(id).expect("op");
         let Some(w) = g.input(id, 1).filter(|&w| {
@@ -250,7 +277,8 @@ fn weight_operands(
         let Some(activation) = g.input(id, 0) else {
             continue;
         };
-        let dims = g.constant(w).map_or(vec![], |t| t.dims().to_vec());
+        let tensor = g.constant(w).expect("constant weight");
+        let dims = tensor.dims().to_vec();
         let axis = match op.op_type() {
             "MatMul" if op.domain().is_empty() && dims.len() == 2 => 1,
             "Gemm" if op.domain().is_empty() && dims.len() == 2 => {
@@ -259,43 +287,72 @@ fn weight_operands(
             "Conv" if op.domain().is_empty() => 0,
             _ => continue,
         };
-        let depthwise = crate::ops::depthwise::DepthwiseTaps::of(op, &dims)?.is_some();
+        let depthwise = crate::ops::taps::DepthwiseTaps::of(op, &dims)?.is_some();
+        let output = ValueId { node: id, slot: 0 };
         let outputs: i64 = facts
-            .get(ValueId { node: id, slot: 0 })
+            .get(output)
             .and_then(|f| f.shape.as_ref())
             .map_or(1, |s| s.iter().map(|d| d.known().unwrap_or(1)).product());
         let weights: i64 = dims.iter().product();
         let channels = dims.get(axis).copied().unwrap_or(1).max(1);
-        costs.push(outputs.max(1) * (weights / channels).max(1));
+        let noise = match (&g.value(activation).stats, &g.value(output).stats) {
+            (Some(x), Some(y)) if x.count > 0 && y.count > 0 => {
+                let levels = crate::quant::levels(bits, x.min < 0.0) as f64;
+                let step = portable_clip(x.clip(method, levels)) / levels;
+                let squares: f64 = tensor.decode()?.to_f64_vec().iter().map(|v| v * v).sum();
+                Some(crate::quant::rounding_noise_ratio(
+                    step,
+                    squares / channels as f64,
+                    y.sum_squares / y.count as f64,
+                ))
+            }
+            _ => None,
+        };
         found.push(WeightOperand {
             weight: w,
             axis,
             activation,
             activation_terms: 1,
             depthwise,
+            macs: outputs.max(1) * (weights / channels).max(1),
+            noise,
         });
     }
     let chosen: Vec<bool> = match wide {
         WideOperands::None => vec![false; found.len()],
         WideOperands::All => vec![true; found.len()],
+        WideOperands::Auto { sqnr_db } => {
+            let limit = 10f64.powf(-sqnr_db / 10.0);
+            found
+                .iter()
+                .map(|w| w.noise.is_some_and(|n| n > limit))
+                .collect()
+        }
         WideOperands::Budget(fraction) => {
-            let total: i64 = costs.iter().sum();
+            let total: i64 = found.iter().map(|w| w.macs).sum();
             let mut by_cost: Vec<usize> =
                 (0..found.len()).filter(|&i| !found[i].depthwise).collect();
-            by_cost.sort_by_key(|&i| (costs[i], i));
+            by_cost.sort_by_key(|&i| (found[i].macs, i));
             let (mut spent, mut chosen) = (0i64, vec![false; found.len()]);
             for i in by_cost {
-                if (spent + costs[i]) as f64 > fraction * total as f64 {
+                if (spent + found[i].macs) as f64 > fraction * total as f64 {
                     break;
                 }
-                spent += costs[i];
+                spent += found[i].macs;
                 chosen[i] = true;
             }
             chosen
         }
     };
-    for (w, two) in found.iter_mut().zip(chosen) {
-        if two && !w.depthwise && g.constant(w.activation).is_none() {
+    // An activation read by several matmuls has one plan: wide for all of them if any.
+    let wide_activations: std::collections::HashSet<ValueId> = found
+        .iter()
+        .zip(&chosen)
+        .filter(|&(w, &two)| two && !w.depthwise && g.constant(w.activation).is_none())
+        .map(|(w, _)| w.activation)
+        .collect();
+    for w in found.iter_mut() {
+        if !w.depthwise && wide_activations.contains(&w.activation) {
             w.activation_terms = 2;
         }
     }

@@ -137,10 +137,13 @@ struct CompileArgs {
     )]
     matmul_operands: String,
     /// Integer matmuls whose activation gets 16 bits, entering as two 8-bit terms
-    /// (`x = 256·hi + lo`, two integer matmuls on the same weights): `none`, `budget=F` (the
-    /// matmuls with the fewest MACs first, while the extra MACs stay within the fraction F of
-    /// the model's) or `all` (every Conv/MatMul/Gemm with a constant weight). Depthwise Convs
-    /// always read 16 bits (they are int32 tap sums, not integer matmuls).
+    /// (`x = 256·hi + lo`, two integer matmuls on the same weights): `none`, `auto[=DB]` (the
+    /// matmuls whose output its 8-bit rounding alone would leave below DB decibels of
+    /// signal-to-noise, estimated from calibration and the weights; 38 by default; the report
+    /// gives each activation's estimate), `budget=F` (the matmuls with the fewest MACs first,
+    /// while the extra MACs stay within the fraction F of the model's) or `all` (every
+    /// Conv/MatMul/Gemm with a constant weight). Depthwise Convs always read 16 bits (they are
+    /// int32 tap sums, not integer matmuls).
     #[arg(long = "wide-operands", value_name = "WHICH", default_value = "none")]
     wide_operands: String,
     /// Write a machine-readable JSON report of the compilation to this file.

@@ -235,8 +235,8 @@ pub(super) fn lower_conv(
     };
     let (q, scales) = quantize_weight(&w, 0, plan.magnitude);
     let dims: Vec<i64> = w.shape().iter().map(|&d| d as i64).collect();
-    if let Some(taps) = crate::ops::depthwise::DepthwiseTaps::of(op, &dims)? {
-        let rep = super::depthwise::depthwise_taps(lw, x, &taps, &q, &scales)?;
+    if let Some(taps) = crate::ops::taps::DepthwiseTaps::of(op, &dims)? {
+        let rep = super::taps::depthwise_taps(lw, x, &taps, &q, &scales)?;
         return finish_conv(lw, id, rep, bias, w.ndim());
     }
     let attrs = copy_attrs(

@@ -3,12 +3,13 @@
 //! Rewrites (s = scale, q = stored integers, see `lower::engine`):
 //! - `MatMul(x, W)`, `Gemm`, `Conv` with constant W: `MatMulInteger(x_u8, W_i8, 128)` /
 //!   `ConvInteger` → int32 accumulator at `s_x · s_W[c]` (W int8 symmetric per output channel);
-//!   a depthwise Conv as int32 tap sums over its 16-bit input (`depthwise`);
+//!   a depthwise Conv as int32 tap sums over its 16-bit input (`taps`);
 //!   activation × activation `MatMul` (attention) the same with both operands quantized.
 //! - `Add(acc, b)` with constant b: int32 bias at the accumulator's scale.
 //! - `Add(a, b)` of two activations (a residual): both requantized to the output's planned
 //!   scale (16 bits, carried in int32) and added.
 //! - `Mul`/`Div` by a positive constant: no op, the scale absorbs it (1/√d, layer scale).
+//! - A MaxPool of an int32 accumulator read at more than 8 bits: the Max of its taps (`taps`).
 //! - Data movement (every op `ops::table` marks so: Reshape, Transpose, Slice, Split, Pad,
 //!   MaxPool, …) and Concat run on the integers; Relu is `Max(q, zp)`.
 //! - `Gather` from a constant embedding table reads an int8 table (per-tensor scale).
@@ -25,11 +26,11 @@
 use super::prelude::*;
 
 mod average;
-mod depthwise;
 mod elementwise;
 mod matmul;
 mod movement;
 mod pooling;
+mod taps;
 
 use elementwise::*;
 use matmul::*;

@@ -69,6 +69,10 @@ pub(super) fn lower_data_movement(
             return Ok(Outcome::Kept("Pad other than with zeros".into()));
         }
     }
+    if let Some(rep) = wide_max_pool(lw, id, op, x)? {
+        lw.set_rep(out(id, 0), rep, 32, true);
+        return Ok(Outcome::Lowered);
+    }
     let rep = match movable(lw, x)? {
         Some(rep) => rep,
         None => match constant_operand(lw, x, out(id, 0))? {
@@ -126,6 +130,35 @@ pub(super) fn lower_data_movement(
         lw.set_rep(out(id, slot), r, 8, true);
     }
     Ok(Outcome::Lowered)
+}
+
+/// A MaxPool of an int32 value (a Conv's accumulator) whose output is planned at more than 8
+/// bits: the tap maximum in int32, where the 8-bit MaxPool would first narrow its input.
+fn wide_max_pool(lw: &mut Lowering, id: NodeId, op: &Op, x: ValueId) -> Result<Option<IntRep>> {
+    let outputs = lw.model().graph.outputs_of(id).count();
+    let Some(window) = crate::ops::taps::Window::of_max_pool(op, outputs)? else {
+        return Ok(None);
+    };
+    let wide = lw
+        .model()
+        .graph
+        .value(out(id, 0))
+        .plan
+        .as_ref()
+        .is_some_and(|p| p.bits > 8);
+    let Some(rep) = lw.rep(x).cloned().filter(|r| {
+        r.dtype == DataType::Int32
+            && match &r.scale {
+                Scale::PerTensor(_) => true,
+                Scale::PerAxis { axis, .. } => *axis == 1,
+            }
+    }) else {
+        return Ok(None);
+    };
+    if !wide {
+        return Ok(None);
+    }
+    taps::max_pool_taps(lw, &rep, &window).map(Some)
 }
 
 pub(super) fn lower_gather(

@@ -11,11 +11,10 @@
 //! - [`matmul_kernels`]: which integer matmul operands each engine's kernels compute exactly.
 //! - [`resize`], [`conv_transpose`]: the geometry of Resize and ConvTranspose (output sizes,
 //!   which inputs each output reads), for inference and for the passes that expand them.
-//! - [`depthwise`]: a depthwise Conv as its taps, for planning and lowering it.
+//! - [`taps`]: 2-D windows (depthwise Conv, MaxPool) as strided slices, for planning and lowering them.
 
 pub mod analysis;
 pub mod conv_transpose;
-pub mod depthwise;
 pub mod eval;
 pub mod facts;
 pub mod infer;
@@ -23,6 +22,7 @@ pub mod intone;
 pub mod matmul_kernels;
 pub mod resize;
 pub mod table;
+pub mod taps;
 
 pub use analysis::{EVALUATION_LIMIT, GraphFacts, analyze, name_any_dims, pin_input_shapes};
 pub use facts::{Dim, Facts};

@@ -19,6 +19,9 @@ pub use rounding::Rounding;
 pub enum WideOperands {
     #[default]
     None,
+    /// The matmuls whose output the activation's 8-bit rounding alone would leave below this
+    /// signal-to-noise ratio (dB), estimated from calibration and the weights.
+    Auto { sqnr_db: f64 },
     /// The cheapest weight matmuls first (fewest MACs), while the extra MACs stay within this
     /// fraction of the model's.
     Budget(f64),
@@ -30,6 +33,7 @@ impl std::fmt::Display for WideOperands {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WideOperands::None => f.write_str("none"),
+            WideOperands::Auto { sqnr_db } => write!(f, "auto={sqnr_db}"),
             WideOperands::Budget(b) => write!(f, "budget={b}"),
             WideOperands::All => f.write_str("all"),
         }
@@ -42,13 +46,41 @@ impl std::str::FromStr for WideOperands {
         match s {
             "none" => Ok(WideOperands::None),
             "all" => Ok(WideOperands::All),
-            other => match other.strip_prefix("budget=").map(str::parse::<f64>) {
-                Some(Ok(b)) if (0.0..=1.0).contains(&b) => Ok(WideOperands::Budget(b)),
-                _ => Err(format!(
-                    "'{other}' is not none, budget=F (F in [0, 1]) or all"
-                )),
-            },
+            "auto" => Ok(WideOperands::Auto {
+                sqnr_db: DEFAULT_WIDE_SQNR_DB,
+            }),
+            other => {
+                let bad =
+                    || format!("'{other}' is not none, auto[=DB], budget=F (F in [0, 1]) or all");
+                if let Some(db) = other.strip_prefix("auto=") {
+                    return match db.parse::<f64>() {
+                        Ok(sqnr_db) if sqnr_db.is_finite() => Ok(WideOperands::Auto { sqnr_db }),
+                        _ => Err(bad()),
+                    };
+                }
+                match other.strip_prefix("budget=").map(str::parse::<f64>) {
+                    Some(Ok(b)) if (0.0..=1.0).contains(&b) => Ok(WideOperands::Budget(b)),
+                    _ => Err(bad()),
+                }
+            }
         }
+    }
+}
+
+/// `--wide-operands auto`'s threshold: an 8-bit activation whose rounding alone would leave a
+/// matmul's output below this signal-to-noise ratio enters at 16 bits.
+pub const DEFAULT_WIDE_SQNR_DB: f64 = 38.0;
+
+/// The noise a matmul's output gets from rounding its activation to `step`, relative to the
+/// output's power: uniform rounding noise `step²/12` per input, through weights whose squares
+/// sum to `weight_square_sum` per output (averaged over the outputs), against the output's
+/// mean square. Infinite for an output that is always zero.
+pub fn rounding_noise_ratio(step: f64, weight_square_sum: f64, output_mean_square: f64) -> f64 {
+    let noise = step * step / 12.0 * weight_square_sum;
+    if output_mean_square > 0.0 {
+        noise / output_mean_square
+    } else {
+        f64::INFINITY
     }
 }
 

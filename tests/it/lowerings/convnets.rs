@@ -329,6 +329,88 @@ fn max_pool_of_an_int32_sum_reads_its_8_bit_form() {
     case.assert_close(&[images()], 0.015);
 }
 
+/// Weights on the 2^-6 grid within ±1: exact, so the activations' error is the whole error.
+fn exact_weights(dims: &[usize], seed: u64) -> Array {
+    let w: Vec<f32> = data(dims, seed, 1.0)
+        .to_f64_vec()
+        .iter()
+        .map(|v| (v * 64.0).round() as f32 / 64.0)
+        .collect();
+    Array::from_vec(dims, w).unwrap()
+}
+
+/// Conv, Relu and a 3×3 stride-2 MaxPool (`ceil_mode`, pads 1) into a second Conv: a ResNet
+/// stem, with exact weights.
+fn stem_max_pool(ceil_mode: i64) -> Model {
+    let b = image()
+        .init("w", exact_weights(&[4, 4, 3, 3], 1))
+        .node_with(
+            "Conv",
+            &["x", "w"],
+            &["c"],
+            vec![
+                attr::ints("kernel_shape", &[3, 3]),
+                attr::ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+        .node("Relu", &["c"], &["r"])
+        .node_with(
+            "MaxPool",
+            &["r"],
+            &["p"],
+            vec![
+                attr::ints("kernel_shape", &[3, 3]),
+                attr::ints("strides", &[2, 2]),
+                attr::ints("pads", &[1, 1, 1, 1]),
+                attr::int("ceil_mode", ceil_mode),
+            ],
+        )
+        .init("w2", exact_weights(&[4, 4, 1, 1], 2))
+        .node_with(
+            "Conv",
+            &["p", "w2"],
+            &["y"],
+            vec![attr::ints("kernel_shape", &[1, 1])],
+        );
+    let side = if ceil_mode == 0 { 3 } else { 4 };
+    b.output("y", F32, &[D::S("n"), D::N(4), D::N(side), D::N(side)])
+        .model()
+}
+
+#[test]
+fn max_pool_into_a_wide_operand_takes_the_max_of_int32_taps() {
+    let narrow = lower(
+        stem_max_pool(0),
+        PLANNED,
+        SPEC,
+        &calibrated(&[("x", images())]),
+    );
+    let case = lower(stem_max_pool(0), PLANNED, SPEC, &wide("all"));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.after_count("MaxPool"), 0);
+    // The Relu's Max(q, 0), then eight for nine taps.
+    assert_eq!(case.after_count("Max"), 1 + 8);
+    assert_eq!(input_types(&case.after, "Max"), vec!["Some(Int32)"; 9]);
+    let (e8, e16) = (
+        narrow.assert_close(&[images()], 0.03),
+        case.assert_close(&[images()], 0.03),
+    );
+    assert!(e16 < 0.5 * e8, "int32 taps {e16} vs 8-bit MaxPool {e8}");
+    // The 8-bit MaxPool stays where its output is read at 8 bits.
+    assert_eq!(narrow.after_count("MaxPool"), 1);
+    assert_eq!(narrow.after_count("Max"), 1);
+}
+
+#[test]
+fn max_pool_with_ceil_mode_keeps_the_8_bit_kernel() {
+    // ceil_mode adds partial windows at the end that strided slices would not read.
+    let case = lower(stem_max_pool(1), PLANNED, SPEC, &wide("all"));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.after_count("MaxPool"), 1);
+    assert_eq!(case.after_count("Max"), 1, "the Relu's");
+    case.assert_close(&[images()], 0.03);
+}
+
 #[test]
 fn max_pool_whose_indices_are_read_stays_float() {
     let case = lower(
@@ -468,14 +550,8 @@ fn wide(wide_operands: &str) -> CompileOptions {
 
 #[test]
 fn a_wide_operand_enters_its_conv_as_two_8_bit_terms() {
-    // Weights on the 2^-6 grid within ±1: exact, so the input's error is the whole error.
-    let w: Vec<f32> = data(&[4, 4, 3, 3], 1, 1.0)
-        .to_f64_vec()
-        .iter()
-        .map(|v| (v * 64.0).round() as f32 / 64.0)
-        .collect();
     let model = image()
-        .init("w", Array::from_vec(&[4, 4, 3, 3], w).unwrap())
+        .init("w", exact_weights(&[4, 4, 3, 3], 1))
         .node_with(
             "Conv",
             &["x", "w"],
@@ -557,6 +633,62 @@ fn a_wide_operand_budget_takes_the_cheapest_matmuls_first() {
         assert_eq!(case.after_count("MatMulInteger"), matmuls, "{budget}");
     }
     assert!("budget=2".parse::<intone::quant::WideOperands>().is_err());
+}
+
+#[test]
+fn auto_wide_operands_take_the_activations_whose_rounding_is_loud() {
+    // a·W1 and b·W2: a fills its range (8 bits leave its matmul about 48 dB of signal to
+    // noise); b is small but for one value 20, so its 8-bit step is coarse (about 29 dB).
+    let a = data(&[64, 4], 0, 2.0);
+    let mut b = data(&[64, 4], 3, 0.02).to_f64_vec();
+    b[17] = 20.0;
+    let b = Array::from_vec(&[64, 4], b.iter().map(|&v| v as f32).collect()).unwrap();
+    let model = ModelBuilder::new(18)
+        .input("a", F32, &[D::S("n"), D::N(4)])
+        .input("b", F32, &[D::S("n"), D::N(4)])
+        .init("w1", data(&[4, 4], 1, 0.5))
+        .node("MatMul", &["a", "w1"], &["ya"])
+        .init("w2", data(&[4, 4], 2, 0.5))
+        .node("MatMul", &["b", "w2"], &["yb"])
+        .output("ya", F32, &[D::S("n"), D::N(4)])
+        .output("yb", F32, &[D::S("n"), D::N(4)])
+        .model();
+    let with = |which: &str| CompileOptions {
+        wide_operands: which.parse().unwrap(),
+        ..calibrated(&[("a", a.clone()), ("b", b.clone())])
+    };
+    let planned = |which: &str| {
+        let (_, reports) = run(model.clone(), PLANNED, &with(which));
+        let quantize = reports.iter().find(|r| r.pass == "quantize").unwrap();
+        let db = |v: &str| {
+            let r = quantize.values.iter().find(|r| r.value == v).unwrap();
+            let (_, tail) = r.why.split_once("SQNR would be ").expect("an estimate");
+            let db: f64 = tail.trim_end_matches(" dB").parse().unwrap();
+            (r.bits, db)
+        };
+        (db("a"), db("b"))
+    };
+    let ((a_bits, a_db), (b_bits, b_db)) = planned("auto");
+    assert!(
+        (45.0..51.0).contains(&a_db) && (26.0..32.0).contains(&b_db),
+        "{a_db} {b_db}"
+    );
+    assert_eq!((a_bits, b_bits), (8, 16), "only b is below 38 dB");
+    // The threshold is the dial: below both estimates nothing is wide, above both everything.
+    assert_eq!(planned("auto=20").0.0 + planned("auto=20").1.0, 16);
+    assert_eq!(planned("auto=60").0.0 + planned("auto=60").1.0, 32);
+    let case = lower(model.clone(), PLANNED, SPEC, &with("auto"));
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(
+        case.after_count("MatMulInteger"),
+        3,
+        "b's matmul in two terms"
+    );
+    // (What the second term gains is a_wide_operand_enters_its_conv_as_two_8_bit_terms.)
+    case.assert_close(&[a.clone(), b.clone()], 0.02);
+    for bad in ["auto=", "auto=x", "auto=inf"] {
+        assert!(bad.parse::<intone::quant::WideOperands>().is_err(), "{bad}");
+    }
 }
 
 #[test]
