@@ -9,11 +9,13 @@
 //! numbers, as the ONNX graph will hold them. Along the residual stream a sum's scale is its
 //! stream operand's times a power of two (rounded up: under one bit of the 16), so that
 //! operand aligns by a shift.
-//! Depthwise Convs (`ops::depthwise`) are int32 tap sums, not integer matmuls: their input
+//! Depthwise Convs (`ops::taps`) are int32 tap sums, not integer matmuls: their input
 //! gets 16 bits and their weights the full int8 grid, at no extra cost. `--wide-operands`
 //! picks integer matmuls whose activation gets 16 bits and enters as two 8-bit terms
-//! (`budget=F`: the matmuls with the fewest MACs while the extra stays within F of the
-//! model's; `all`: every Conv/MatMul/Gemm with a constant weight); weight plans say so.
+//! (`auto=DB`: where the activation's rounding alone would leave the output below DB of
+//! SQNR, `step²/12 · Σw² / E[y²]` from calibration; `budget=F`: the matmuls with the fewest
+//! MACs while the extra stays within F of the model's; `all`: every Conv/MatMul/Gemm with a
+//! constant weight); weight plans say so, and every activation's report gives the estimate.
 //! An analysis: sets `Value::quant` on float values; lowering passes follow these plans.
 //! Error bound: |x − scale·q| ≤ scale/2 inside the clip. I-ViT §3.1, I-BERT §3.1.
 
@@ -130,7 +132,7 @@ impl Pass for Quantize {
             .filter(|w| w.activation_terms == 2 || w.depthwise)
             .map(|w| w.activation)
             .collect();
-        // Per activation, the lowest output SQNR its 8-bit rounding would leave a matmul at.
+        // Per activation, the lowest output SQNR its rounding at `bits` would leave a matmul at.
         let mut sqnr_db = std::collections::HashMap::<ValueId, f64>::new();
         for w in &weights {
             if let Some(noise) = w.noise {
@@ -199,7 +201,10 @@ impl Pass for Quantize {
                         format!("{method} clip, never negative")
                     };
                     if let Some(db) = sqnr_db.get(&v) {
-                        why += &format!("; at 8 bits its matmul output's SQNR would be {db:.1} dB");
+                        why += &format!(
+                            "; at {} bits its matmul output's SQNR would be {db:.1} dB",
+                            self.bits
+                        );
                     }
                     why
                 },

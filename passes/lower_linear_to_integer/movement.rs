@@ -139,13 +139,15 @@ fn wide_max_pool(lw: &mut Lowering, id: NodeId, op: &Op, x: ValueId) -> Result<O
     let Some(window) = crate::ops::taps::Window::of_max_pool(op, outputs)? else {
         return Ok(None);
     };
-    let wide = lw
-        .model()
-        .graph
+    let g = &lw.model().graph;
+    if !g
         .value(out(id, 0))
         .plan
         .as_ref()
-        .is_some_and(|p| p.bits > 8);
+        .is_some_and(|p| p.bits > 8)
+    {
+        return Ok(None);
+    }
     let Some(rep) = lw.rep(x).cloned().filter(|r| {
         r.dtype == DataType::Int32
             && match &r.scale {
@@ -155,9 +157,6 @@ fn wide_max_pool(lw: &mut Lowering, id: NodeId, op: &Op, x: ValueId) -> Result<O
     }) else {
         return Ok(None);
     };
-    if !wide {
-        return Ok(None);
-    }
     taps::max_pool_taps(lw, &rep, &window).map(Some)
 }
 
