@@ -140,11 +140,10 @@ fn wide_max_pool(lw: &mut Lowering, id: NodeId, op: &Op, x: ValueId) -> Result<O
         return Ok(None);
     };
     let g = &lw.model().graph;
-    if !g
-        .value(out(id, 0))
+    if g.value(out(id, 0))
         .plan
         .as_ref()
-        .is_some_and(|p| p.bits > 8)
+        .is_none_or(|p| p.bits <= 8)
     {
         return Ok(None);
     }
