@@ -20,7 +20,12 @@ fn images() -> Array {
 
 /// A 3×3 convolution 4 → 4 channels with `pads` 1 (same size), weights `w`.
 fn conv(b: ModelBuilder, x: &str, y: &str) -> ModelBuilder {
-    b.init("w", data(&[4, 4, 3, 3], 1, 0.5)).node_with(
+    conv_with(b, data(&[4, 4, 3, 3], 1, 0.5), x, y)
+}
+
+/// `conv` with the given weights [4, 4, 3, 3].
+fn conv_with(b: ModelBuilder, w: Array, x: &str, y: &str) -> ModelBuilder {
+    b.init("w", w).node_with(
         "Conv",
         &[x, "w"],
         &[y],
@@ -342,17 +347,7 @@ fn exact_weights(dims: &[usize], seed: u64) -> Array {
 /// Conv, Relu and a 3×3 stride-2 MaxPool (`ceil_mode`, pads 1) into a second Conv: a ResNet
 /// stem, with exact weights.
 fn stem_max_pool(ceil_mode: i64) -> Model {
-    let b = image()
-        .init("w", exact_weights(&[4, 4, 3, 3], 1))
-        .node_with(
-            "Conv",
-            &["x", "w"],
-            &["c"],
-            vec![
-                attr::ints("kernel_shape", &[3, 3]),
-                attr::ints("pads", &[1, 1, 1, 1]),
-            ],
-        )
+    let b = conv_with(image(), exact_weights(&[4, 4, 3, 3], 1), "x", "c")
         .node("Relu", &["c"], &["r"])
         .node_with(
             "MaxPool",
@@ -550,17 +545,7 @@ fn wide(wide_operands: &str) -> CompileOptions {
 
 #[test]
 fn a_wide_operand_enters_its_conv_as_two_8_bit_terms() {
-    let model = image()
-        .init("w", exact_weights(&[4, 4, 3, 3], 1))
-        .node_with(
-            "Conv",
-            &["x", "w"],
-            &["y"],
-            vec![
-                attr::ints("kernel_shape", &[3, 3]),
-                attr::ints("pads", &[1, 1, 1, 1]),
-            ],
-        )
+    let model = conv_with(image(), exact_weights(&[4, 4, 3, 3], 1), "x", "y")
         .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
         .model();
     let narrow = lower(
