@@ -28,6 +28,7 @@ mod lower_softmax_to_ibert_exp;
 mod lower_softmax_to_shiftmax;
 mod quantize;
 mod replace_gelu_with_relu;
+mod split_residual_groups;
 mod upgrade_opset;
 
 use crate::pass::{OptionInfo, PassInfo, Phase, Phases, Preset};
@@ -47,6 +48,13 @@ const PLANS: Phases = Phases {
 };
 
 /// The lowerings: plans become integer ops.
+/// `split-residual-groups`: refines the weight plans of a planned model.
+const REPLANS: Phases = Phases {
+    runs_on: &[Phase::Planned],
+    leaves: None,
+    needs: "quantization plans (run calibrate and quantize before it)",
+};
+
 const LOWERS: Phases = Phases {
     runs_on: &[Phase::Planned, Phase::Lowered],
     leaves: Some(Phase::Lowered),
@@ -163,6 +171,34 @@ pub const PASSES: &[PassInfo] = &[
             },
         ],
         build: |options| Ok(Box::new(quantize::Quantize::new(options)?)),
+    },
+    PassInfo {
+        name: "split-residual-groups",
+        summary: "plan weights as residual expansions: K terms of b bits aligned in int32, terms ≥ 2 on the channels with the largest residual (PIPE)",
+        exact: true,
+        phases: REPLANS,
+        options: &[
+            OptionInfo {
+                name: "bits",
+                default: "",
+                help: "bits of every term, 2..=8 (2 is ternary); default --weight-bits (8)",
+            },
+            OptionInfo {
+                name: "order",
+                default: "",
+                help: "terms per weight, where int32 holds their sum; default --residual-order (1)",
+            },
+            OptionInfo {
+                name: "sparsity",
+                default: "",
+                help: "fraction of output channels without terms ≥ 2; default --residual-sparsity (0)",
+            },
+        ],
+        build: |options| {
+            Ok(Box::new(split_residual_groups::SplitResidualGroups::new(
+                options,
+            )?))
+        },
     },
     PassInfo {
         name: "lower-linear-to-integer",
@@ -378,13 +414,14 @@ mod stages {
     /// Calibration observes the canonical float model; quantize writes the plans.
     pub const PLAN: Stage = Stage {
         kind: StageKind::Plan,
-        passes: "calibrate,quantize",
+        passes: "calibrate,quantize,split-residual-groups",
     };
     /// The correction needs the GELU inputs' statistics; calibrating again then plans the
     /// ReLU model that is actually compiled.
     pub const PLAN_RELU: Stage = Stage {
         kind: StageKind::Plan,
-        passes: "calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,quantize",
+        passes: "calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,quantize,\
+                 split-residual-groups",
     };
     pub const LOWER_LINEAR: Stage = Stage {
         kind: StageKind::Lower,

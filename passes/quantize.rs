@@ -225,6 +225,7 @@ impl Pass for Quantize {
                 // int32 tap products have no saturating kernel to respect.
                 magnitude: if w.depthwise { 127 } else { magnitude },
                 terms: 1,
+                residual_channels: None,
                 activation_terms: w.activation_terms,
             });
         }

@@ -146,6 +146,22 @@ struct CompileArgs {
     /// int32 tap sums, not integer matmuls).
     #[arg(long = "wide-operands", value_name = "WHICH", default_value = "none")]
     wide_operands: String,
+    /// Bits of every weight term, 2..=8 (2 is ternary; terms are stored as int8).
+    #[arg(long = "weight-bits", value_name = "B", default_value_t = 8)]
+    weight_bits: u32,
+    /// Residual terms per weight, `W ≈ Σ_k λ_k·q_k` (REx/PIPE): each further term quantizes
+    /// what the previous ones left, aligned exactly in int32; a layer gets fewer where the
+    /// sum could overflow (the report says so).
+    #[arg(long = "residual-order", value_name = "K", default_value_t = 1)]
+    residual_order: u32,
+    /// Fraction of each layer's output channels that drop their terms ≥ 2 (those with the
+    /// smallest residual), so the residual matmuls cost `(K−1)(1−G)` layers.
+    #[arg(long = "residual-sparsity", value_name = "G", default_value_t = 0.0)]
+    residual_sparsity: f64,
+    /// 8-bit terms of every weight matmul's activation: 2 is `--wide-operands all` (a 16-bit
+    /// activation as `256·hi + lo`) unless --wide-operands chooses the matmuls.
+    #[arg(long = "activation-order", value_name = "A", default_value_t = 1)]
+    activation_order: u32,
     /// Write a machine-readable JSON report of the compilation to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
@@ -337,6 +353,11 @@ struct CompileReport {
     rounding: String,
     matmul_operands: String,
     wide_operands: String,
+    /// `--weight-bits`, `--residual-order`, `--residual-sparsity` (each weight's outcome is in
+    /// the `split-residual-groups` pass report).
+    weight_bits: u32,
+    residual_order: u32,
+    residual_sparsity: f64,
     ops_before: BTreeMap<String, usize>,
     ops_after: BTreeMap<String, usize>,
     /// Ops that still compute in float, and why.
@@ -424,6 +445,23 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         .wide_operands
         .parse()
         .map_err(|e: String| anyhow!("--wide-operands: {e}"))?;
+    match args.activation_order {
+        1 => {}
+        2 if options.wide_operands == intone::quant::WideOperands::None => {
+            options.wide_operands = intone::quant::WideOperands::All
+        }
+        2 => {}
+        a => return Err(anyhow!("--activation-order {a}: expected 1 or 2")),
+    }
+    options.weight_expansion = intone::quant::WeightExpansion {
+        bits: args.weight_bits,
+        order: args.residual_order,
+        sparsity: args.residual_sparsity,
+    };
+    options
+        .weight_expansion
+        .check()
+        .map_err(|e| anyhow!("--weight-bits/--residual-order/--residual-sparsity: {e}"))?;
     if !args.calibrate.is_empty() {
         let mut inputs = BTreeMap::new();
         for spec in &args.calibrate {
@@ -504,6 +542,9 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             rounding: options.rounding.name().to_string(),
             matmul_operands: options.matmul_operands.name().to_string(),
             wide_operands: options.wide_operands.to_string(),
+            weight_bits: options.weight_expansion.bits,
+            residual_order: options.weight_expansion.order,
+            residual_sparsity: options.weight_expansion.sparsity,
             ops_before,
             ops_after,
             float_ops,

@@ -4,6 +4,9 @@
 
 use super::*;
 use crate::ir::quant::{Granularity, WeightPlan};
+use crate::lower::residual::{
+    ActivationTerms, Expansion, accumulator_range, expand_weight, tap_sum_fits,
+};
 
 /// Adds a quantized weight initializer as the operand policy stores it, with its zero point
 /// input (none for int8).
@@ -60,22 +63,34 @@ pub(super) fn weight_matmul(
     alpha: f64,
     out_rank: usize,
 ) -> Result<IntRep> {
-    let (q, scales) = quantize_weight(w, 1, plan.magnitude);
-    let (acc, s_a, range) = accumulate_terms(lw, x, plan.activation_terms, &q, 1, |lw, inputs| {
-        let acc = lw
-            .rw
-            .op_node(Op::new("MatMulInteger", ""), "matmul", inputs, vec![], 1)?;
-        Ok(out(acc, 0))
-    })?;
+    let e = plan.expand(w, 1);
+    let acc = accumulate_terms(
+        lw,
+        x,
+        plan.activation_terms,
+        &e,
+        out_rank - 1,
+        out_rank,
+        |lw, inputs| {
+            let acc = lw
+                .rw
+                .op_node(Op::new("MatMulInteger", ""), "matmul", inputs, vec![], 1)?;
+            Ok(out(acc, 0))
+        },
+    )?;
     Ok(IntRep {
-        value: acc,
+        value: acc.value,
         scale: Scale::PerAxis {
             axis: out_rank - 1,
-            scales: scales.iter().map(|s| s * s_a * alpha).collect(),
+            scales: acc
+                .weight_scales
+                .iter()
+                .map(|s| s * acc.activation_scale * alpha)
+                .collect(),
         },
         zero_point: 0,
         dtype: DataType::Int32,
-        range,
+        range: acc.range,
     })
 }
 
@@ -233,10 +248,14 @@ pub(super) fn lower_conv(
         Ok(p) => p,
         Err(reason) => return Ok(Outcome::Kept(reason)),
     };
-    let (q, scales) = quantize_weight(&w, 0, plan.magnitude);
+    let mut e = plan.expand(&w, 0);
     let dims: Vec<i64> = w.shape().iter().map(|&d| d as i64).collect();
     if let Some(taps) = crate::ops::taps::DepthwiseTaps::of(op, &dims)? {
-        let rep = super::taps::depthwise_taps(lw, x, &taps, &q, &scales)?;
+        let levels = lw.plan(x)?.levels();
+        while e.order() > 1 && !tap_sum_fits(&e, levels) {
+            e = e.truncated(e.order() - 1);
+        }
+        let rep = super::taps::depthwise_taps(lw, x, &taps, &e.aligned(), &e.channel_scales())?;
         return finish_conv(lw, id, rep, bias, w.ndim());
     }
     let attrs = copy_attrs(
@@ -250,21 +269,26 @@ pub(super) fn lower_conv(
             "strides",
         ],
     );
-    let (acc, s_a, range) = accumulate_terms(lw, x, plan.activation_terms, &q, 0, |lw, inputs| {
+    let rank = w.ndim();
+    let acc = accumulate_terms(lw, x, plan.activation_terms, &e, 1, rank, |lw, inputs| {
         let acc = lw
             .rw
             .op_node(Op::new("ConvInteger", ""), "conv", inputs, attrs.clone(), 1)?;
         Ok(out(acc, 0))
     })?;
     let rep = IntRep {
-        value: acc,
+        value: acc.value,
         scale: Scale::PerAxis {
             axis: 1,
-            scales: scales.iter().map(|s| s * s_a).collect(),
+            scales: acc
+                .weight_scales
+                .iter()
+                .map(|s| s * acc.activation_scale)
+                .collect(),
         },
         zero_point: 0,
         dtype: DataType::Int32,
-        range,
+        range: acc.range,
     };
     finish_conv(lw, id, rep, bias, w.ndim())
 }
@@ -357,14 +381,29 @@ pub(super) fn add_bias(
 }
 
 /// A weight's plan as these lowerings read it.
-#[derive(Copy, Clone)]
+#[derive(Clone)]
 pub(super) struct PlannedWeight {
     magnitude: i64,
+    terms: usize,
+    residual_channels: Option<Vec<usize>>,
     activation_terms: u32,
 }
 
-/// The plan of a weight that `quantize` planned per channel along `axis` with one term (the
-/// form these lowerings emit); else why not.
+impl PlannedWeight {
+    /// The weight's residual expansion (one term: plain quantization).
+    fn expand(&self, w: &ndarray::ArrayD<f32>, axis: usize) -> Expansion {
+        expand_weight(
+            w,
+            axis,
+            self.magnitude,
+            self.terms,
+            self.residual_channels.as_deref(),
+        )
+    }
+}
+
+/// The plan of a weight that `quantize` planned per channel along `axis` (the form these
+/// lowerings emit); else why not.
 fn planned_weight(
     lw: &Lowering,
     w: ValueId,
@@ -375,16 +414,18 @@ fn planned_weight(
         Some(WeightPlan {
             granularity: Granularity::PerChannel { axis: a },
             magnitude,
-            terms: 1,
+            terms,
+            residual_channels,
             activation_terms,
-        }) if *a == axis => Ok(PlannedWeight {
+        }) if *a == axis && *terms >= 1 => Ok(PlannedWeight {
             magnitude: *magnitude,
+            terms: *terms as usize,
+            residual_channels: residual_channels.clone(),
             activation_terms: *activation_terms,
         }),
         Some(plan) => Err(format!(
-            "the weight is planned as {:?} with {} term(s); only one term per output channel \
-             along axis {axis} is lowered",
-            plan.granularity, plan.terms
+            "the weight is planned as {:?}; only per-channel plans along axis {axis} are lowered",
+            plan.granularity
         )),
     }
 }
@@ -392,63 +433,184 @@ fn planned_weight(
 /// Multiplier of the high term of a two-term activation: `q = TERM_BASE·hi + lo`.
 const TERM_BASE: i64 = 256;
 
-/// The accumulator `Σ_t base_t · matmul(term_t, W)` of activation `x` times the quantized weight
-/// `q` (output channels along `channel_axis`), with the activation scale it carries and its
-/// proven range. One term is the 8-bit operand. Two terms split a plan of 9 to 16 bits, stored
-/// with the offset that makes it non-negative, `u = q + offset` in [0, 2^16): `hi = u / 256`
-/// (uint8, zero point offset/256) and `lo = u − 256·hi` (uint8, zero point 0). Both are
-/// u8 operands on the same weights, so the saturation rule holds for each product as for
-/// one term; conv padding reads each term's zero point, a real 0. Falls back to one term
-/// when the plan is narrower or the sum could leave int32. `build` emits the integer matmul
-/// of one term from its inputs (A, B and zero points); the weight constants are made after
-/// the first operand, as one-term graphs always had them.
+/// An accumulator of activation × expanded weight.
+struct Accumulated {
+    value: ValueId,
+    /// The activation's scale; channel `c` of the accumulator is at `activation_scale ·
+    /// weight_scales[c]`.
+    activation_scale: f64,
+    weight_scales: Vec<f64>,
+    range: (i64, i64),
+}
+
+/// The accumulator of activation `x` times the expanded weight `e` (output channels along
+/// `out_axis` of the output, whose rank is `out_rank`).
+///
+/// The activation is one 8-bit operand, or for a plan of 9 to 16 bits with two terms, two:
+/// stored with the offset that makes it non-negative, `u = q + offset` in [0, 2^16), `hi = u /
+/// 256` (uint8, zero point offset/256) and `lo = u − 256·hi` (uint8, zero point 0). Both are u8
+/// operands on the same weights, so the saturation rule holds for each product as for one term;
+/// conv padding reads each term's zero point, a real 0. The product with one weight term is
+/// `Σ_t base_t · matmul(a_t, q_k)`. Weight terms align as `P_1·r^{K−1} + R`, R the Horner sum
+/// `(P_2·r + P_3)·r + …` of the residual terms on the kept channels, scattered back to every
+/// channel (`Pad` with a zero channel, `Gather`) when some channels keep `q_1` alone. Fewer terms
+/// (weight terms first, then the activation's) where an intermediate could leave int32.
+/// `build` emits the integer matmul of one pair of terms from its inputs (A, B and zero
+/// points); each weight term's constants are made after the first operand, as one-term graphs
+/// always had them.
 fn accumulate_terms(
     lw: &mut Lowering,
     x: ValueId,
-    terms: u32,
-    q: &ndarray::ArrayD<i8>,
-    channel_axis: usize,
+    activation_terms: u32,
+    e: &Expansion,
+    out_axis: usize,
+    out_rank: usize,
     mut build: impl FnMut(&mut Lowering, &[Option<ValueId>]) -> Result<ValueId>,
-) -> Result<(ValueId, f64, (i64, i64))> {
-    let mut stored = None;
-    let mut matmul = |lw: &mut Lowering, a: &IntRep| -> Result<ValueId> {
-        let (wq, w_zp) = *match &mut stored {
-            Some(s) => s,
-            None => stored.insert(weight_constant(lw, q)?),
-        };
-        let zp = zero_point_input(lw, a)?;
-        build(lw, &operand_inputs(a.value, wq, zp, w_zp))
-    };
-    if terms == 2 {
-        if let Some(split) = two_term_target(lw, x, q, channel_axis)? {
-            let (target, range) = split;
-            let (hi, lo) = split_terms(lw, x, &target)?;
-            let p_hi = matmul(lw, &hi)?;
-            let p_lo = matmul(lw, &lo)?;
-            let base = lw.constant("term_base", &Array::scalar(TERM_BASE as i32))?;
-            let high = lw.op("Mul", "high_part", &[p_hi, base], vec![])?;
-            let acc = lw.op("Add", "terms", &[high, p_lo], vec![])?;
-            return Ok((acc, target.scale, range));
+) -> Result<Accumulated> {
+    let mut chosen = None;
+    if activation_terms == 2 {
+        if let Some((target, ranges)) = two_term_target(lw, x)? {
+            if let Some(fit) = fitting(e, &ranges) {
+                let (hi, lo) = split_terms(lw, x, &target)?;
+                chosen = Some((vec![(TERM_BASE, hi), (1, lo)], fit, target.scale));
+            }
         }
     }
-    let a = lw.operand(x, Form::OperandA)?;
-    let range = matmul_range(
-        q,
-        channel_axis,
-        (a.range.0 - a.zero_point, a.range.1 - a.zero_point),
-    );
-    let acc = matmul(lw, &a)?;
-    Ok((acc, a.scale.at(0), range))
+    let (operands, (e, range), activation_scale) = match chosen {
+        Some(c) => c,
+        None => {
+            let a = lw.operand(x, Form::OperandA)?;
+            let span = [(1, (a.range.0 - a.zero_point, a.range.1 - a.zero_point))];
+            let fit = fitting(e, &span).unwrap_or_else(|| {
+                let first = e.truncated(1);
+                let r = matmul_range(&first.terms[0], first.axis, span[0].1);
+                (first, r)
+            });
+            let scale = a.scale.at(0);
+            (vec![(1, a)], fit, scale)
+        }
+    };
+    // Σ_t base_t · matmul(a_t, q).
+    let mut product = |lw: &mut Lowering, q: &ndarray::ArrayD<i8>| -> Result<ValueId> {
+        let (wq, w_zp) = weight_constant(lw, q)?;
+        let mut products = Vec::with_capacity(operands.len());
+        for (base, a) in &operands {
+            let zp = zero_point_input(lw, a)?;
+            products.push((*base, build(lw, &operand_inputs(a.value, wq, zp, w_zp))?));
+        }
+        let mut sum: Option<ValueId> = None;
+        for (base, p) in products {
+            let p = match base {
+                1 => p,
+                b => {
+                    let b = lw.constant("term_base", &Array::scalar(b as i32))?;
+                    lw.op("Mul", "high_part", &[p, b], vec![])?
+                }
+            };
+            sum = Some(match sum {
+                None => p,
+                Some(s) => lw.op("Add", "terms", &[s, p], vec![])?,
+            });
+        }
+        Ok(sum.expect("an activation term"))
+    };
+    let mut acc = product(lw, &e.terms[0])?;
+    if e.order() > 1 {
+        let mut residual = product(lw, &e.compact_term(1))?;
+        let kept = e.kept_channels().len();
+        for k in 2..e.order() {
+            let r = channel_constant(
+                lw,
+                "term_ratio",
+                vec![e.ratio as i32; kept],
+                out_axis,
+                out_rank,
+            )?;
+            let scaled = lw.op("Mul", "residual_scaled", &[residual, r], vec![])?;
+            let p = product(lw, &e.compact_term(k))?;
+            residual = lw.op("Add", "residual_terms", &[scaled, p], vec![])?;
+        }
+        let lead = e.lead_multiplier() as i32;
+        if !e.dense() {
+            residual = scatter_channels(lw, residual, &e, out_axis, out_rank)?;
+        }
+        let per_channel: Vec<i32> = e.kept.iter().map(|&k| if k { lead } else { 1 }).collect();
+        let multiplier = channel_constant(lw, "lead_multiplier", per_channel, out_axis, out_rank)?;
+        let lead = lw.op("Mul", "first_term", &[acc, multiplier], vec![])?;
+        acc = lw.op("Add", "residual_sum", &[lead, residual], vec![])?;
+    }
+    Ok(Accumulated {
+        value: acc,
+        activation_scale,
+        weight_scales: e.channel_scales(),
+        range,
+    })
 }
 
-/// The offset 16-bit target of a two-term activation and the accumulator's range, or `None`
-/// when the plan has 8 bits or fewer (or more than 16) or the sum could leave int32.
-fn two_term_target(
-    lw: &Lowering,
-    x: ValueId,
-    q: &ndarray::ArrayD<i8>,
-    channel_axis: usize,
-) -> Result<Option<(Target, (i64, i64))>> {
+/// An int32 constant along the output channels (`out_axis` of rank `out_rank`). Multipliers are
+/// per channel even where they are all equal: a one-element integer constant makes tract's
+/// declutter (0.23, `propagate_roi`) mark a region of interest on the other operand of a Mul,
+/// and where such values fan out, its unions grow exponentially (the model never loads).
+fn channel_constant(
+    lw: &mut Lowering,
+    name: &str,
+    values: Vec<i32>,
+    out_axis: usize,
+    out_rank: usize,
+) -> Result<ValueId> {
+    let mut shape = vec![1usize; out_rank];
+    shape[out_axis] = values.len();
+    lw.constant(name, &Array::from_vec(&shape, values)?)
+}
+
+/// The most terms of `e` whose accumulator stays in int32 with the activation `terms`, and
+/// that accumulator's range; `None` when not even one weight term fits.
+fn fitting(e: &Expansion, terms: &ActivationTerms) -> Option<(Expansion, (i64, i64))> {
+    (1..=e.order()).rev().find_map(|k| {
+        let t = e.truncated(k);
+        accumulator_range(&t, terms).map(|r| (t, r))
+    })
+}
+
+/// The residual sum over the kept channels, back at every channel: a zero channel is padded at
+/// the end of `out_axis` and every channel without residual terms gathers it.
+fn scatter_channels(
+    lw: &mut Lowering,
+    compact: ValueId,
+    e: &Expansion,
+    out_axis: usize,
+    out_rank: usize,
+) -> Result<ValueId> {
+    let mut pads = vec![0i64; 2 * out_rank];
+    pads[out_rank + out_axis] = 1;
+    let pads = lw.constant("pads", &Array::from_vec(&[2 * out_rank], pads)?)?;
+    let padded = lw.op("Pad", "residual_padded", &[compact, pads], vec![])?;
+    let zero = e.kept_channels().len() as i64;
+    let mut next = 0;
+    let index: Vec<i64> = e
+        .kept
+        .iter()
+        .map(|&k| {
+            if k {
+                next += 1;
+                next - 1
+            } else {
+                zero
+            }
+        })
+        .collect();
+    let index = lw.constant("residual_channel", &Array::from_vec(&[index.len()], index)?)?;
+    let axis = vec![crate::ir::attr::int("axis", out_axis as i64)];
+    lw.op("Gather", "residual_scattered", &[padded, index], axis)
+}
+
+/// One activation term: its base and the interval of its integers after the zero point.
+type TermSpan = (i64, (i64, i64));
+
+/// The offset 16-bit target of a two-term activation and the intervals of its terms after
+/// their zero points (`hi` at base 256, `lo`), or `None` when the plan has 8 bits or fewer (or
+/// more than 16).
+fn two_term_target(lw: &Lowering, x: ValueId) -> Result<Option<(Target, [TermSpan; 2])>> {
     let plan = lw.plan(x)?;
     let Scale::PerTensor(scale) = plan.scale else {
         return Ok(None);
@@ -470,20 +632,8 @@ fn two_term_target(
         dtype: DataType::Int32,
     };
     let zp_hi = offset / TERM_BASE;
-    let hi = matmul_range(
-        q,
-        channel_axis,
-        (target.lo / TERM_BASE - zp_hi, target.hi / TERM_BASE - zp_hi),
-    );
-    let lo = matmul_range(q, channel_axis, (0, TERM_BASE - 1));
-    let range = (
-        hi.0 as i128 * TERM_BASE as i128 + lo.0 as i128,
-        hi.1 as i128 * TERM_BASE as i128 + lo.1 as i128,
-    );
-    if range.0 < i32::MIN as i128 || range.1 > i32::MAX as i128 {
-        return Ok(None);
-    }
-    Ok(Some((target, (range.0 as i64, range.1 as i64))))
+    let hi = (target.lo / TERM_BASE - zp_hi, target.hi / TERM_BASE - zp_hi);
+    Ok(Some((target, [(TERM_BASE, hi), (1, (0, TERM_BASE - 1))])))
 }
 
 /// `x` at `target` (offset, non-negative int32), split into its uint8 terms `(hi, lo)`.

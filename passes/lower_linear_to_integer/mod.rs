@@ -41,7 +41,7 @@ use crate::ir::quant::Scale;
 use crate::ir::{Array, DataType, Op};
 use crate::lower::driver::{Outcome, lower_ops};
 use crate::lower::engine::{
-    Form, IntRep, Lowering, Target, copy_attrs, matmul_range, quantize_weight, stored_weight,
+    Form, IntRep, Lowering, Target, copy_attrs, matmul_range, stored_weight,
 };
 use crate::ops::table;
 

@@ -62,13 +62,14 @@ impl TapSlicer {
     }
 }
 
-/// The accumulator of a depthwise Conv of `x` with quantized weights `q` [C, 1, kh, kw] at
+/// The accumulator of a depthwise Conv of `x` with integer weights `q` [C, 1, kh, kw] (the
+/// aligned residual terms, within int32: `lower::residual::tap_sum_fits`) at
 /// `s_x · scales[c]`, channels along axis 1.
 pub(super) fn depthwise_taps(
     lw: &mut Lowering,
     x: ValueId,
     taps: &DepthwiseTaps,
-    q: &ndarray::ArrayD<i8>,
+    q: &ndarray::ArrayD<i64>,
     scales: &[f64],
 ) -> Result<IntRep> {
     let xw = wide_input(lw, x)?;

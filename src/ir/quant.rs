@@ -50,8 +50,11 @@ pub struct WeightPlan {
     /// The largest stored magnitude: the grid is `[−magnitude, magnitude]` (64 for the
     /// portable 7-bit grid, 127 for int8).
     pub magnitude: i64,
-    /// Residual terms per weight (`W ≈ Σ_k s_k·q_k`); 1 is plain quantization.
+    /// Residual terms per weight (`W ≈ Σ_k λ_k·q_k`, `lower::residual`); 1 is plain
+    /// quantization.
     pub terms: u32,
+    /// The output channels that carry terms ≥ 2 (group sparsity); `None` is all of them.
+    pub residual_channels: Option<Vec<usize>>,
     /// 8-bit terms of the activation this weight multiplies: 1, or 2 for a 16-bit activation
     /// entering as `256·hi + lo` (two integer matmuls on the same weights).
     pub activation_terms: u32,

@@ -711,8 +711,8 @@ pub fn requant_range(p: &RequantParams, input: (i64, i64)) -> (i64, i64) {
 
 /// Per-channel bounds of `Σ_k a_k · w_kc` for `a` in `a_range` (after its zero point), hulled
 /// over channels; `channel_axis` indexes the weight's output channels.
-pub fn matmul_range(
-    weights: &ndarray::ArrayD<i8>,
+pub fn matmul_range<T: Copy + Into<i64>>(
+    weights: &ndarray::ArrayD<T>,
     channel_axis: usize,
     a_range: (i64, i64),
 ) -> (i64, i64) {
@@ -726,7 +726,8 @@ pub fn matmul_range(
     let values = standard.as_slice().expect("standard layout");
     for (i, &w) in values.iter().enumerate() {
         let c = (i / inner) % channels;
-        let (p, q) = (w as i64 * a0, w as i64 * a1);
+        let w: i64 = w.into();
+        let (p, q) = (w * a0, w * a1);
         lo[c] += p.min(q);
         hi[c] += p.max(q);
     }

@@ -8,4 +8,5 @@ pub mod engine;
 pub mod island;
 pub mod range;
 pub mod report;
+pub mod residual;
 pub mod value_map;

@@ -61,6 +61,9 @@ pub struct CompileOptions {
     pub matmul_operands: crate::ops::matmul_kernels::MatmulOperands,
     /// Which weight matmuls take a 16-bit activation as two 8-bit terms (`--wide-operands`).
     pub wide_operands: crate::quant::WideOperands,
+    /// Residual expansion of the weights (`--weight-bits`, `--residual-order`,
+    /// `--residual-sparsity`), read by `split-residual-groups` where its options are not given.
+    pub weight_expansion: crate::quant::WeightExpansion,
 }
 
 impl Default for CompileOptions {
@@ -72,6 +75,7 @@ impl Default for CompileOptions {
             rounding: crate::quant::Rounding::HalfUp,
             matmul_operands: Default::default(),
             wide_operands: Default::default(),
+            weight_expansion: Default::default(),
         }
     }
 }
@@ -173,6 +177,9 @@ pub struct PassReport {
     /// Values the pass quantized, with the decision for each (the `quantize` pass).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<ValueReport>,
+    /// Weights the pass expanded, with the error of each (`split-residual-groups`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<WeightReport>,
 }
 
 /// A quantization decision about one value.
@@ -186,5 +193,28 @@ pub struct ValueReport {
     pub clip: (f64, f64),
     /// The range seen during calibration.
     pub observed: (f64, f64),
+    pub why: String,
+}
+
+/// A weight's residual expansion: its terms, their cost and their error against the bound.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WeightReport {
+    pub weight: String,
+    /// The node that multiplies by it.
+    pub node: String,
+    /// Bits of each term and the grid `[−magnitude, magnitude]` they use.
+    pub bits: u32,
+    pub magnitude: i64,
+    pub terms: u32,
+    pub channels: usize,
+    /// Channels that carry the terms ≥ 2.
+    pub residual_channels: usize,
+    /// Integer matmul work in b-bit layers of this weight's size: `1 + (K−1)·kept/C`.
+    pub cost: f64,
+    /// The stated bound of `|W − Ŵ|` (largest over channels) and the realized largest error.
+    pub bound: f64,
+    pub max_error: f64,
+    /// `‖W − Ŵ‖₂ / ‖W‖₂`.
+    pub relative_error: f64,
     pub why: String,
 }

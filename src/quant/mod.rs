@@ -13,6 +13,58 @@ pub use observer::{CalibrationMethod, Observer};
 pub use requant::RequantParams;
 pub use rounding::Rounding;
 
+/// How every pipeline expands weights into residual terms (`split-residual-groups`,
+/// `lower::residual`): `--weight-bits`, `--residual-order`, `--residual-sparsity`. The default
+/// is one 8-bit term, today's int8 weights.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct WeightExpansion {
+    /// Bits of every term (2 is ternary).
+    pub bits: u32,
+    /// Terms per weight, where int32 holds their aligned sum.
+    pub order: u32,
+    /// Fraction of each layer's output channels whose terms ≥ 2 are dropped.
+    pub sparsity: f64,
+}
+
+impl WeightExpansion {
+    /// More terms than this add nothing int32 can hold: even ternary terms (ratio 3) reach 3^K.
+    pub const MAX_ORDER: u32 = 8;
+
+    /// Refuses settings outside what the lowering builds.
+    pub fn check(&self) -> Result<(), String> {
+        if !(2..=8).contains(&self.bits) {
+            return Err(format!(
+                "weight bits {} are outside 2..=8 (terms are stored as int8)",
+                self.bits
+            ));
+        }
+        if !(1..=Self::MAX_ORDER).contains(&self.order) {
+            return Err(format!(
+                "residual order {} is outside 1..={}",
+                self.order,
+                Self::MAX_ORDER
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sparsity) {
+            return Err(format!(
+                "residual sparsity {} is outside [0, 1]",
+                self.sparsity
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for WeightExpansion {
+    fn default() -> Self {
+        WeightExpansion {
+            bits: 8,
+            order: 1,
+            sparsity: 0.0,
+        }
+    }
+}
+
 /// Which weight matmuls take their activation at 16 bits, as two 8-bit terms
 /// (`--wide-operands`).
 #[derive(Copy, Clone, Debug, Default, PartialEq)]

@@ -1,0 +1,227 @@
+//! `split-residual-groups(bits,order,sparsity)`: plans every constant weight of a Conv, MatMul
+//! or Gemm as a residual expansion (`lower::residual`, REx/PIPE): `order` terms of `bits` bits
+//! each, aligned exactly in int32 (ratio `2m + 1`), the terms ≥ 2 only on the `1 − sparsity`
+//! fraction of output channels with the largest residual. Options not written come from the
+//! compile flags (`--weight-bits`, `--residual-order`, `--residual-sparsity`).
+//!
+//! A weight gets fewer terms than asked where their int32 sum could overflow — the interval
+//! arithmetic the range proof repeats on the graph, over the whole interval its activation's
+//! plan allows — and the report says so. Depthwise Convs (int32 tap sums) take the aligned
+//! terms as one int32 weight. Every weight's report gives the bound of its error, the realized
+//! error and its cost in b-bit matmuls. An analysis: it changes weight plans only, so the
+//! defaults (one 8-bit term) leave the compiled model byte for byte as it was.
+
+use super::prelude::*;
+
+use crate::Error;
+use crate::ir::quant::{Granularity, WeightPlan};
+use crate::lower::residual::{
+    self, ActivationTerms, Expansion, accumulator_range, channels_by_residual, expand_weight,
+};
+use crate::pass::WeightReport;
+use crate::quant::WeightExpansion;
+
+pub struct SplitResidualGroups {
+    bits: Option<u32>,
+    order: Option<u32>,
+    sparsity: Option<f64>,
+}
+
+impl SplitResidualGroups {
+    pub fn new(options: &PassOptions) -> Result<SplitResidualGroups> {
+        fn given<T: std::str::FromStr>(options: &PassOptions, key: &str) -> Result<Option<T>> {
+            match options.get::<String>(key)?.as_str() {
+                "" => Ok(None),
+                _ => options.get::<T>(key).map(Some),
+            }
+        }
+        let pass = SplitResidualGroups {
+            bits: given(options, "bits")?,
+            order: given(options, "order")?,
+            sparsity: given(options, "sparsity")?,
+        };
+        pass.settings(&WeightExpansion::default())?;
+        Ok(pass)
+    }
+
+    /// The options, the compile flags where not written; checked.
+    fn settings(&self, flags: &WeightExpansion) -> Result<WeightExpansion> {
+        let s = WeightExpansion {
+            bits: self.bits.unwrap_or(flags.bits),
+            order: self.order.unwrap_or(flags.order),
+            sparsity: self.sparsity.unwrap_or(flags.sparsity),
+        };
+        s.check().map_err(Error::Usage)?;
+        Ok(s)
+    }
+}
+
+impl Pass for SplitResidualGroups {
+    fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
+        let settings = self.settings(&cx.options.weight_expansion)?;
+        for id in model.graph.topological_order()? {
+            let Some(found) = expandable(model, id)? else {
+                continue;
+            };
+            cx.report.matched += 1;
+            let crate::ir::Array::F32(w) = model
+                .graph
+                .constant(found.weight)
+                .expect("a constant weight")
+                .decode()?
+            else {
+                continue;
+            };
+            let (plan, report) = plan_expansion(&w, &found, &settings);
+            if plan.magnitude != found.plan.magnitude
+                || plan.terms != 1
+                || plan.residual_channels.is_some()
+            {
+                cx.report.rewritten += 1;
+            }
+            cx.report.weights.push(WeightReport {
+                weight: model.graph.value_name(found.weight).to_string(),
+                node: model.graph.describe(id),
+                ..report
+            });
+            model.graph.value_mut(found.weight).weight_plan = Some(plan);
+        }
+        Ok(())
+    }
+}
+
+/// A planned weight of an integer matmul, as this pass reads it.
+struct Found {
+    weight: ValueId,
+    axis: usize,
+    plan: WeightPlan,
+    /// The integer terms its activation enters the matmul as, over the whole planned interval;
+    /// `None` for a depthwise Conv (int32 taps of the activation at its plan).
+    activation: Option<Vec<(i64, (i64, i64))>>,
+    /// A depthwise Conv's activation magnitude and its taps.
+    depthwise: Option<(i64, usize)>,
+}
+
+/// The weight of node `id` when `quantize` planned it per channel and its activation has a plan.
+fn expandable(model: &Model, id: NodeId) -> Result<Option<Found>> {
+    let g = &model.graph;
+    let Some(op) = g.op(id) else { return Ok(None) };
+    if !op.domain().is_empty() || !matches!(op.op_type(), "Conv" | "MatMul" | "Gemm") {
+        return Ok(None);
+    }
+    let (Some(x), Some(w)) = (g.input(id, 0), g.input(id, 1)) else {
+        return Ok(None);
+    };
+    let Some(plan) = g.value(w).weight_plan.clone() else {
+        return Ok(None);
+    };
+    let Granularity::PerChannel { axis } = plan.granularity else {
+        return Ok(None);
+    };
+    let Some(a) = g.value(x).plan.clone() else {
+        return Ok(None);
+    };
+    let dims = g
+        .constant(w)
+        .expect("planned weights are constants")
+        .dims()
+        .to_vec();
+    if g.constant(w).and_then(|t| t.dtype().ok()) != Some(crate::ir::DataType::Float) {
+        return Ok(None);
+    }
+    if let Some(taps) = crate::ops::taps::DepthwiseTaps::of(op, &dims)? {
+        let kernel = (taps.window.kernel[0] * taps.window.kernel[1]) as usize;
+        return Ok(Some(Found {
+            weight: w,
+            axis,
+            plan,
+            activation: None,
+            depthwise: Some((a.levels(), kernel)),
+        }));
+    }
+    // The operand ranges `lower-linear-to-integer` can emit for this plan (after zero points):
+    // 8 bits, or a 16-bit value as `256·hi + lo`.
+    let byte = if a.signed { (-128, 127) } else { (0, 255) };
+    let activation = if plan.activation_terms == 2 && (9..=16).contains(&a.bits) {
+        vec![(256, byte), (1, (0, 255))]
+    } else {
+        vec![(1, byte)]
+    };
+    Ok(Some(Found {
+        weight: w,
+        axis,
+        plan,
+        activation: Some(activation),
+        depthwise: None,
+    }))
+}
+
+/// The plan of one weight under `settings`, and its report (weight and node names left empty).
+fn plan_expansion(
+    w: &ndarray::ArrayD<f32>,
+    found: &Found,
+    settings: &WeightExpansion,
+) -> (WeightPlan, WeightReport) {
+    let magnitude = residual::magnitude_of_bits(settings.bits, found.plan.magnitude);
+    let channels = w.shape()[found.axis];
+    let kept_count = ((1.0 - settings.sparsity) * channels as f64).round() as usize;
+    let mut why = Vec::new();
+    let mut order = settings.order as usize;
+    if order > 1 && kept_count == 0 {
+        why.push(format!(
+            "sparsity {} leaves no channel its residual terms",
+            settings.sparsity
+        ));
+        order = 1;
+    }
+    let kept = (order > 1 && kept_count < channels)
+        .then(|| channels_by_residual(w, found.axis, magnitude, kept_count));
+    let mut expansion = expand_weight(w, found.axis, magnitude, order, kept.as_deref());
+    while expansion.order() > 1 && !fits(&expansion, found) {
+        expansion = expansion.truncated(expansion.order() - 1);
+    }
+    if expansion.order() < order {
+        why.push(format!(
+            "{} of {order} terms: more could overflow the int32 accumulator",
+            expansion.order()
+        ));
+    }
+    if found.depthwise.is_some() && expansion.order() > 1 {
+        why.push("depthwise: the aligned terms are one int32 tap weight".into());
+    }
+    let error = residual::expansion_error(w, &expansion);
+    let residual_channels = if expansion.order() > 1 {
+        expansion.kept_channels().len()
+    } else {
+        0
+    };
+    let plan = WeightPlan {
+        magnitude,
+        terms: expansion.order() as u32,
+        residual_channels: kept.filter(|_| expansion.order() > 1),
+        ..found.plan.clone()
+    };
+    let report = WeightReport {
+        bits: settings.bits,
+        magnitude,
+        terms: expansion.order() as u32,
+        channels,
+        residual_channels,
+        cost: expansion.cost(),
+        bound: error.bound,
+        max_error: error.max_abs,
+        relative_error: error.relative_l2,
+        why: why.join("; "),
+        ..Default::default()
+    };
+    (plan, report)
+}
+
+/// True when every int32 intermediate of the lowered expansion stays in range.
+fn fits(e: &Expansion, found: &Found) -> bool {
+    match (&found.activation, found.depthwise) {
+        (Some(activation), _) => accumulator_range(e, activation as &ActivationTerms).is_some(),
+        (None, Some((levels, _))) => residual::tap_sum_fits(e, levels),
+        (None, None) => false,
+    }
+}
