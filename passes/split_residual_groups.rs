@@ -59,6 +59,7 @@ impl SplitResidualGroups {
 impl Pass for SplitResidualGroups {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
         let settings = self.settings(&cx.options.weight_expansion)?;
+        let facts = cx.facts(model)?;
         for id in model.graph.topological_order()? {
             let Some(found) = expandable(model, id)? else {
                 continue;
@@ -79,9 +80,18 @@ impl Pass for SplitResidualGroups {
             {
                 cx.report.rewritten += 1;
             }
+            let outputs: u64 = facts
+                .get(ValueId { node: id, slot: 0 })
+                .and_then(|f| f.shape.as_ref())
+                .map_or(1, |s| {
+                    s.iter().map(|d| d.known().unwrap_or(1) as u64).product()
+                });
+            let per_output = (w.len() / w.shape()[found.axis].max(1)) as u64;
             cx.report.weights.push(WeightReport {
                 weight: model.graph.value_name(found.weight).to_string(),
                 node: model.graph.describe(id),
+                parameters: w.len(),
+                macs: outputs * per_output,
                 ..report
             });
             model.graph.value_mut(found.weight).weight_plan = Some(plan);

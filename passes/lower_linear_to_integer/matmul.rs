@@ -490,12 +490,16 @@ fn accumulate_terms(
             (vec![(1, a)], fit, scale)
         }
     };
-    // Σ_t base_t · matmul(a_t, q).
+    // Σ_t base_t · matmul(a_t, q); each term's zero point made once, after the first weight.
+    let mut zero_points: Vec<Option<Option<ValueId>>> = vec![None; operands.len()];
     let mut product = |lw: &mut Lowering, q: &ndarray::ArrayD<i8>| -> Result<ValueId> {
         let (wq, w_zp) = weight_constant(lw, q)?;
         let mut products = Vec::with_capacity(operands.len());
-        for (base, a) in &operands {
-            let zp = zero_point_input(lw, a)?;
+        for ((base, a), zp) in operands.iter().zip(zero_points.iter_mut()) {
+            let zp = match zp {
+                Some(zp) => *zp,
+                None => *zp.insert(zero_point_input(lw, a)?),
+            };
             products.push((*base, build(lw, &operand_inputs(a.value, wq, zp, w_zp))?));
         }
         let mut sum: Option<ValueId> = None;

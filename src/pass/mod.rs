@@ -211,6 +211,10 @@ pub struct WeightReport {
     pub residual_channels: usize,
     /// Integer matmul work in b-bit layers of this weight's size: `1 + (K−1)·kept/C`.
     pub cost: f64,
+    /// Elements of the weight, and multiply-accumulates of its layer per sample for one term
+    /// (symbolic dimensions count 1).
+    pub parameters: usize,
+    pub macs: u64,
     /// The stated bound of `|W − Ŵ|` (largest over channels) and the realized largest error.
     pub bound: f64,
     pub max_error: f64,

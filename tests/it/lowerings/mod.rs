@@ -13,6 +13,7 @@ mod layer_norm;
 mod legalize;
 mod linear;
 mod requant;
+mod residual;
 mod softmax;
 mod tables;
 

@@ -1,0 +1,352 @@
+//! `split-residual-groups` and the linear lowering of its plans: K weight terms of b bits as K
+//! integer matmuls aligned in int32, terms ≥ 2 on the kept channels only (gathered back),
+//! depthwise Convs with the aligned terms as one tap weight, terms dropped where int32 could
+//! overflow; and the property that every expansion's realized error stays within its bound.
+
+use intone::ir::{Array, Model};
+use intone::lower::residual::{
+    channels_by_residual, expand_weight, expansion_error, magnitude_of_bits, term_ratio,
+};
+use proptest::prelude::*;
+
+use super::*;
+use crate::build::*;
+
+const SPEC: &str = "lower-linear-to-integer";
+
+fn images() -> Array {
+    data(&[3, 4, 6, 6], 0, 2.0)
+}
+
+/// A 3×3 convolution 4 → 4 channels (pads 1) of random weights, n×4×6×6 images.
+fn conv_model() -> Model {
+    ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .init("w", data(&[4, 4, 3, 3], 1, 0.5))
+        .node_with(
+            "Conv",
+            &["x", "w"],
+            &["y"],
+            vec![
+                attr::ints("kernel_shape", &[3, 3]),
+                attr::ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model()
+}
+
+fn planned(split: &str) -> String {
+    format!("{PLANNED},{split}")
+}
+
+fn options() -> CompileOptions {
+    calibrated(&[("x", images())])
+}
+
+#[test]
+fn split_residual_groups_plans_the_terms_and_reports_each_weights_bound() {
+    let case = lower(
+        conv_model(),
+        PLANNED,
+        "split-residual-groups(bits=4,order=2,sparsity=0.5)",
+        &options(),
+    );
+    let mut snapshot = case.snapshot();
+    snapshot.push_str(&serde_json::to_string_pretty(&case.report.weights).unwrap());
+    insta::assert_snapshot!(snapshot);
+    assert_eq!(case.counts(), (1, 1, 0));
+    let [w] = &case.report.weights[..] else {
+        panic!("one weight")
+    };
+    assert_eq!((w.bits, w.magnitude, w.terms), (4, 7, 2));
+    assert_eq!((w.channels, w.residual_channels), (4, 2));
+    assert_eq!(w.cost, 1.5);
+    assert!(w.max_error <= w.bound, "{w:?}");
+    // The plan is all that changed.
+    assert_eq!(
+        case.before,
+        intone::onnx::text::model_to_text(&case.after).unwrap()
+    );
+}
+
+/// Lowers the conv model after `split`, in tract against float; returns the case and its error.
+fn lowered(split: &str, tolerance: f64) -> (Case, f64) {
+    let case = lower(conv_model(), &planned(split), SPEC, &options());
+    let error = case.assert_close(&[images()], tolerance);
+    (case, error)
+}
+
+#[test]
+fn weight_terms_are_integer_matmuls_aligned_in_int32() {
+    let (one, e1) = lowered("split-residual-groups(bits=4,order=1)", 0.2);
+    let (case, e3) = lowered("split-residual-groups(bits=4,order=3)", 0.05);
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(one.after_count("ConvInteger"), 1);
+    assert_eq!(case.after_count("ConvInteger"), 3);
+    // The input's quantization, then Horner: (P2·r + P3), P1·r² plus that; no scatter when
+    // every channel is kept.
+    assert_eq!(case.after_count("Mul"), 1 + 2);
+    assert_eq!(case.after_count("Gather"), 0);
+    // int4 alone is coarse; three terms are finer than int8's grid (15² times int4's).
+    assert!(e3 < e1 / 4.0, "K=3 {e3} vs K=1 {e1}");
+    intone::lower::range::verify(&case.after, 4096, Default::default()).unwrap();
+}
+
+#[test]
+fn a_sparse_residual_runs_on_the_kept_channels_and_is_gathered_back() {
+    let (dense, e_dense) = lowered("split-residual-groups(bits=4,order=2)", 0.1);
+    let (case, e_sparse) = lowered("split-residual-groups(bits=4,order=2,sparsity=0.5)", 0.2);
+    let (_, e_one) = lowered("split-residual-groups(bits=4,order=1)", 0.2);
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.after_count("ConvInteger"), 2);
+    assert_eq!(case.after_count("Pad"), 1);
+    assert_eq!(case.after_count("Gather"), 1);
+    assert_eq!(dense.after_count("Gather"), 0);
+    // The residual conv's weight holds the two kept channels only.
+    let g = &case.after.graph;
+    let shapes: Vec<Vec<i64>> = g
+        .node_ids()
+        .filter(|&id| g.op(id).is_some_and(|op| op.is("ConvInteger")))
+        .map(|id| g.constant(g.input(id, 1).unwrap()).unwrap().dims().to_vec())
+        .collect();
+    assert_eq!(shapes, [vec![4, 4, 3, 3], vec![2, 4, 3, 3]]);
+    // The worst output may sit on a channel without residual terms.
+    assert!(
+        e_dense < e_sparse && e_sparse <= e_one,
+        "{e_dense} {e_sparse} {e_one}"
+    );
+}
+
+#[test]
+fn a_matmul_residual_is_gathered_back_along_the_last_axis() {
+    let model = ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(8)])
+        .init("w", data(&[8, 6], 3, 0.5))
+        .node("MatMul", &["x", "w"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(6)])
+        .model();
+    let x = data(&[5, 8], 4, 1.0);
+    let case = lower(
+        model,
+        &planned("split-residual-groups(bits=3,order=2,sparsity=0.5)"),
+        SPEC,
+        &calibrated(&[("x", x.clone())]),
+    );
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.after_count("MatMulInteger"), 2);
+    assert_eq!(case.after_count("Gather"), 1);
+    case.assert_close(&[x], 0.1);
+}
+
+#[test]
+fn a_depthwise_conv_sums_the_aligned_terms_as_one_tap_weight() {
+    let model = ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .init("w", data(&[4, 1, 3, 3], 5, 0.5))
+        .node_with(
+            "Conv",
+            &["x", "w"],
+            &["y"],
+            vec![
+                attr::ints("kernel_shape", &[3, 3]),
+                attr::ints("pads", &[1, 1, 1, 1]),
+                attr::int("group", 4),
+            ],
+        )
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let run = |split: &str| {
+        let case = lower(model.clone(), &planned(split), SPEC, &options());
+        let e = case.assert_close(&[images()], 0.5);
+        (case, e)
+    };
+    let (ternary, e1) = run("split-residual-groups(bits=2,order=1)");
+    let (case, e4) = run("split-residual-groups(bits=2,order=4)");
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.after_count("ConvInteger"), 0);
+    // Nine taps either way: the terms add up in the tap weights, not in more products.
+    assert_eq!(case.after_count("Mul"), ternary.after_count("Mul"));
+    assert!(e4 < e1 / 8.0, "ternary K=4 {e4} vs K=1 {e1}");
+    // The tap weights are the aligned sums, up to 1 + 3 + 9 + 27 = 40 (ternary terms, ratio 3).
+    let g = &case.after.graph;
+    let largest = g
+        .node_ids()
+        .filter(|&id| g.op(id).is_some_and(|op| op.is("Mul")))
+        .filter_map(|id| g.constant(g.input(id, 1)?))
+        .filter_map(|t| match t.decode().unwrap() {
+            Array::I32(w) => Some(w.iter().map(|&v| v as f64).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .fold(0f64, |m, v| m.max(v.abs()));
+    assert!(largest > 1.0 && largest <= 40.0, "{largest}");
+}
+
+#[test]
+fn terms_that_could_overflow_int32_are_dropped_and_reported() {
+    // 8-bit terms (ratio 129 on the portable grid) over 512 inputs: a third term would need
+    // 2^(7+7+7+8+9) of int32.
+    let model = ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(512)])
+        .init("w", data(&[512, 4], 6, 0.5))
+        .node("MatMul", &["x", "w"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4)])
+        .model();
+    let x = data(&[3, 512], 7, 1.0);
+    let options = calibrated(&[("x", x.clone())]);
+    let split = lower(
+        model.clone(),
+        PLANNED,
+        "split-residual-groups(bits=8,order=3)",
+        &options,
+    );
+    let [w] = &split.report.weights[..] else {
+        panic!("one weight")
+    };
+    assert_eq!(w.terms, 2, "{w:?}");
+    assert!(w.why.contains("2 of 3 terms"), "{}", w.why);
+    let case = lower(
+        model,
+        &planned("split-residual-groups(bits=8,order=3)"),
+        SPEC,
+        &options,
+    );
+    assert_eq!(case.after_count("MatMulInteger"), 2);
+    intone::lower::range::verify(&case.after, 4096, Default::default()).unwrap();
+    case.assert_close(&[x], 0.02);
+}
+
+#[test]
+fn the_default_expansion_lowers_to_the_same_graph() {
+    let split = lower(conv_model(), PLANNED, "split-residual-groups", &options());
+    assert_eq!(split.counts(), (1, 0, 0));
+    let text = |case: &Case| intone::onnx::text::model_to_text(&case.after).unwrap();
+    let with = lower(
+        conv_model(),
+        &planned("split-residual-groups"),
+        SPEC,
+        &options(),
+    );
+    let without = lower(conv_model(), PLANNED, SPEC, &options());
+    assert_eq!(text(&with), text(&without));
+}
+
+/// The default flags reproduce the int8 model of a pipeline without the pass, byte for byte.
+#[test]
+fn default_flags_compile_the_digits_cnn_byte_for_byte_as_without_the_pass() {
+    let ivit = intone::passes::PRESETS
+        .iter()
+        .find(|p| p.name == "ivit")
+        .unwrap()
+        .passes();
+    let without = ivit.replace(",split-residual-groups", "");
+    assert_ne!(ivit, without);
+    let dir = crate::tempdir();
+    let model = crate::fixture("digits_cnn_opset17.onnx");
+    let data = crate::fixture("data").join("digits_calibration.npy");
+    let calibrate = format!("pixels={}", data.display());
+    let compile = |pipeline: &str, name: &str| {
+        let out = dir.path().join(name);
+        let flag = if pipeline == "ivit" {
+            "--pipeline"
+        } else {
+            "--passes"
+        };
+        crate::linear::compile(&model, &out, &[flag, pipeline, "--calibrate", &calibrate]);
+        std::fs::read(out).unwrap()
+    };
+    assert!(compile("ivit", "a.onnx") == compile(&without, "b.onnx"));
+}
+
+#[test]
+fn expansion_settings_outside_what_is_built_are_refused() {
+    for (spec, needle) in [
+        ("split-residual-groups(bits=1)", "weight bits 1"),
+        ("split-residual-groups(bits=9)", "weight bits 9"),
+        ("split-residual-groups(order=0)", "residual order 0"),
+        (
+            "split-residual-groups(sparsity=1.5)",
+            "residual sparsity 1.5",
+        ),
+    ] {
+        let pipeline = Pipeline::parse(&format!("{PLANNED},{spec}"), PASSES).unwrap();
+        let err = match Manager::new(&pipeline, PASSES) {
+            Ok(_) => panic!("{spec} accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(needle), "{spec}: {err}");
+    }
+}
+
+/// Weights with the features that stress the bound: per-channel ranges over decades, a dead
+/// channel, a channel exact on a power-of-two grid, and values on rounding ties.
+fn weights() -> impl Strategy<Value = ndarray::ArrayD<f32>> {
+    (
+        1usize..6,
+        1usize..24,
+        proptest::collection::vec(-1.0f32..1.0, 6 * 24),
+    )
+        .prop_flat_map(|(c, n, v)| {
+            (
+                Just((c, n, v)),
+                proptest::collection::vec(-3i32..3, c),
+                0usize..c + 1,
+            )
+        })
+        .prop_map(|((c, n, v), decades, special)| {
+            let mut w = ndarray::ArrayD::from_shape_fn(ndarray::IxDyn(&[c, n]), |i| {
+                v[i[0] * n + i[1]] * 10f32.powi(decades[i[0]])
+            });
+            if special < c {
+                match special % 3 {
+                    0 => w.index_axis_mut(ndarray::Axis(0), special).fill(1e-30),
+                    1 => w
+                        .index_axis_mut(ndarray::Axis(0), special)
+                        .mapv_inplace(|x| (x * 4.0).round() / 4.0),
+                    _ => w
+                        .index_axis_mut(ndarray::Axis(0), special)
+                        .mapv_inplace(|x| (x * 8.0).round() / 8.0 + 1.0 / 16.0),
+                }
+            }
+            w
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn realized_error_stays_within_the_bound_for_every_bits_and_order(
+        w in weights(),
+        bits in 2u32..=8,
+        order in 1usize..=4,
+        sparse in any::<bool>(),
+    ) {
+        let magnitude = magnitude_of_bits(bits, 127);
+        let channels = w.shape()[0];
+        let kept = sparse.then(|| channels_by_residual(&w, 0, magnitude, channels.div_ceil(2)));
+        let e = expand_weight(&w, 0, magnitude, order, kept.as_deref());
+        let error = expansion_error(&w, &e);
+        prop_assert_eq!(error.over_bound, 0, "{:?}", error);
+        prop_assert!(error.max_abs <= error.bound * (1.0 + 1e-9));
+        // Every term on the b-bit grid.
+        for t in &e.terms {
+            prop_assert!(t.iter().all(|&q| (q as i64).abs() <= magnitude));
+        }
+        // The bound shrinks by the ratio per term on the kept channels.
+        let r = term_ratio(magnitude) as f64;
+        let first = expand_weight(&w, 0, magnitude, 1, None).bound();
+        for (c, b) in e.bound().iter().enumerate() {
+            let expected = if e.kept[c] { first[c] / r.powi(order as i32 - 1) } else { first[c] };
+            prop_assert!((b - expected).abs() <= expected * 1e-12);
+        }
+        // The aligned int32 weight is the approximation at the last term's scale.
+        let aligned = e.aligned();
+        let approx = e.approximation();
+        for ((i, &a), &y) in aligned.indexed_iter().zip(approx.iter()) {
+            let s = e.channel_scale(i[0]);
+            prop_assert!((a as f64 * s - y).abs() <= 1e-9 * s.max(y.abs()));
+        }
+    }
+}
