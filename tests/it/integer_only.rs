@@ -534,3 +534,99 @@ fn integer_io_keeps_integers_at_the_boundary_and_records_their_scales() {
         assert_eq!((*q as f32 * s) as f64, *e, "logit {i}");
     }
 }
+
+/// Residual expansions (`split-residual-groups`): every configuration integer-only, checked by
+/// the full checker and bit-identical in tract and onnxruntime on both CPUs — the digits CNN
+/// (int4 with two terms within 0.3 pt top-1 of int8), the digits ViT (sparse residual columns
+/// gathered back along the last axis of 3-D MatMuls) and EfficientNet-B0 tiny (depthwise taps,
+/// gates, two-term activations times two weight terms).
+#[test]
+fn residual_expansions_compile_to_integer_only_models_that_both_engines_run_bit_identically() {
+    let data = |name: &str| fixture("data").join(name);
+    let dir = tempdir();
+    let mut written = String::new();
+    let mut compiled = |stem: &str, tag: &str, calibrate: &[(String, PathBuf)], args: &[&str]| {
+        let (out, between) = compile_with_report(
+            &fixture(&format!("{stem}.onnx")),
+            &dir.path().join(format!("{stem}.{tag}.onnx")),
+            "ivit",
+            calibrate,
+            args,
+        );
+        assert!(between.is_empty(), "{stem} {tag}: float values {between:?}");
+        written.push_str(&format!("{}\n", out.display()));
+        out
+    };
+    let test = intone::npy::read(&data("digits_test.npy")).unwrap();
+    let labels = intone::npy::read(&data("digits_test_labels.npy"))
+        .unwrap()
+        .to_i64_vec()
+        .unwrap();
+    let top1 = |logits: &Array| {
+        let right = argmax_rows(logits)
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| **p as i64 == **l)
+            .count();
+        right as f64 / labels.len() as f64
+    };
+    let cnn = [("pixels".to_string(), data("digits_calibration.npy"))];
+    let mut accuracy = std::collections::BTreeMap::new();
+    for (tag, args) in [
+        ("w8k1", &["--weight-bits", "8"][..]),
+        ("w4k2", &["--weight-bits", "4", "--residual-order", "2"]),
+        (
+            "w4k2g5",
+            &[
+                "--weight-bits",
+                "4",
+                "--residual-order",
+                "2",
+                "--residual-sparsity",
+                "0.5",
+            ],
+        ),
+        ("w2k4", &["--weight-bits", "2", "--residual-order", "4"]),
+    ] {
+        let out = compiled("digits_cnn_opset17", tag, &cnn, args);
+        let int = assert_bit_identical(&out, &[("pixels", &test)], dir.path());
+        accuracy.insert(tag, top1(&int[0]));
+    }
+    assert!(
+        accuracy["w4k2"] >= accuracy["w8k1"] - 0.003,
+        "digits CNN top-1 {accuracy:?}"
+    );
+    let (calib, vit_test, _) = digits();
+    let calib_path = dir.path().join("calib.npy");
+    intone::npy::write(&calib_path, &calib).unwrap();
+    let vit = [("pixels".to_string(), calib_path)];
+    let args = [
+        "--weight-bits",
+        "3",
+        "--residual-order",
+        "2",
+        "--residual-sparsity",
+        "0.5",
+    ];
+    let out = compiled("digits_vit_opset17", "w3k2g5", &vit, &args);
+    assert_bit_identical(&out, &[("pixels", &rows(&vit_test, 32))], dir.path());
+    let stem = "efficientnet_b0_tiny_opset17";
+    let inputs = fixture_inputs(
+        stem,
+        &intone::onnx::load(&fixture(&format!("{stem}.onnx"))).unwrap(),
+    );
+    let named: Vec<(&str, &Array)> = inputs.iter().map(|(n, _, a)| (n.as_str(), a)).collect();
+    let image = [("pixels".to_string(), data("image32_calibration.npy"))];
+    let args = [
+        "--activation-order",
+        "2",
+        "--weight-bits",
+        "4",
+        "--residual-order",
+        "2",
+    ];
+    let out = compiled(stem, "a2w4k2", &image, &args);
+    assert_bit_identical(&out, &named, dir.path());
+    let report = oracle("check_models.py", &[], &written);
+    assert!(report.contains(" 0 failed"), "{report}");
+}
