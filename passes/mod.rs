@@ -174,7 +174,7 @@ pub const PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "split-residual-groups",
-        summary: "plan weights as residual expansions: K terms of b bits aligned in int32, terms ≥ 2 on the channels with the largest residual (PIPE)",
+        summary: "plan weights as residual expansions (K terms of b bits aligned in int32, terms ≥ 2 on the channels with the largest residual) or an ensemble of M b-bit networks (PIPE)",
         exact: true,
         phases: REPLANS,
         options: &[
@@ -192,6 +192,11 @@ pub const PASSES: &[PassInfo] = &[
                 name: "sparsity",
                 default: "",
                 help: "fraction of output channels without terms ≥ 2; default --residual-sparsity (0)",
+            },
+            OptionInfo {
+                name: "ensemble",
+                default: "",
+                help: "copies of the network with single-term weights, outputs averaged; default --ensemble (1)",
             },
         ],
         build: |options| {

@@ -226,6 +226,7 @@ impl Pass for Quantize {
                 magnitude: if w.depthwise { 127 } else { magnitude },
                 terms: 1,
                 residual_channels: None,
+                ensemble_branch: None,
                 activation_terms: w.activation_terms,
             });
         }

@@ -20,11 +20,13 @@ use crate::lower::residual::{
 };
 use crate::pass::WeightReport;
 use crate::quant::WeightExpansion;
+use std::collections::HashMap;
 
 pub struct SplitResidualGroups {
     bits: Option<u32>,
     order: Option<u32>,
     sparsity: Option<f64>,
+    ensemble: Option<u32>,
 }
 
 impl SplitResidualGroups {
@@ -39,6 +41,7 @@ impl SplitResidualGroups {
             bits: given(options, "bits")?,
             order: given(options, "order")?,
             sparsity: given(options, "sparsity")?,
+            ensemble: given(options, "ensemble")?,
         };
         pass.settings(&WeightExpansion::default())?;
         Ok(pass)
@@ -50,6 +53,7 @@ impl SplitResidualGroups {
             bits: self.bits.unwrap_or(flags.bits),
             order: self.order.unwrap_or(flags.order),
             sparsity: self.sparsity.unwrap_or(flags.sparsity),
+            ensemble: self.ensemble.unwrap_or(flags.ensemble),
         };
         s.check().map_err(Error::Usage)?;
         Ok(s)
@@ -59,11 +63,20 @@ impl SplitResidualGroups {
 impl Pass for SplitResidualGroups {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
         let settings = self.settings(&cx.options.weight_expansion)?;
+        let branches = settings.ensemble as usize;
+        let mut branch_of = HashMap::new();
+        if branches > 1 {
+            let facts = cx.facts(model)?;
+            branch_of = split_into_branches(model, branches, &facts)?;
+        }
         let facts = cx.facts(model)?;
         for id in model.graph.topological_order()? {
-            let Some(found) = expandable(model, id)? else {
+            let Some(mut found) = expandable(model, id)? else {
                 continue;
             };
+            found.branch = branch_of
+                .get(&found.weight)
+                .map(|&j| (j as u32, branches as u32));
             cx.report.matched += 1;
             let crate::ir::Array::F32(w) = model
                 .graph
@@ -77,6 +90,7 @@ impl Pass for SplitResidualGroups {
             if plan.magnitude != found.plan.magnitude
                 || plan.terms != 1
                 || plan.residual_channels.is_some()
+                || plan.ensemble_branch.is_some()
             {
                 cx.report.rewritten += 1;
             }
@@ -110,6 +124,8 @@ struct Found {
     activation: Option<Vec<(i64, (i64, i64))>>,
     /// A depthwise Conv's activation magnitude and its taps.
     depthwise: Option<(i64, usize)>,
+    /// Branch j of M of an ensemble.
+    branch: Option<(u32, u32)>,
 }
 
 /// The weight of node `id` when `quantize` planned it per channel and its activation has a plan.
@@ -147,6 +163,7 @@ fn expandable(model: &Model, id: NodeId) -> Result<Option<Found>> {
             plan,
             activation: None,
             depthwise: Some((a.levels(), kernel)),
+            branch: None,
         }));
     }
     // The operand ranges `lower-linear-to-integer` can emit for this plan (after zero points):
@@ -163,6 +180,7 @@ fn expandable(model: &Model, id: NodeId) -> Result<Option<Found>> {
         plan,
         activation: Some(activation),
         depthwise: None,
+        branch: None,
     }))
 }
 
@@ -174,6 +192,32 @@ fn plan_expansion(
 ) -> (WeightPlan, WeightReport) {
     let magnitude = residual::magnitude_of_bits(settings.bits, found.plan.magnitude);
     let channels = w.shape()[found.axis];
+    if let Some((branch, branches)) = found.branch {
+        let error = residual::ensemble_error(w, found.axis, magnitude, branches as usize);
+        let plan = WeightPlan {
+            magnitude,
+            terms: 1,
+            residual_channels: None,
+            ensemble_branch: Some((branch, branches)),
+            ..found.plan.clone()
+        };
+        let report = WeightReport {
+            bits: settings.bits,
+            magnitude,
+            terms: 1,
+            channels,
+            cost: 1.0,
+            bound: error.bound,
+            max_error: error.max_abs,
+            relative_error: error.relative_l2,
+            ensemble_branch: Some((branch, branches)),
+            why: format!(
+                "branch {branch} of {branches}: bound and error of the branches' mean weight"
+            ),
+            ..Default::default()
+        };
+        return (plan, report);
+    }
     let kept_count = ((1.0 - settings.sparsity) * channels as f64).round() as usize;
     let mut why = Vec::new();
     let mut order = settings.order as usize;
@@ -234,4 +278,80 @@ fn fits(e: &Expansion, found: &Found) -> bool {
         (None, Some((levels, _))) => residual::tap_sum_fits(e, levels),
         (None, None) => false,
     }
+}
+
+/// Makes `branches − 1` copies of every op, each reading its own copy of every planned weight,
+/// and points every graph output at the `Mean` of its copies. Returns the branch of every
+/// planned weight (0 for the originals). The branches share the graph inputs and everything that
+/// is not an op (initializers other than the planned weights).
+fn split_into_branches(
+    model: &mut Model,
+    branches: usize,
+    facts: &crate::ops::GraphFacts,
+) -> Result<HashMap<ValueId, usize>> {
+    let g = &model.graph;
+    let ops: Vec<NodeId> = g.node_ids().filter(|&id| g.op(id).is_some()).collect();
+    let weights: Vec<ValueId> = ops
+        .iter()
+        .filter_map(|&id| g.input(id, 1))
+        .filter(|&w| g.value(w).weight_plan.is_some() && g.constant(w).is_some())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for (i, out) in g.outputs().iter().enumerate() {
+        let dtype = facts.get(out.value).and_then(|f| f.dtype);
+        if dtype != Some(crate::ir::DataType::Float) {
+            return Err(Error::Usage(format!(
+                "ensemble: graph output {i} '{}' is {dtype:?}; branches are combined by the Mean \
+                 of float outputs",
+                g.value_name(out.value)
+            )));
+        }
+    }
+    let mut branch_of: HashMap<ValueId, usize> = weights.iter().map(|&w| (w, 0)).collect();
+    let mut copies: Vec<HashMap<ValueId, ValueId>> = Vec::new();
+    let mut rw = Rewriter::unanchored(model);
+    for j in 1..branches {
+        let mut substitutions = HashMap::new();
+        for &w in &weights {
+            let g = rw.graph();
+            let tensor = g.constant(w).expect("a planned weight").decode()?;
+            let plan = g.value(w).weight_plan.clone();
+            let anchor = rw.set_anchor(g.uses(w)[0].node);
+            let copy = rw.constant(&format!("branch{j}_weight"), &tensor)?;
+            rw.restore_anchor(anchor);
+            rw.annotate(copy, |v| v.weight_plan = plan);
+            branch_of.insert(copy, j);
+            substitutions.insert(w, copy);
+        }
+        copies.push(rw.clone_subgraph(&ops, &substitutions, &format!("branch{j}"))?);
+    }
+    let outputs: Vec<ValueId> = rw.graph().outputs().iter().map(|o| o.value).collect();
+    for (i, y) in outputs.into_iter().enumerate() {
+        let members: Vec<Option<ValueId>> = std::iter::once(y)
+            .chain(copies.iter().map(|map| map.get(&y).copied().unwrap_or(y)))
+            .map(Some)
+            .collect();
+        let anchor = rw.set_anchor(y.node);
+        let mean = rw.op_node(
+            crate::ir::Op::new("Mean", ""),
+            "ensemble_mean",
+            &members,
+            vec![],
+            1,
+        )?;
+        rw.restore_anchor(anchor);
+        let mean = ValueId {
+            node: mean,
+            slot: 0,
+        };
+        let g = rw.model_mut();
+        let name = g.graph.value_name(y).to_string();
+        let retired = g.graph.fresh_name(&format!("{name}/branch0"));
+        g.graph.rename_value(y, &retired)?;
+        g.graph.rename_value(mean, &name)?;
+        g.graph.set_output_value(i, mean);
+    }
+    rw.finish()?;
+    Ok(branch_of)
 }

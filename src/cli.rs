@@ -158,6 +158,11 @@ struct CompileArgs {
     /// smallest residual), so the residual matmuls cost `(K−1)(1−G)` layers.
     #[arg(long = "residual-sparsity", value_name = "G", default_value_t = 0.0)]
     residual_sparsity: f64,
+    /// Run M copies of the network, each with single-term b-bit weights that add up to the
+    /// weight on a grid M times finer, and average their outputs: independent branches that
+    /// onnxruntime's parallel executor or M cores run at once (PIPE's ensemble).
+    #[arg(long = "ensemble", value_name = "M", default_value_t = 1)]
+    ensemble: u32,
     /// 8-bit terms of every weight matmul's activation: 2 is `--wide-operands all` (a 16-bit
     /// activation as `256·hi + lo`) unless --wide-operands chooses the matmuls.
     #[arg(long = "activation-order", value_name = "A", default_value_t = 1)]
@@ -358,6 +363,7 @@ struct CompileReport {
     weight_bits: u32,
     residual_order: u32,
     residual_sparsity: f64,
+    ensemble: u32,
     ops_before: BTreeMap<String, usize>,
     ops_after: BTreeMap<String, usize>,
     /// Ops that still compute in float, and why.
@@ -457,11 +463,11 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         bits: args.weight_bits,
         order: args.residual_order,
         sparsity: args.residual_sparsity,
+        ensemble: args.ensemble,
     };
-    options
-        .weight_expansion
-        .check()
-        .map_err(|e| anyhow!("--weight-bits/--residual-order/--residual-sparsity: {e}"))?;
+    options.weight_expansion.check().map_err(|e| {
+        anyhow!("--weight-bits/--residual-order/--residual-sparsity/--ensemble: {e}")
+    })?;
     if !args.calibrate.is_empty() {
         let mut inputs = BTreeMap::new();
         for spec in &args.calibrate {
@@ -545,6 +551,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             weight_bits: options.weight_expansion.bits,
             residual_order: options.weight_expansion.order,
             residual_sparsity: options.weight_expansion.sparsity,
+            ensemble: options.weight_expansion.ensemble,
             ops_before,
             ops_after,
             float_ops,

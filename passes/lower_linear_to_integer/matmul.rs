@@ -5,7 +5,7 @@
 use super::*;
 use crate::ir::quant::{Granularity, WeightPlan};
 use crate::lower::residual::{
-    ActivationTerms, Expansion, accumulator_range, expand_weight, tap_sum_fits,
+    ActivationTerms, Expansion, accumulator_range, ensemble_branch, expand_weight, tap_sum_fits,
 };
 
 /// Adds a quantized weight initializer as the operand policy stores it, with its zero point
@@ -386,12 +386,16 @@ pub(super) struct PlannedWeight {
     magnitude: i64,
     terms: usize,
     residual_channels: Option<Vec<usize>>,
+    ensemble_branch: Option<(u32, u32)>,
     activation_terms: u32,
 }
 
 impl PlannedWeight {
-    /// The weight's residual expansion (one term: plain quantization).
+    /// The weight's residual expansion (one term: plain quantization), or its ensemble branch.
     fn expand(&self, w: &ndarray::ArrayD<f32>, axis: usize) -> Expansion {
+        if let Some((branch, branches)) = self.ensemble_branch {
+            return ensemble_branch(w, axis, self.magnitude, branch as usize, branches as usize);
+        }
         expand_weight(
             w,
             axis,
@@ -416,11 +420,13 @@ fn planned_weight(
             magnitude,
             terms,
             residual_channels,
+            ensemble_branch,
             activation_terms,
         }) if *a == axis && *terms >= 1 => Ok(PlannedWeight {
             magnitude: *magnitude,
             terms: *terms as usize,
             residual_channels: residual_channels.clone(),
+            ensemble_branch: *ensemble_branch,
             activation_terms: *activation_terms,
         }),
         Some(plan) => Err(format!(

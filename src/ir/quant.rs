@@ -55,6 +55,8 @@ pub struct WeightPlan {
     pub terms: u32,
     /// The output channels that carry terms ≥ 2 (group sparsity); `None` is all of them.
     pub residual_channels: Option<Vec<usize>>,
+    /// Branch `j` of `M` of an ensemble (`lower::residual::ensemble_branch`); `None` outside one.
+    pub ensemble_branch: Option<(u32, u32)>,
     /// 8-bit terms of the activation this weight multiplies: 1, or 2 for a 16-bit activation
     /// entering as `256·hi + lo` (two integer matmuls on the same weights).
     pub activation_terms: u32,

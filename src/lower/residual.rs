@@ -349,3 +349,88 @@ pub fn tap_sum_fits(e: &Expansion, levels: i64) -> bool {
         .sum();
     total * levels as i128 <= i32::MAX as i128
 }
+
+/// Branch `branch` of an ensemble of `branches` single-term networks (PIPE's parallel form, our
+/// construction): with `N = round(M·W/λ_1)` on `[−M·m, M·m]` — the weight on a grid M times
+/// finer, which for `M = 2m + 1` is the aligned integer `r·q_1 + q_2` of two terms — branch `j`
+/// holds `⌊(N + (j + i) mod M)/M⌋` at element `i`, on the b-bit grid `[−m, m]`, at `λ_1`. The
+/// branches add up to `N` exactly (Hermite's identity, element by element), so the mean of
+/// their weights is within `λ_1/(2M)` of W, and each branch rounds up and down in turn: the
+/// mean of the branches' outputs equals the finer model's to first order, and every branch is a
+/// plain b-bit network that runs independently of the others.
+pub fn ensemble_branch(
+    w: &ArrayD<f32>,
+    axis: usize,
+    magnitude: i64,
+    branch: usize,
+    branches: usize,
+) -> Expansion {
+    let (_, scales) = quantize_weight(w, axis, magnitude);
+    let m = branches as f64;
+    let (lo, hi) = (-magnitude * branches as i64, magnitude * branches as i64);
+    let mut q = ArrayD::<i8>::zeros(w.raw_dim());
+    let k = branches as i64;
+    for (c, &s) in scales.iter().enumerate() {
+        let lane = w.index_axis(Axis(axis), c);
+        let mut out = q.index_axis_mut(Axis(axis), c);
+        for (i, (o, &x)) in out.iter_mut().zip(lane.iter()).enumerate() {
+            let n =
+                (crate::quant::rounding::round_half_even(x as f64 * m / s) as i64).clamp(lo, hi);
+            // The offset turns with the element: each branch's rounding is biased up and down
+            // in turn instead of one way everywhere (which shifts every output by ~λ/4·Σx).
+            let offset = (branch as i64 + i as i64) % k;
+            *o = (n + offset).div_euclid(k) as i8;
+        }
+    }
+    Expansion {
+        terms: vec![q],
+        axis,
+        kept: vec![true; scales.len()],
+        scales,
+        ratio: term_ratio(magnitude),
+    }
+}
+
+/// The error of an ensemble's mean weight `(λ_1/M)·Σ_j q^(j)` against its bound `λ_1/(2M)`.
+pub fn ensemble_error(
+    w: &ArrayD<f32>,
+    axis: usize,
+    magnitude: i64,
+    branches: usize,
+) -> ExpansionError {
+    let (_, scales) = quantize_weight(w, axis, magnitude);
+    let mut sum = ArrayD::<i64>::zeros(w.raw_dim());
+    for j in 0..branches {
+        let q = &ensemble_branch(w, axis, magnitude, j, branches).terms[0];
+        ndarray::Zip::from(&mut sum)
+            .and(q)
+            .for_each(|s, &q| *s += q as i64);
+    }
+    let (mut max_abs, mut err2, mut norm2, mut over) = (0f64, 0f64, 0f64, 0usize);
+    let mut bound = 0f64;
+    for (c, &s) in scales.iter().enumerate() {
+        let step = s / branches as f64;
+        bound = bound.max(step / 2.0);
+        let lane = w.index_axis(Axis(axis), c);
+        let n = sum.index_axis(Axis(axis), c);
+        for (&x, &n) in lane.iter().zip(n.iter()) {
+            let d = (x as f64 - step * n as f64).abs();
+            max_abs = max_abs.max(d);
+            err2 += d * d;
+            norm2 += (x as f64).powi(2);
+            if d > step / 2.0 * (1.0 + 1e-9) {
+                over += 1;
+            }
+        }
+    }
+    ExpansionError {
+        max_abs,
+        bound,
+        relative_l2: if norm2 > 0.0 {
+            (err2 / norm2).sqrt()
+        } else {
+            0.0
+        },
+        over_bound: over,
+    }
+}

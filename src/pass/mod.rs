@@ -220,5 +220,8 @@ pub struct WeightReport {
     pub max_error: f64,
     /// `‖W − Ŵ‖₂ / ‖W‖₂`.
     pub relative_error: f64,
+    /// `[j, M]`: branch j of an ensemble of M (its bound and error are the branches' mean's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ensemble_branch: Option<(u32, u32)>,
     pub why: String,
 }

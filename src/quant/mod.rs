@@ -24,11 +24,15 @@ pub struct WeightExpansion {
     pub order: u32,
     /// Fraction of each layer's output channels whose terms ≥ 2 are dropped.
     pub sparsity: f64,
+    /// Single-term networks whose outputs are averaged (1: no ensemble).
+    pub ensemble: u32,
 }
 
 impl WeightExpansion {
     /// More terms than this add nothing int32 can hold: even ternary terms (ratio 3) reach 3^K.
     pub const MAX_ORDER: u32 = 8;
+    /// Branches of an ensemble: each is a copy of the whole network.
+    pub const MAX_ENSEMBLE: u32 = 8;
 
     /// Refuses settings outside what the lowering builds.
     pub fn check(&self) -> Result<(), String> {
@@ -51,6 +55,20 @@ impl WeightExpansion {
                 self.sparsity
             ));
         }
+        if !(1..=Self::MAX_ENSEMBLE).contains(&self.ensemble) {
+            return Err(format!(
+                "ensemble {} is outside 1..={}",
+                self.ensemble,
+                Self::MAX_ENSEMBLE
+            ));
+        }
+        if self.ensemble > 1 && self.order > 1 {
+            return Err(format!(
+                "an ensemble's branches are single-term networks; ensemble {} with residual \
+                 order {} is not built (the ensemble's mean already has the finer grid)",
+                self.ensemble, self.order
+            ));
+        }
         Ok(())
     }
 }
@@ -61,6 +79,7 @@ impl Default for WeightExpansion {
             bits: 8,
             order: 1,
             sparsity: 0.0,
+            ensemble: 1,
         }
     }
 }

@@ -537,7 +537,7 @@ fn integer_io_keeps_integers_at_the_boundary_and_records_their_scales() {
 
 /// Residual expansions (`split-residual-groups`): every configuration integer-only, checked by
 /// the full checker and bit-identical in tract and onnxruntime on both CPUs — the digits CNN
-/// (int4 with two terms within 0.3 pt top-1 of int8), the digits ViT (sparse residual columns
+/// (int4 with two terms within 0.3 pt top-1 of int8; an ensemble of two int4 branches), the digits ViT (sparse residual columns
 /// gathered back along the last axis of 3-D MatMuls) and EfficientNet-B0 tiny (depthwise taps,
 /// gates, two-term activations times two weight terms).
 #[test]
@@ -587,6 +587,7 @@ fn residual_expansions_compile_to_integer_only_models_that_both_engines_run_bit_
             ],
         ),
         ("w2k4", &["--weight-bits", "2", "--residual-order", "4"]),
+        ("w4e2", &["--weight-bits", "4", "--ensemble", "2"]),
     ] {
         let out = compiled("digits_cnn_opset17", tag, &cnn, args);
         let int = assert_bit_identical(&out, &[("pixels", &test)], dir.path());

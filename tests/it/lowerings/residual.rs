@@ -5,7 +5,8 @@
 
 use intone::ir::{Array, Model};
 use intone::lower::residual::{
-    channels_by_residual, expand_weight, expansion_error, magnitude_of_bits, term_ratio,
+    channels_by_residual, ensemble_branch, ensemble_error, expand_weight, expansion_error,
+    magnitude_of_bits, term_ratio,
 };
 use proptest::prelude::*;
 
@@ -269,6 +270,11 @@ fn expansion_settings_outside_what_is_built_are_refused() {
             "split-residual-groups(sparsity=1.5)",
             "residual sparsity 1.5",
         ),
+        ("split-residual-groups(ensemble=0)", "ensemble 0"),
+        (
+            "split-residual-groups(ensemble=2,order=2)",
+            "single-term networks",
+        ),
     ] {
         let pipeline = Pipeline::parse(&format!("{PLANNED},{spec}"), PASSES).unwrap();
         let err = match Manager::new(&pipeline, PASSES) {
@@ -277,6 +283,61 @@ fn expansion_settings_outside_what_is_built_are_refused() {
         };
         assert!(err.contains(needle), "{spec}: {err}");
     }
+}
+
+#[test]
+fn an_ensemble_copies_the_network_into_branches_averaged_at_the_outputs() {
+    let split = lower(
+        conv_model(),
+        PLANNED,
+        "split-residual-groups(bits=4,ensemble=2)",
+        &options(),
+    );
+    insta::assert_snapshot!(split.snapshot());
+    assert_eq!(split.counts(), (2, 2, 0));
+    let branches: Vec<_> = split
+        .report
+        .weights
+        .iter()
+        .map(|w| w.ensemble_branch)
+        .collect();
+    assert_eq!(branches, [Some((0, 2)), Some((1, 2))]);
+    // Both branches, then the Mean that keeps the output's name.
+    assert_eq!(split.after_count("Conv"), 2);
+    assert_eq!(split.after_count("Mean"), 1);
+    let ensemble = planned("split-residual-groups(bits=4,ensemble=2)");
+    let mean = lower(conv_model(), &ensemble, SPEC, &options());
+    let one = lower(
+        conv_model(),
+        &planned("split-residual-groups(bits=4)"),
+        SPEC,
+        &options(),
+    );
+    assert_eq!(mean.after_count("ConvInteger"), 2);
+    let (e2, e1) = (
+        mean.assert_close(&[images()], 0.2),
+        one.assert_close(&[images()], 0.2),
+    );
+    // One conv is linear: the mean of the branches is the weight on the grid twice as fine.
+    assert!(e2 < 0.75 * e1, "ensemble {e2} vs one network {e1}");
+}
+
+#[test]
+fn an_ensemble_of_a_model_with_integer_outputs_is_refused() {
+    let mut model = ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(8)])
+        .init("w", data(&[8, 6], 3, 0.5))
+        .node("MatMul", &["x", "w"], &["y"])
+        .node_with("ArgMax", &["y"], &["k"], vec![attr::int("axis", 1)])
+        .output("k", intone::ir::DataType::Int64, &[D::S("n"), D::N(1)])
+        .model();
+    let pipeline = Pipeline::parse(&planned("split-residual-groups(ensemble=2)"), PASSES).unwrap();
+    let manager = Manager::new(&pipeline, PASSES).unwrap();
+    let err = manager
+        .run(&mut model, &calibrated(&[("x", data(&[5, 8], 4, 1.0))]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("graph output 0 'k'"), "{err}");
 }
 
 /// Weights with the features that stress the bound: per-channel ranges over decades, a dead
@@ -347,6 +408,23 @@ proptest! {
         for ((i, &a), &y) in aligned.indexed_iter().zip(approx.iter()) {
             let s = e.channel_scale(i[0]);
             prop_assert!((a as f64 * s - y).abs() <= 1e-9 * s.max(y.abs()));
+        }
+    }
+
+    #[test]
+    fn ensemble_branches_stay_on_the_grid_and_average_within_the_bound(
+        w in weights(),
+        bits in 2u32..=8,
+        branches in 2usize..=5,
+    ) {
+        let magnitude = magnitude_of_bits(bits, 127);
+        let error = ensemble_error(&w, 0, magnitude, branches);
+        prop_assert_eq!(error.over_bound, 0, "{:?}", error);
+        let single = expansion_error(&w, &expand_weight(&w, 0, magnitude, 1, None));
+        prop_assert!(error.bound <= single.bound / branches as f64 * (1.0 + 1e-12));
+        for j in 0..branches {
+            let b = ensemble_branch(&w, 0, magnitude, j, branches);
+            prop_assert!(b.terms[0].iter().all(|&q| (q as i64).abs() <= magnitude));
         }
     }
 }
