@@ -32,6 +32,9 @@ const WORKERS: usize = 2;
 
 impl Pass for Calibrate {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
+        if let (None, Some(sigmas)) = (&cx.options.calibration, cx.options.data_free) {
+            return estimate_without_data(model, cx, sigmas);
+        }
         let set = cx.options.calibration.as_ref().ok_or_else(|| {
             Error::Usage("the calibrate pass needs calibration data: add --calibrate NAME=FILE.npy for each model input".into())
         })?;
@@ -317,4 +320,26 @@ fn draw_progress(done: usize, total: usize) {
         " ".repeat(width - filled)
     );
     let _ = err.flush();
+}
+
+/// `--data-free`: statistics from the model's own normalization parameters (`ops::moments`).
+fn estimate_without_data(model: &mut Model, cx: &mut PassContext, sigmas: f64) -> Result<()> {
+    let facts = cx.facts(model)?;
+    let (estimated, missing) = ops::moments::estimate(model, &facts, sigmas)?;
+    for (v, stats) in estimated {
+        model.graph.value_mut(v).stats = Some(Arc::new(stats));
+        cx.report.rewritten += 1;
+    }
+    cx.report.matched = cx.report.rewritten;
+    if !missing.is_empty() {
+        cx.remark(
+            "<data-free>",
+            format!(
+                "no data-free rule for {}: their values (and what only they feed) get no statistics",
+                missing.join(", ")
+            ),
+        );
+    }
+    cx.report.samples = Some(0);
+    Ok(())
 }

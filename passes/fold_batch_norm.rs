@@ -79,6 +79,8 @@ impl Pass for FoldBatchNorm {
 struct BatchNorm {
     a: Vec<f64>,
     b: Vec<f64>,
+    /// Per channel, the mean and standard deviation of the output over training data (β, |γ|).
+    output: Vec<(f64, f64)>,
 }
 
 fn f32_constant(g: &Graph, v: Option<ValueId>) -> Option<ArrayD<f32>> {
@@ -119,7 +121,8 @@ impl BatchNorm {
             return Err("kept: a variance plus epsilon is not positive".into());
         }
         let b = (0..c).map(|i| p(1, i) - p(2, i) * a[i]).collect();
-        Ok(BatchNorm { a, b })
+        let output = (0..c).map(|i| (p(1, i), p(0, i).abs())).collect();
+        Ok(BatchNorm { a, b, output })
     }
 }
 
@@ -290,6 +293,9 @@ impl Pattern for IntoProducer {
             attrs,
             1,
         )?;
+        // What training saw after the normalization: N(β, γ²) per channel (data-free ranges).
+        let prior = std::sync::Arc::new(norm.output);
+        rw.annotate(out(node), |v| v.prior = Some(prior));
         rw.replace(out(bn), out(node))
     }
 }

@@ -163,6 +163,14 @@ struct CompileArgs {
     /// onnxruntime's parallel executor or M cores run at once (PIPE's ensemble).
     #[arg(long = "ensemble", value_name = "M", default_value_t = 1)]
     ensemble: u32,
+    /// Compile without calibration data: activation ranges from the model's own BatchNorm
+    /// statistics (β ± σ·|γ| before folding) and LayerNorm parameters, propagated through the
+    /// graph as per-channel Gaussian moments; inputs taken as standard normal.
+    #[arg(long = "data-free", conflicts_with = "calibrate")]
+    data_free: bool,
+    /// Standard deviations of spread each data-free range covers.
+    #[arg(long = "data-free-sigmas", value_name = "N", default_value_t = 6.0)]
+    data_free_sigmas: f64,
     /// 8-bit terms of every weight matmul's activation: 2 is `--wide-operands all` (a 16-bit
     /// activation as `256·hi + lo`) unless --wide-operands chooses the matmuls.
     #[arg(long = "activation-order", value_name = "A", default_value_t = 1)]
@@ -458,6 +466,15 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         }
         2 => {}
         a => return Err(anyhow!("--activation-order {a}: expected 1 or 2")),
+    }
+    if args.data_free {
+        if !(args.data_free_sigmas.is_finite() && args.data_free_sigmas > 0.0) {
+            return Err(anyhow!(
+                "--data-free-sigmas {}: expected a positive number",
+                args.data_free_sigmas
+            ));
+        }
+        options.data_free = Some(args.data_free_sigmas);
     }
     options.weight_expansion = intone::quant::WeightExpansion {
         bits: args.weight_bits,

@@ -15,6 +15,7 @@ digits CNN (360 test images, top-1); with --real, all-MiniLM-L6-v2 and the DINOv
 benches/realmodels/fetch.sh (OUT/models) and the ConvNets of fetch_cnn.sh (OUT/cnn).
 
 Usage: benches/residual/table.sh [--real target/realmodels] [--only REGEX] [--configs REGEX]
+[--repeat N] [--no-latency]
 """
 import argparse
 import json
@@ -102,7 +103,7 @@ def tract_outputs(intone, path, feeds, tmp):
         np.save(p, value)
         args += ["--input", f"{name}={p}"]
     run(args)
-    return [np.load(os.path.join(d, f)) for f in sorted(os.listdir(d))]
+    return {f[:-4]: np.load(os.path.join(d, f)) for f in os.listdir(d)}
 
 
 def cosine(a, b):
@@ -205,14 +206,20 @@ def measure(args, model, tag, extra, tmp, base):
     measure_value, outputs = model.evaluate(out)
     cos = cosine(base["float"], outputs)
     int_only = "yes" if not rep["float_between"] else f"no ({len(rep['float_between'])})"
-    exact_in = [np.asarray(v) for v in session(out).run(None, model.exact_feeds)]
+    s = session(out)
+    exact_in = dict(zip([o.name for o in s.get_outputs()], s.run(None, model.exact_feeds)))
     exact_tr = tract_outputs(args.intone, out, model.exact_feeds, tmp)
-    same = all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(exact_in, exact_tr))
-    lat = [ort_ms(out, model.feeds, args.repeat, False), ort_ms(out, model.feeds, args.repeat, True),
-           tract_ms(args.intone, out, model.feeds, tmp, args.repeat)]
+    same = len(exact_in) == len(exact_tr) and all(
+        (b := exact_tr.get(re.sub(r"[^\w.\-]", "_", name))) is not None and a.dtype == b.dtype
+        and np.array_equal(a, b) for name, a in exact_in.items())
+    lat = ["—"] * 3
+    if not args.no_latency:
+        lat = [f"{v:.2f}" for v in (ort_ms(out, model.feeds, args.repeat, False),
+                                     ort_ms(out, model.feeds, args.repeat, True),
+                                     tract_ms(args.intone, out, model.feeds, tmp, args.repeat))]
     fmt = lambda v: "—" if v is None else f"{v:.4f}"
     return [tag, fmt(measure_value), f"{cos:.5f}", f"{bits:.2f}", f"{macs / base['macs']:.2f}", int_only,
-            "yes" if same else "NO"] + [f"{v:.2f}" for v in lat]
+            "yes" if same else "NO"] + lat
 
 
 def main():
@@ -222,6 +229,7 @@ def main():
     p.add_argument("--only", help="regex: the models whose name matches")
     p.add_argument("--configs", help="regex: the configurations whose tag matches")
     p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--no-latency", action="store_true", help="accuracy columns only (for a busy machine)")
     args = p.parse_args()
     print("CPU flags:", cpu_flags())
     print(f"onnxruntime {ort.__version__}; intone {run([args.intone, '--version']).strip()}\n")

@@ -83,6 +83,9 @@ pub struct Value {
     pub origin: Option<String>,
     /// Calibration statistics, when the `calibrate` pass observed this value.
     pub stats: Option<std::sync::Arc<crate::quant::Observer>>,
+    /// Per channel (axis 1), the mean and standard deviation the model itself states for this
+    /// value over its training data: a folded BatchNormalization's β and |γ| (`--data-free`).
+    pub prior: Option<std::sync::Arc<Vec<(f64, f64)>>>,
 }
 
 impl Value {

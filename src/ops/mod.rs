@@ -20,6 +20,7 @@ pub mod facts;
 pub mod infer;
 pub mod intone;
 pub mod matmul_kernels;
+pub mod moments;
 pub mod resize;
 pub mod table;
 pub mod taps;

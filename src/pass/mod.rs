@@ -64,6 +64,9 @@ pub struct CompileOptions {
     /// Residual expansion of the weights (`--weight-bits`, `--residual-order`,
     /// `--residual-sparsity`), read by `split-residual-groups` where its options are not given.
     pub weight_expansion: crate::quant::WeightExpansion,
+    /// Without calibration data: activation statistics estimated from the model itself, with
+    /// this many standard deviations of spread (`--data-free`, `ops::moments`).
+    pub data_free: Option<f64>,
 }
 
 impl Default for CompileOptions {
@@ -76,6 +79,7 @@ impl Default for CompileOptions {
             matmul_operands: Default::default(),
             wide_operands: Default::default(),
             weight_expansion: Default::default(),
+            data_free: None,
         }
     }
 }

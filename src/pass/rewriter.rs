@@ -139,6 +139,7 @@ impl<'m> Rewriter<'m> {
                 value.plan = original.plan;
                 value.quant = original.quant;
                 value.stats = original.stats;
+                value.prior = original.prior;
                 value.origin = Some(original.origin.unwrap_or(original.name));
                 map.insert(old, new_value);
             }

@@ -76,6 +76,20 @@ impl Observer {
         }
     }
 
+    /// Statistics that were estimated rather than observed (`--data-free`): the extremes, the
+    /// mean and the mean square, as if from one sample; no histogram (clips are the extremes).
+    pub fn estimated(min: f64, max: f64, mean: f64, mean_square: f64) -> Observer {
+        Observer {
+            min,
+            max,
+            count: 1,
+            sum: mean,
+            sum_squares: mean_square,
+            bins: Vec::new(),
+            width: 0.0,
+        }
+    }
+
     /// Adds a batch of values in one pass. NaNs are ignored.
     pub fn observe(&mut self, values: &[f32]) {
         // Independent lanes so the loop vectorises; `f32::min`/`max` already skip NaN.
