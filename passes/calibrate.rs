@@ -325,8 +325,8 @@ fn draw_progress(done: usize, total: usize) {
 /// `--data-free`: statistics from the model's own normalization parameters (`ops::moments`).
 fn estimate_without_data(model: &mut Model, cx: &mut PassContext, sigmas: f64) -> Result<()> {
     let facts = cx.facts(model)?;
-    let (estimated, missing) = ops::moments::estimate(model, &facts, sigmas)?;
-    for (v, stats) in estimated {
+    let ops::moments::Estimate { stats, missing } = ops::moments::estimate(model, &facts, sigmas)?;
+    for (v, stats) in stats {
         model.graph.value_mut(v).stats = Some(Arc::new(stats));
         cx.report.rewritten += 1;
     }

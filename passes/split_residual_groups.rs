@@ -298,7 +298,15 @@ fn split_into_branches(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    // Outputs that a planned weight reaches differ between branches and are averaged; the
+    // others (shapes, passed-through ids) are the same in every branch and stay as they are.
+    let reached = reached_from(model, &weights)?;
+    let g = &model.graph;
+    let mut averaged = Vec::new();
     for (i, out) in g.outputs().iter().enumerate() {
+        if !reached.contains(&out.value.node) {
+            continue;
+        }
         let dtype = facts.get(out.value).and_then(|f| f.dtype);
         if dtype != Some(crate::ir::DataType::Float) {
             return Err(Error::Usage(format!(
@@ -307,6 +315,7 @@ fn split_into_branches(
                 g.value_name(out.value)
             )));
         }
+        averaged.push(i);
     }
     let mut branch_of: HashMap<ValueId, usize> = weights.iter().map(|&w| (w, 0)).collect();
     let mut copies: Vec<HashMap<ValueId, ValueId>> = Vec::new();
@@ -326,8 +335,8 @@ fn split_into_branches(
         }
         copies.push(rw.clone_subgraph(&ops, &substitutions, &format!("branch{j}"))?);
     }
-    let outputs: Vec<ValueId> = rw.graph().outputs().iter().map(|o| o.value).collect();
-    for (i, y) in outputs.into_iter().enumerate() {
+    for i in averaged {
+        let y = rw.graph().outputs()[i].value;
         let members: Vec<Option<ValueId>> = std::iter::once(y)
             .chain(copies.iter().map(|map| map.get(&y).copied().unwrap_or(y)))
             .map(Some)
@@ -354,4 +363,22 @@ fn split_into_branches(
     }
     rw.finish()?;
     Ok(branch_of)
+}
+
+/// The nodes that read, directly or not, one of `values`.
+fn reached_from(model: &Model, values: &[ValueId]) -> Result<std::collections::HashSet<NodeId>> {
+    let g = &model.graph;
+    let mut reached: std::collections::HashSet<NodeId> = std::collections::HashSet::new();
+    let sources: std::collections::HashSet<ValueId> = values.iter().copied().collect();
+    for id in g.topological_order()? {
+        let reads = g
+            .inputs_of(id)
+            .into_iter()
+            .flatten()
+            .any(|v| sources.contains(&v) || reached.contains(&v.node));
+        if reads {
+            reached.insert(id);
+        }
+    }
+    Ok(reached)
 }

@@ -435,6 +435,8 @@ pub fn infer(op: &Op, opset: i64, inputs: &[Option<&Facts>], outputs: usize) -> 
                 s.iter()
                     .enumerate()
                     .map(|(i, d)| match (&pads, d.known()) {
+                        // An unpadded axis keeps its dimension, symbolic or not.
+                        (Some(p), _) if p.len() == 2 * r && p[i] == 0 && p[i + r] == 0 => d.clone(),
                         (Some(p), Some(d)) if p.len() == 2 * r => d
                             .checked_add(p[i])
                             .and_then(|v| v.checked_add(p[i + r]))

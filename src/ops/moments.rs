@@ -492,13 +492,16 @@ fn moments_of(
     })
 }
 
-/// Estimated statistics of every float value an op produces, with `sigmas` of spread, and the
-/// op types that had no rule (their values, and what depends on them, get none).
-pub fn estimate(
-    model: &Model,
-    facts: &GraphFacts,
-    sigmas: f64,
-) -> Result<(Vec<(ValueId, Observer)>, Vec<String>)> {
+/// What `estimate` found.
+pub struct Estimate {
+    /// Statistics of every float value an op produces that a rule reached.
+    pub stats: Vec<(ValueId, Observer)>,
+    /// The op types that had no rule (their values, and what depends on them, get none).
+    pub missing: Vec<String>,
+}
+
+/// Estimated statistics of the float values of `model`, with `sigmas` of spread.
+pub fn estimate(model: &Model, facts: &GraphFacts, sigmas: f64) -> Result<Estimate> {
     if !(sigmas.is_finite() && sigmas > 0.0) {
         return Err(Error::Usage(format!(
             "data-free: sigmas={sigmas} is not positive"
@@ -528,9 +531,21 @@ pub fn estimate(
                 known.insert(y, m);
             }
             None => {
-                missing.insert(g.op(id).expect("an op").op_type().to_string());
+                // An op whose inputs all have moments lacks a rule; the others only inherit
+                // the gap.
+                let inherited = g.inputs_of(id).into_iter().flatten().any(|v| {
+                    g.constant(v).is_none()
+                        && facts.get(v).and_then(|f| f.dtype) == Some(DataType::Float)
+                        && !known.contains_key(&v)
+                });
+                if !inherited {
+                    missing.insert(g.op(id).expect("an op").op_type().to_string());
+                }
             }
         }
     }
-    Ok((out, missing.into_iter().collect()))
+    Ok(Estimate {
+        stats: out,
+        missing: missing.into_iter().collect(),
+    })
 }

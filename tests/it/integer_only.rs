@@ -631,3 +631,48 @@ fn residual_expansions_compile_to_integer_only_models_that_both_engines_run_bit_
     let report = oracle("check_models.py", &[], &written);
     assert!(report.contains(" 0 failed"), "{report}");
 }
+
+/// `--data-free` on the BatchNorm digits CNN: no calibration data, integer-only, bit-identical
+/// in both engines, top-1 within a point of the calibrated model's.
+#[test]
+fn a_batch_norm_convnet_compiles_integer_only_without_calibration_data() {
+    let data = |name: &str| fixture("data").join(name);
+    let dir = tempdir();
+    let stem = "digits_cnn_opset17";
+    let test = intone::npy::read(&data("digits_test.npy")).unwrap();
+    let labels = intone::npy::read(&data("digits_test_labels.npy"))
+        .unwrap()
+        .to_i64_vec()
+        .unwrap();
+    let top1 = |logits: &Array| {
+        let right = argmax_rows(logits)
+            .iter()
+            .zip(&labels)
+            .filter(|(p, l)| **p as i64 == **l)
+            .count();
+        right as f64 / labels.len() as f64
+    };
+    let (free, between) = compile_with_report(
+        &fixture(&format!("{stem}.onnx")),
+        &dir.path().join("free.onnx"),
+        "ivit",
+        &[],
+        &["--data-free"],
+    );
+    assert!(between.is_empty(), "float values {between:?}");
+    let calibrated = compile_integer_only(
+        stem,
+        &[("pixels".to_string(), data("digits_calibration.npy"))],
+        dir.path(),
+        &mut String::new(),
+    );
+    let free_top1 = top1(&assert_bit_identical(&free, &[("pixels", &test)], dir.path())[0]);
+    let runner = Runner::new(&intone::onnx::load(&calibrated).unwrap()).unwrap();
+    let calibrated_top1 = top1(&runner.run(std::slice::from_ref(&test), None).unwrap()[0].1);
+    assert!(
+        free_top1 >= calibrated_top1 - 0.01,
+        "data-free {free_top1} vs calibrated {calibrated_top1}"
+    );
+    let report = oracle("check_models.py", &[], &format!("{}\n", free.display()));
+    assert!(report.contains(" 0 failed"), "{report}");
+}

@@ -4,6 +4,7 @@ mod architecture;
 mod bad_input;
 mod build;
 mod cli;
+mod data_free;
 mod eval;
 mod expand;
 mod fold_batch_norm;

@@ -340,6 +340,36 @@ fn an_ensemble_of_a_model_with_integer_outputs_is_refused() {
     assert!(err.contains("graph output 0 'k'"), "{err}");
 }
 
+#[test]
+fn an_ensemble_leaves_outputs_no_weight_reaches_as_they_are() {
+    let mut model = ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(8)])
+        .init("w", data(&[8, 6], 3, 0.5))
+        .node("MatMul", &["x", "w"], &["y"])
+        .node("Shape", &["x"], &["s"])
+        .output("y", F32, &[D::S("n"), D::N(6)])
+        .output("s", intone::ir::DataType::Int64, &[D::N(2)])
+        .model();
+    let pipeline = Pipeline::parse(&planned("split-residual-groups(ensemble=2)"), PASSES).unwrap();
+    let manager = Manager::new(&pipeline, PASSES).unwrap();
+    manager
+        .run(&mut model, &calibrated(&[("x", data(&[5, 8], 4, 1.0))]))
+        .unwrap();
+    let g = &model.graph;
+    let producers: Vec<String> = g
+        .outputs()
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}",
+                g.value_name(o.value),
+                g.op(o.value.node).unwrap().op_type()
+            )
+        })
+        .collect();
+    assert_eq!(producers, ["y Mean", "s Shape"]);
+}
+
 /// Weights with the features that stress the bound: per-channel ranges over decades, a dead
 /// channel, a channel exact on a power-of-two grid, and values on rounding ties.
 fn weights() -> impl Strategy<Value = ndarray::ArrayD<f32>> {
