@@ -1,15 +1,18 @@
-//! `split-residual-groups(bits,order,sparsity)`: plans every constant weight of a Conv, MatMul
-//! or Gemm as a residual expansion (`lower::residual`, REx/PIPE): `order` terms of `bits` bits
-//! each, aligned exactly in int32 (ratio `2m + 1`), the terms ≥ 2 only on the `1 − sparsity`
-//! fraction of output channels with the largest residual. Options not written come from the
-//! compile flags (`--weight-bits`, `--residual-order`, `--residual-sparsity`).
+//! `split-residual-groups(bits,order,sparsity,ensemble)`: plans every constant weight of a
+//! Conv, MatMul or Gemm as a residual expansion (`lower::residual`, REx/PIPE): `order` terms of
+//! `bits` bits each, aligned exactly in int32 (ratio `2m + 1`), the terms ≥ 2 only on the
+//! `1 − sparsity` fraction of output channels with the largest residual. With `ensemble=M` it
+//! instead copies every op into M branches, each with single-term weights that add up to the
+//! weight on a grid M times finer (`residual::ensemble_branch`), and averages the outputs a
+//! weight reaches with a `Mean`. Options not written come from the compile flags
+//! (`--weight-bits`, `--residual-order`, `--residual-sparsity`, `--ensemble`).
 //!
 //! A weight gets fewer terms than asked where their int32 sum could overflow — the interval
 //! arithmetic the range proof repeats on the graph, over the whole interval its activation's
 //! plan allows — and the report says so. Depthwise Convs (int32 tap sums) take the aligned
 //! terms as one int32 weight. Every weight's report gives the bound of its error, the realized
-//! error and its cost in b-bit matmuls. An analysis: it changes weight plans only, so the
-//! defaults (one 8-bit term) leave the compiled model byte for byte as it was.
+//! error and its cost in b-bit matmuls. Without an ensemble it changes weight plans only, so
+//! the defaults (one 8-bit term) leave the compiled model byte for byte as it was.
 
 use super::prelude::*;
 

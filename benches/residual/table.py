@@ -2,7 +2,9 @@
 --residual-sparsity G`, and `--ensemble M`), every configuration compiled integer-only with
 `--pipeline ivit` and measured in one run.
 
-Per model, one row per configuration: the task measure and the cosine to the float model (both in
+Configurations: B-bit weights with K terms (WBKK), γ of the channels without residual terms, an
+ensemble of M single-term networks, A2 (16-bit activations as two 8-bit terms), and data-free
+(`--data-free`, no calibration data). Per model, one row per configuration: the task measure and the cosine to the float model (both in
 onnxruntime), weight bits per parameter (Σ bits·(1 + (K−1)·kept/C)·params / Σ params, from the
 compile report), integer-matmul MACs relative to W8K1 (per sample, symbolic dims counted 1),
 integer-only (no float value between input quantization and output dequantization), tract
@@ -49,6 +51,8 @@ CONFIGS = [
     ("W2K4", ["--weight-bits", "2", "--residual-order", "4"]),
     ("W4 ensemble 2", ["--weight-bits", "4", "--ensemble", "2"]),
     ("W4 ensemble 3", ["--weight-bits", "4", "--ensemble", "3"]),
+    ("W4K2 A2", ["--weight-bits", "4", "--residual-order", "2", "--activation-order", "2"]),
+    ("W8K1 data-free", ["--data-free"]),
 ]
 
 
@@ -194,6 +198,8 @@ def measure(args, model, tag, extra, tmp, base):
         p = os.path.join(tmp, f"calib_{re.sub(r'[^A-Za-z0-9]', '_', name)}.npy")
         np.save(p, value)
         calib += ["--calibrate", f"{name}={p}"]
+    if "--data-free" in extra:
+        calib = []
     try:
         run([args.intone, "compile", model.path, "-o", out, "--pipeline", "ivit", "--report", report,
              *calib, *model.pin, *extra])

@@ -159,6 +159,17 @@ fn unary(
             inf,
         ),
         "Tanh" => (Box::new(f64::tanh), -1.0, 1.0),
+        "Erf" => (Box::new(erf), -1.0, 1.0),
+        "Gelu" => {
+            let tanh = op.attr_string("approximate")?.as_deref() == Some("tanh");
+            let f: Box<dyn Fn(f64) -> f64> = if tanh {
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                Box::new(move |x: f64| 0.5 * x * (1.0 + (c * (x + 0.044715 * x.powi(3))).tanh()))
+            } else {
+                Box::new(|x: f64| 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)))
+            };
+            (f, -0.17, inf)
+        }
         "LeakyRelu" => {
             let a = op.attr_float("alpha", 0.01)? as f64;
             (
@@ -264,8 +275,33 @@ fn moments_of(
             hi: f64::INFINITY,
         }));
     }
-    let input = |slot: usize| g.input(id, slot).and_then(|v| known.get(&v).cloned());
     let rank = facts.get(y).and_then(|f| f.rank()).unwrap_or(0);
+    // A float constant input (a class token, position embeddings) is a distribution too: per
+    // channel when it broadcasts along axis 1, else its values as one.
+    let input = |slot: usize| {
+        let v = g.input(id, slot)?;
+        if let Some(m) = known.get(&v) {
+            return Some(m.clone());
+        }
+        if let Some(c) = channel_constant(model, v, rank) {
+            return Some(Moments {
+                var: vec![0.0; c.len()],
+                lo: c.iter().copied().fold(f64::INFINITY, f64::min),
+                hi: c.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                mean: c,
+            });
+        }
+        let t = f32_constant(model, Some(v))?;
+        let values: Vec<f64> = t.iter().map(|&x| x as f64).collect();
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+        Some(Moments {
+            lo: values.iter().copied().fold(f64::INFINITY, f64::min),
+            hi: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            ..Moments::tensor(mean, var)
+        })
+    };
     if !op.domain().is_empty() {
         return Ok(None);
     }
@@ -304,13 +340,80 @@ fn moments_of(
                 bias,
             ))
         }
+        "MatMul" if g.input(id, 1).is_some_and(|b| g.constant(b).is_none()) => {
+            // Activation × activation (attention): Σ_k a_k·b_k over the inner dimension.
+            let (Some(a), Some(b)) = (input(0), input(1)) else {
+                return Ok(None);
+            };
+            let inner = g
+                .input(id, 1)
+                .and_then(|b| facts.get(b))
+                .and_then(|f| f.shape.as_ref())
+                .and_then(|s| s.len().checked_sub(2).and_then(|i| s[i].known()))
+                .unwrap_or(64) as f64;
+            let (a, b) = (a.mixed(), b.mixed());
+            let (ma, va, mb, vb) = (a.mean[0], a.var[0], b.mean[0], b.var[0]);
+            let m = ma * mb;
+            let var = ((va + ma * ma) * (vb + mb * mb) - m * m).max(0.0);
+            Some(Moments::tensor(inner * m, inner * var))
+        }
+        "Gather" => {
+            // Rows of a constant table (embeddings): the table's values as one distribution;
+            // picking from an activation (a class token) keeps its moments, mixed.
+            let Some(table) = f32_constant(model, g.input(id, 0)) else {
+                return Ok(input(0).map(|x| x.mixed()));
+            };
+            let n = table.len().max(1) as f64;
+            let mean = table.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let var = table
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let (lo, hi) = table
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+                    (l.min(v as f64), h.max(v as f64))
+                });
+            Some(Moments {
+                lo,
+                hi,
+                ..Moments::tensor(mean, var)
+            })
+        }
+        "Where" => {
+            // The selected operand's moments; a constant alternative (a mask's fill) only
+            // widens the bounds.
+            let Some(a) = input(1) else { return Ok(None) };
+            match input(2) {
+                Some(b) => Some(elementwise(&a.mixed(), &b.mixed(), |(ma, va), (mb, vb)| {
+                    let m = (ma + mb) / 2.0;
+                    (m, ((va + ma * ma + vb + mb * mb) / 2.0 - m * m).max(0.0))
+                })),
+                None => {
+                    let fill = g
+                        .input(id, 2)
+                        .and_then(|v| channel_constant(model, v, rank));
+                    let fill = fill.and_then(|f| f.first().copied()).unwrap_or(0.0);
+                    Some(Moments {
+                        lo: a.lo.min(fill),
+                        hi: a.hi.max(fill),
+                        ..a
+                    })
+                }
+            }
+        }
+        "Slice" | "Expand" | "Tile" => input(0).map(|x| x.mixed()),
         "Gemm" | "MatMul" => {
             let (Some(x), Some(w)) = (input(0), f32_constant(model, g.input(id, 1))) else {
                 return Ok(None);
             };
-            if w.ndim() != 2 || rank != 2 {
+            if w.ndim() != 2 {
                 return Ok(None);
             }
+            // Columns of a MatMul of rank 3 or more lie along the last axis, not axis 1: their
+            // moments are mixed into the tensor's.
+            let x = if rank == 2 { x } else { x.mixed() };
             let trans = op.op_type() == "Gemm" && op.attr_int("transB", 0)? != 0;
             let w = if trans { w.t().to_owned() } else { w };
             let (k, n) = (w.shape()[0], w.shape()[1]);
@@ -329,12 +432,13 @@ fn moments_of(
                 },
                 None => None,
             };
-            Some(linear(
+            let out = linear(
                 &x,
                 n,
                 |o| (0..k).map(|i| (i, alpha * w[[i, o]] as f64)).collect(),
                 bias,
-            ))
+            );
+            Some(if rank == 2 { out } else { out.mixed() })
         }
         "BatchNormalization" => {
             let (Some(scale), Some(bias)) = (
@@ -388,6 +492,10 @@ fn moments_of(
                         let m = ma * mb;
                         (m, ((va + ma * ma) * (vb + mb * mb) - m * m).max(0.0))
                     }),
+                    // By a constant (no spread) that is never 0.
+                    _ if b.var.iter().all(|&v| v == 0.0) && b.mean.iter().all(|&m| m != 0.0) => {
+                        elementwise(&a, &b, |(ma, va), (mb, _)| (ma / mb, va / (mb * mb)))
+                    }
                     _ => return Ok(None),
                 }),
                 (Some(a), None) => {
@@ -515,7 +623,11 @@ pub fn estimate(model: &Model, facts: &GraphFacts, sigmas: f64) -> Result<Estima
             known.insert(v, Moments::tensor(0.0, 1.0));
         }
     }
-    let mut out = Vec::new();
+    let mut out: Vec<(ValueId, Observer)> = known
+        .iter()
+        .map(|(&v, m)| (v, m.observer(sigmas)))
+        .collect();
+    out.sort_by_key(|(v, _)| (v.node, v.slot));
     let mut missing = std::collections::BTreeSet::new();
     for id in g.topological_order()? {
         if g.op(id).is_none() {
@@ -524,6 +636,22 @@ pub fn estimate(model: &Model, facts: &GraphFacts, sigmas: f64) -> Result<Estima
         let y = ValueId { node: id, slot: 0 };
         if facts.get(y).and_then(|f| f.dtype) != Some(DataType::Float) || g.constant(y).is_some() {
             continue;
+        }
+        let op = g.op(id).expect("an op");
+        if op.is("Split") && op.domain().is_empty() {
+            // Every part as the whole, mixed unless it keeps the channels.
+            if let Some(x) = g.input(id, 0).and_then(|v| known.get(&v)).cloned() {
+                let part = if op.attr_int("axis", 0)? == 1 {
+                    x.mixed()
+                } else {
+                    x
+                };
+                for v in g.outputs_of(id).collect::<Vec<_>>() {
+                    out.push((v, part.observer(sigmas)));
+                    known.insert(v, part.clone());
+                }
+                continue;
+            }
         }
         match moments_of(model, facts, id, &known)? {
             Some(m) => {
@@ -548,4 +676,15 @@ pub fn estimate(model: &Model, facts: &GraphFacts, sigmas: f64) -> Result<Estima
         stats: out,
         missing: missing.into_iter().collect(),
     })
+}
+
+/// The error function (Abramowitz and Stegun 7.1.26, |error| < 1.5·10⁻⁷): precise enough for
+/// the moments of a range estimate.
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.3275911 * x.abs());
+    let poly = t
+        * (0.254829592
+            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let y = 1.0 - poly * (-x * x).exp();
+    if x < 0.0 { -y } else { y }
 }
