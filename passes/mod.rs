@@ -195,6 +195,11 @@ pub const PASSES: &[PassInfo] = &[
                 help: "fraction of output channels without terms ≥ 2; default --residual-sparsity (0)",
             },
             OptionInfo {
+                name: "budget",
+                default: "",
+                help: "instead of sparsity: terms ≥ 2 on the channels with the most output noise per MAC, up to this fraction of their full cost, model-wide; default --residual-budget",
+            },
+            OptionInfo {
                 name: "ensemble",
                 default: "",
                 help: "copies of the network with single-term weights, outputs averaged; default --ensemble (1)",

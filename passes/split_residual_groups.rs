@@ -30,6 +30,7 @@ pub struct SplitResidualGroups {
     order: Option<u32>,
     sparsity: Option<f64>,
     ensemble: Option<u32>,
+    budget: Option<f64>,
 }
 
 impl SplitResidualGroups {
@@ -45,6 +46,7 @@ impl SplitResidualGroups {
             order: given(options, "order")?,
             sparsity: given(options, "sparsity")?,
             ensemble: given(options, "ensemble")?,
+            budget: given(options, "budget")?,
         };
         pass.settings(&WeightExpansion::default())?;
         Ok(pass)
@@ -57,6 +59,7 @@ impl SplitResidualGroups {
             order: self.order.unwrap_or(flags.order),
             sparsity: self.sparsity.unwrap_or(flags.sparsity),
             ensemble: self.ensemble.unwrap_or(flags.ensemble),
+            budget: self.budget.or(flags.budget),
         };
         s.check().map_err(Error::Usage)?;
         Ok(s)
@@ -73,6 +76,7 @@ impl Pass for SplitResidualGroups {
             branch_of = split_into_branches(model, branches, &facts)?;
         }
         let facts = cx.facts(model)?;
+        let mut planned = Vec::new();
         for id in model.graph.topological_order()? {
             let Some(mut found) = expandable(model, id)? else {
                 continue;
@@ -89,6 +93,19 @@ impl Pass for SplitResidualGroups {
             else {
                 continue;
             };
+            let outputs: u64 = facts
+                .get(ValueId { node: id, slot: 0 })
+                .and_then(|f| f.shape.as_ref())
+                .map_or(1, |s| {
+                    s.iter().map(|d| d.known().unwrap_or(1) as u64).product()
+                });
+            let macs = outputs * (w.len() / w.shape()[found.axis].max(1)) as u64;
+            planned.push((id, found, w, macs));
+        }
+        if let (Some(budget), true) = (settings.budget, settings.order > 1) {
+            spend_budget(model, &mut planned, &settings, budget);
+        }
+        for (id, found, w, macs) in planned {
             let (plan, report) = plan_expansion(&w, &found, &settings);
             if plan.magnitude != found.plan.magnitude
                 || plan.terms != 1
@@ -97,18 +114,11 @@ impl Pass for SplitResidualGroups {
             {
                 cx.report.rewritten += 1;
             }
-            let outputs: u64 = facts
-                .get(ValueId { node: id, slot: 0 })
-                .and_then(|f| f.shape.as_ref())
-                .map_or(1, |s| {
-                    s.iter().map(|d| d.known().unwrap_or(1) as u64).product()
-                });
-            let per_output = (w.len() / w.shape()[found.axis].max(1)) as u64;
             cx.report.weights.push(WeightReport {
                 weight: model.graph.value_name(found.weight).to_string(),
                 node: model.graph.describe(id),
                 parameters: w.len(),
-                macs: outputs * per_output,
+                macs,
                 ..report
             });
             model.graph.value_mut(found.weight).weight_plan = Some(plan);
@@ -129,6 +139,8 @@ struct Found {
     depthwise: Option<(i64, usize)>,
     /// Branch j of M of an ensemble.
     branch: Option<(u32, u32)>,
+    /// The channels the model-wide budget gave terms ≥ 2 (instead of the layer's sparsity).
+    budgeted: Option<Vec<usize>>,
 }
 
 /// The weight of node `id` when `quantize` planned it per channel and its activation has a plan.
@@ -167,6 +179,7 @@ fn expandable(model: &Model, id: NodeId) -> Result<Option<Found>> {
             activation: None,
             depthwise: Some((a.levels(), kernel)),
             branch: None,
+            budgeted: None,
         }));
     }
     // The operand ranges `lower-linear-to-integer` can emit for this plan (after zero points):
@@ -184,6 +197,7 @@ fn expandable(model: &Model, id: NodeId) -> Result<Option<Found>> {
         activation: Some(activation),
         depthwise: None,
         branch: None,
+        budgeted: None,
     }))
 }
 
@@ -224,15 +238,29 @@ fn plan_expansion(
     let kept_count = ((1.0 - settings.sparsity) * channels as f64).round() as usize;
     let mut why = Vec::new();
     let mut order = settings.order as usize;
-    if order > 1 && kept_count == 0 {
+    if order > 1 && kept_count == 0 && found.budgeted.is_none() {
         why.push(format!(
             "sparsity {} leaves no channel its residual terms",
             settings.sparsity
         ));
         order = 1;
     }
-    let kept = (order > 1 && kept_count < channels)
-        .then(|| channels_by_residual(w, found.axis, magnitude, kept_count));
+    let kept = match &found.budgeted {
+        Some(kept) if kept.is_empty() => {
+            order = 1;
+            why.push("the residual budget gave this layer no channel".into());
+            None
+        }
+        Some(kept) => {
+            why.push(format!(
+                "the residual budget gave {} of {channels} channels terms ≥ 2",
+                kept.len()
+            ));
+            (kept.len() < channels).then(|| kept.clone())
+        }
+        None => (order > 1 && kept_count < channels)
+            .then(|| channels_by_residual(w, found.axis, magnitude, kept_count)),
+    };
     let mut expansion = expand_weight(w, found.axis, magnitude, order, kept.as_deref());
     while expansion.order() > 1 && !fits(&expansion, found) {
         expansion = expansion.truncated(expansion.order() - 1);
@@ -384,4 +412,61 @@ fn reached_from(model: &Model, values: &[ValueId]) -> Result<std::collections::H
         }
     }
     Ok(reached)
+}
+
+/// `--residual-budget F`: ranks every channel of every weight by the output noise its first
+/// residual leaves per MAC of its residual terms — `‖W_c − λ_1·q_c‖²·E[x²]/E[y²]` from
+/// calibration (the rounding-noise ratio `--wide-operands auto` uses), else relative to the
+/// weight's own power — and gives terms ≥ 2 to the best until their MACs reach F of what every
+/// channel keeping them would cost. Ties go to the earlier layer and channel.
+fn spend_budget(
+    model: &Model,
+    planned: &mut [(NodeId, Found, ndarray::ArrayD<f32>, u64)],
+    settings: &WeightExpansion,
+    budget: f64,
+) {
+    let g = &model.graph;
+    let mean_square = |v: Option<ValueId>| {
+        v.and_then(|v| g.value(v).stats.clone())
+            .filter(|s| s.count > 0)
+            .map(|s| s.sum_squares / s.count as f64)
+    };
+    let mut candidates = Vec::new();
+    let mut total = 0f64;
+    for (i, (id, found, w, macs)) in planned.iter().enumerate() {
+        if found.branch.is_some() {
+            continue;
+        }
+        let magnitude = residual::magnitude_of_bits(settings.bits, found.plan.magnitude);
+        let channels = w.shape()[found.axis];
+        let per_channel = *macs as f64 / channels.max(1) as f64;
+        let (x, y) = (g.input(*id, 0), Some(ValueId { node: *id, slot: 0 }));
+        let weight_power = w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / channels as f64;
+        let scale = match (mean_square(x), mean_square(y)) {
+            (Some(ex), Some(ey)) if ey > 0.0 => ex / ey,
+            _ => 1.0 / weight_power.max(f64::MIN_POSITIVE),
+        };
+        let all: Vec<usize> = (0..channels).collect();
+        let norms = residual::residual_norms(w, found.axis, magnitude);
+        for c in all {
+            candidates.push((norms[c] * scale / per_channel.max(1.0), per_channel, i, c));
+        }
+        total += per_channel * channels as f64;
+    }
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.2, a.3).cmp(&(b.2, b.3))));
+    let mut kept: Vec<Vec<usize>> = vec![Vec::new(); planned.len()];
+    let mut spent = 0f64;
+    for (_, cost, i, c) in candidates {
+        if spent + cost > budget * total {
+            continue;
+        }
+        spent += cost;
+        kept[i].push(c);
+    }
+    for ((_, found, _, _), mut k) in planned.iter_mut().zip(kept) {
+        if found.branch.is_none() {
+            k.sort_unstable();
+            found.budgeted = Some(k);
+        }
+    }
 }

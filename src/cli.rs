@@ -158,6 +158,15 @@ struct CompileArgs {
     /// smallest residual), so the residual matmuls cost `(K−1)(1−G)` layers.
     #[arg(long = "residual-sparsity", value_name = "G", default_value_t = 0.0)]
     residual_sparsity: f64,
+    /// Instead of one sparsity for every layer: the terms ≥ 2 get this fraction of the MACs
+    /// they would cost on every channel, spent across the model on the channels whose residual
+    /// adds the most output noise per MAC (from calibration, else relative to the weight).
+    #[arg(
+        long = "residual-budget",
+        value_name = "F",
+        conflicts_with = "residual_sparsity"
+    )]
+    residual_budget: Option<f64>,
     /// Run M copies of the network, each with single-term b-bit weights that add up to the
     /// weight on a grid M times finer, and average their outputs: independent branches that
     /// onnxruntime's parallel executor or M cores run at once (PIPE's ensemble).
@@ -481,6 +490,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         order: args.residual_order,
         sparsity: args.residual_sparsity,
         ensemble: args.ensemble,
+        budget: args.residual_budget,
     };
     options.weight_expansion.check().map_err(|e| {
         anyhow!("--weight-bits/--residual-order/--residual-sparsity/--ensemble: {e}")

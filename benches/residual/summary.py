@@ -31,6 +31,8 @@ def main():
     print("| model | " + " | ".join(configs) + " |")
     print("|---|" + "---|" * len(configs))
     for m in models:
+        if what == "measure" and all(r[1] == "—" for r in m["rows"].values()):
+            continue
         cells = []
         for c in configs:
             row = m["rows"].get(c)

@@ -2,7 +2,8 @@
 --residual-sparsity G`, and `--ensemble M`), every configuration compiled integer-only with
 `--pipeline ivit` and measured in one run.
 
-Configurations: B-bit weights with K terms (WBKK), γ of the channels without residual terms, an
+Configurations: B-bit weights with K terms (WBKK), γ of the channels without residual terms (or a
+model-wide budget of residual MACs, `--residual-budget`), an
 ensemble of M single-term networks, A2 (16-bit activations as two 8-bit terms), and data-free
 (`--data-free`, no calibration data). Per model, one row per configuration: the task measure and the cosine to the float model (both in
 onnxruntime), weight bits per parameter (Σ bits·(1 + (K−1)·kept/C)·params / Σ params, from the
@@ -45,6 +46,7 @@ CONFIGS = [
     ("W4K1", ["--weight-bits", "4"]),
     ("W4K2", ["--weight-bits", "4", "--residual-order", "2"]),
     ("W4K2 γ=0.5", ["--weight-bits", "4", "--residual-order", "2", "--residual-sparsity", "0.5"]),
+    ("W4K2 budget 0.5", ["--weight-bits", "4", "--residual-order", "2", "--residual-budget", "0.5"]),
     ("W3K2", ["--weight-bits", "3", "--residual-order", "2"]),
     ("W2K1", ["--weight-bits", "2"]),
     ("W2K2", ["--weight-bits", "2", "--residual-order", "2"]),

@@ -101,16 +101,10 @@ pub fn expand_weight(
     }
 }
 
-/// The `count` channels whose first residual `W − λ_1·q_1` has the largest L2 norm, in
-/// channel order (ties go to the lower index).
-pub fn channels_by_residual(
-    w: &ArrayD<f32>,
-    axis: usize,
-    magnitude: i64,
-    count: usize,
-) -> Vec<usize> {
+/// Per channel, the squared L2 norm of the first residual `W − λ_1·q_1`.
+pub fn residual_norms(w: &ArrayD<f32>, axis: usize, magnitude: i64) -> Vec<f64> {
     let (q, scales) = quantize_weight(w, axis, magnitude);
-    let norms: Vec<f64> = (0..w.shape()[axis])
+    (0..w.shape()[axis])
         .map(|c| {
             let lane = w.index_axis(Axis(axis), c);
             let q = q.index_axis(Axis(axis), c);
@@ -119,7 +113,18 @@ pub fn channels_by_residual(
                 .map(|(&x, &q)| (x as f64 - scales[c] * q as f64).powi(2))
                 .sum()
         })
-        .collect();
+        .collect()
+}
+
+/// The `count` channels whose first residual `W − λ_1·q_1` has the largest L2 norm, in
+/// channel order (ties go to the lower index).
+pub fn channels_by_residual(
+    w: &ArrayD<f32>,
+    axis: usize,
+    magnitude: i64,
+    count: usize,
+) -> Vec<usize> {
+    let norms = residual_norms(w, axis, magnitude);
     let mut order: Vec<usize> = (0..norms.len()).collect();
     order.sort_by(|&a, &b| norms[b].total_cmp(&norms[a]).then(a.cmp(&b)));
     let mut chosen: Vec<usize> = order.into_iter().take(count).collect();

@@ -26,6 +26,10 @@ pub struct WeightExpansion {
     pub sparsity: f64,
     /// Single-term networks whose outputs are averaged (1: no ensemble).
     pub ensemble: u32,
+    /// Instead of one `sparsity` for every layer: the residual terms' MACs across the model, as
+    /// a fraction of what every channel keeping them would cost, spent on the channels whose
+    /// residual adds the most output noise per MAC.
+    pub budget: Option<f64>,
 }
 
 impl WeightExpansion {
@@ -55,6 +59,11 @@ impl WeightExpansion {
                 self.sparsity
             ));
         }
+        if let Some(b) = self.budget {
+            if !(0.0..=1.0).contains(&b) {
+                return Err(format!("residual budget {b} is outside [0, 1]"));
+            }
+        }
         if !(1..=Self::MAX_ENSEMBLE).contains(&self.ensemble) {
             return Err(format!(
                 "ensemble {} is outside 1..={}",
@@ -80,6 +89,7 @@ impl Default for WeightExpansion {
             order: 1,
             sparsity: 0.0,
             ensemble: 1,
+            budget: None,
         }
     }
 }

@@ -586,7 +586,6 @@ fn residual_expansions_compile_to_integer_only_models_that_both_engines_run_bit_
                 "0.5",
             ],
         ),
-        ("w2k4", &["--weight-bits", "2", "--residual-order", "4"]),
         ("w4e2", &["--weight-bits", "4", "--ensemble", "2"]),
     ] {
         let out = compiled("digits_cnn_opset17", tag, &cnn, args);

@@ -275,6 +275,7 @@ fn expansion_settings_outside_what_is_built_are_refused() {
             "split-residual-groups(ensemble=2,order=2)",
             "single-term networks",
         ),
+        ("split-residual-groups(budget=2)", "residual budget 2"),
     ] {
         let pipeline = Pipeline::parse(&format!("{PLANNED},{spec}"), PASSES).unwrap();
         let err = match Manager::new(&pipeline, PASSES) {
@@ -368,6 +369,60 @@ fn an_ensemble_leaves_outputs_no_weight_reaches_as_they_are() {
         })
         .collect();
     assert_eq!(producers, ["y Mean", "s Shape"]);
+}
+
+#[test]
+fn a_model_wide_budget_spends_the_residual_macs_where_they_remove_the_most_noise() {
+    // Two convs; the second's weights are rough (one channel far coarser than the others), so
+    // its residuals carry more of the noise.
+    let rough = data(&[4, 4, 3, 3], 9, 0.5)
+        .to_f64_vec()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i < 36 { (*v * 8.0) as f32 } else { *v as f32 })
+        .collect();
+    let model = ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .init("w", data(&[4, 4, 3, 3], 1, 0.5))
+        .init("w2", Array::from_vec(&[4, 4, 3, 3], rough).unwrap())
+        .node_with(
+            "Conv",
+            &["x", "w"],
+            &["c"],
+            vec![
+                attr::ints("kernel_shape", &[3, 3]),
+                attr::ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+        .node_with(
+            "Conv",
+            &["c", "w2"],
+            &["y"],
+            vec![
+                attr::ints("kernel_shape", &[3, 3]),
+                attr::ints("pads", &[1, 1, 1, 1]),
+            ],
+        )
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let case = lower(
+        model,
+        PLANNED,
+        "split-residual-groups(bits=4,order=2,budget=0.5)",
+        &options(),
+    );
+    let weights = &case.report.weights;
+    assert_eq!(weights.len(), 2);
+    // Half of the residual MACs of the model (both layers have the same MACs per channel).
+    let kept: usize = weights.iter().map(|w| w.residual_channels).sum();
+    assert_eq!(kept, 4, "{weights:?}");
+    assert!(
+        weights.iter().all(|w| w.why.contains("residual budget")),
+        "{weights:?}"
+    );
+    // The rough channel keeps its residual terms.
+    let costs: Vec<f64> = weights.iter().map(|w| w.cost).collect();
+    assert!(weights[1].residual_channels >= 1, "{costs:?}");
 }
 
 /// Weights with the features that stress the bound: per-channel ranges over decades, a dead
