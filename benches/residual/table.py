@@ -11,7 +11,8 @@ compile report), integer-matmul MACs relative to W8K1 (per sample, symbolic dims
 integer-only (no float value between input quantization and output dequantization), tract
 against onnxruntime bit for bit on the evaluated samples, and batch-1 latency: onnxruntime with one
 thread and its sequential executor, onnxruntime's parallel executor with 2 inter-op threads (the
-ensemble's branches are independent subgraphs), and tract (`intone bench`).
+ensemble's branches are independent subgraphs), and tract (`intone bench`); each engine times all
+configurations of a model round after round in one process (medians), so drift hits all alike.
 
 Models: the digits ViT (360 test images, top-1), paraphrase-MiniLM-L3 (WordSim-353 Spearman), the
 digits CNN (360 test images, top-1); with --real, all-MiniLM-L6-v2 and the DINOv2-S backbone of
@@ -71,31 +72,11 @@ def session(path, parallel=False):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-def ort_ms(path, feeds, repeat, parallel):
-    s = session(path, parallel)
-    s.run(None, feeds)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        s.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def run(cmd):
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError((p.stderr or p.stdout).strip().splitlines()[-1])
     return p.stdout
-
-
-def tract_ms(intone, path, feeds, tmp, repeat):
-    args = [intone, "bench", path, "--repeat", str(repeat), "--json"]
-    for name, value in feeds.items():
-        p = os.path.join(tmp, f"bench_{re.sub(r'[^A-Za-z0-9]', '_', name)}.npy")
-        np.save(p, value)
-        args += ["--input", f"{name}={p}"]
-    return json.loads(run(args))["models"][0]["median_ms"]
 
 
 def tract_outputs(intone, path, feeds, tmp):
@@ -190,8 +171,33 @@ def weight_stats(report):
     return (bits / params if params else float("nan")), macs
 
 
+def interleaved_latencies(intone, paths, feeds, tmp, repeat):
+    """Per model: onnxruntime sequential and parallel, then tract, each engine timing every model
+    round after round in one process, so that drift hits all alike; medians in ms."""
+    columns = []
+    for parallel in (False, True):
+        sessions = [session(p, parallel) for p in paths]
+        for s in sessions:
+            s.run(None, feeds)
+        times = [[] for _ in paths]
+        for _ in range(repeat):
+            for s, t in zip(sessions, times):
+                start = time.perf_counter()
+                s.run(None, feeds)
+                t.append((time.perf_counter() - start) * 1e3)
+        columns.append([statistics.median(t) for t in times])
+    args = [intone, "bench", *paths, "--repeat", str(repeat), "--json"]
+    for name, value in feeds.items():
+        p = os.path.join(tmp, f"bench_{re.sub(r'[^A-Za-z0-9]', '_', name)}.npy")
+        np.save(p, value)
+        args += ["--input", f"{name}={p}"]
+    columns.append([m["median_ms"] for m in json.loads(run(args))["models"]])
+    return list(zip(*columns))
+
+
 def measure(args, model, tag, extra, tmp, base):
-    out, report = os.path.join(tmp, "int.onnx"), os.path.join(tmp, "report.json")
+    out = os.path.join(tmp, re.sub(r"\W", "_", tag) + ".onnx")
+    report = os.path.join(tmp, "report.json")
     for f in (out, report):
         if os.path.exists(f):
             os.remove(f)
@@ -220,14 +226,10 @@ def measure(args, model, tag, extra, tmp, base):
     same = len(exact_in) == len(exact_tr) and all(
         (b := exact_tr.get(re.sub(r"[^\w.\-]", "_", name))) is not None and a.dtype == b.dtype
         and np.array_equal(a, b) for name, a in exact_in.items())
-    lat = ["—"] * 3
-    if not args.no_latency:
-        lat = [f"{v:.2f}" for v in (ort_ms(out, model.feeds, args.repeat, False),
-                                     ort_ms(out, model.feeds, args.repeat, True),
-                                     tract_ms(args.intone, out, model.feeds, tmp, args.repeat))]
     fmt = lambda v: "—" if v is None else f"{v:.4f}"
+    base.setdefault("compiled", {})[tag] = out
     return [tag, fmt(measure_value), f"{cos:.5f}", f"{bits:.2f}", f"{macs / base['macs']:.2f}", int_only,
-            "yes" if same else "NO"] + lat
+            "yes" if same else "NO"] + ["—"] * 3
 
 
 def main():
@@ -250,10 +252,17 @@ def main():
             print("| config | measure | cosine to float | weight bits / param | int MACs vs W8K1 | integer-only "
                   "| tract = ORT | ORT seq ms | ORT parallel ms | tract ms |")
             print("|---|---|---|---|---|---|---|---|---|---|")
+            rows = []
             for tag, extra in configs:
                 if tag != "W8K1" and "macs" not in base:
                     measure(args, model, "W8K1", [], tmp, base)
-                row = measure(args, model, tag, extra, tmp, base)
+                rows.append(measure(args, model, tag, extra, tmp, base))
+            if not args.no_latency:
+                tags = [r[0] for r in rows if r[0] in base.get("compiled", {})]
+                paths = [base["compiled"][t] for t in tags]
+                for t, lat in zip(tags, interleaved_latencies(args.intone, paths, model.feeds, tmp, args.repeat)):
+                    next(r for r in rows if r[0] == t)[7:10] = [f"{v:.2f}" for v in lat]
+            for row in rows:
                 print("| " + " | ".join(row) + " |", flush=True)
             print()
 

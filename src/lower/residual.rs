@@ -325,7 +325,8 @@ pub fn accumulator_range(e: &Expansion, activation: &ActivationTerms) -> Option<
         let p = product_span(&e.compact_term(k), e.axis, activation)?;
         residual = within_int32((scaled.0 + p.0, scaled.1 + p.1))?;
     }
-    let lead = e.lead_multiplier() as i128;
+    // The multipliers are int32 constants too (an all-zero weight would otherwise keep any K).
+    let lead = within_int32((0, e.lead_multiplier() as i128))?.1;
     let (multiplier, residual) = if e.dense() {
         ((lead, lead), residual)
     } else {
