@@ -66,6 +66,9 @@ def session(path, parallel=False):
     if parallel:
         so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
         so.inter_op_num_threads = 2
+        # Idle pool threads would spin and take the cores from the next session's run.
+        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     else:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.inter_op_num_threads = 1
