@@ -141,6 +141,9 @@ struct Found {
     branch: Option<(u32, u32)>,
     /// The channels the model-wide budget gave terms ≥ 2 (instead of the layer's sparsity).
     budgeted: Option<Vec<usize>>,
+    /// A grouped Conv computed as ConvInteger: its residual terms keep every channel (a subset
+    /// of output channels would not line up with the groups).
+    grouped: bool,
 }
 
 /// The weight of node `id` when `quantize` planned it per channel and its activation has a plan.
@@ -180,6 +183,7 @@ fn expandable(model: &Model, id: NodeId) -> Result<Option<Found>> {
             depthwise: Some((a.levels(), kernel)),
             branch: None,
             budgeted: None,
+            grouped: false,
         }));
     }
     // The operand ranges `lower-linear-to-integer` can emit for this plan (after zero points):
@@ -198,6 +202,7 @@ fn expandable(model: &Model, id: NodeId) -> Result<Option<Found>> {
         depthwise: None,
         branch: None,
         budgeted: None,
+        grouped: op.is("Conv") && op.attr_int("group", 1)? > 1,
     }))
 }
 
@@ -238,7 +243,7 @@ fn plan_expansion(
     let kept_count = ((1.0 - settings.sparsity) * channels as f64).round() as usize;
     let mut why = Vec::new();
     let mut order = settings.order as usize;
-    if order > 1 && kept_count == 0 && found.budgeted.is_none() {
+    if order > 1 && kept_count == 0 && found.budgeted.is_none() && !found.grouped {
         why.push(format!(
             "sparsity {} leaves no channel its residual terms",
             settings.sparsity
@@ -246,6 +251,12 @@ fn plan_expansion(
         order = 1;
     }
     let kept = match &found.budgeted {
+        _ if found.grouped => {
+            if order > 1 && kept_count < channels {
+                why.push("grouped Conv: residual terms on every channel".into());
+            }
+            None
+        }
         Some(kept) if kept.is_empty() => {
             order = 1;
             why.push("the residual budget gave this layer no channel".into());
@@ -434,7 +445,7 @@ fn spend_budget(
     let mut candidates = Vec::new();
     let mut total = 0f64;
     for (i, (id, found, w, macs)) in planned.iter().enumerate() {
-        if found.branch.is_some() {
+        if found.branch.is_some() || found.grouped {
             continue;
         }
         let magnitude = residual::magnitude_of_bits(settings.bits, found.plan.magnitude);
@@ -464,7 +475,7 @@ fn spend_budget(
         kept[i].push(c);
     }
     for ((_, found, _, _), mut k) in planned.iter_mut().zip(kept) {
-        if found.branch.is_none() {
+        if found.branch.is_none() && !found.grouped {
             k.sort_unstable();
             found.budgeted = Some(k);
         }

@@ -258,6 +258,14 @@ pub(super) fn lower_conv(
         let rep = super::taps::depthwise_taps(lw, x, &taps, &e.aligned(), &e.channel_scales())?;
         return finish_conv(lw, id, rep, bias, w.ndim());
     }
+    if op.attr_int("group", 1)? > 1 && !e.dense() {
+        // Compact residual channels would not line up with the groups.
+        e = PlannedWeight {
+            residual_channels: None,
+            ..plan.clone()
+        }
+        .expand(&w, 0);
+    }
     let attrs = copy_attrs(
         op,
         &[

@@ -207,6 +207,12 @@ fn elementwise(
     b: &Moments,
     f: impl Fn((f64, f64), (f64, f64)) -> (f64, f64),
 ) -> Moments {
+    // Channel counts that differ (neither one per tensor) cannot be paired: mix both.
+    let (a, b) = if a.channels() != b.channels() && a.channels() != 1 && b.channels() != 1 {
+        (a.mixed(), b.mixed())
+    } else {
+        (a.clone(), b.clone())
+    };
     let n = a.channels().max(b.channels());
     let (mean, var) = (0..n).map(|c| f(a.at(c), b.at(c))).unzip();
     Moments {
@@ -322,6 +328,12 @@ fn moments_of(
             };
             let group = op.attr_int("group", 1)? as usize;
             let (m, per_group) = (w.shape()[0], w.shape()[1]);
+            // Moments per input channel only when there is one entry per channel.
+            let x = if x.channels() == 1 || x.channels() == per_group * group {
+                x
+            } else {
+                x.mixed()
+            };
             let bias =
                 f32_constant(model, g.input(id, 2)).map(|b| b.iter().map(|&v| v as f64).collect());
             let outs_per_group = m / group.max(1);
@@ -417,6 +429,11 @@ fn moments_of(
             let trans = op.op_type() == "Gemm" && op.attr_int("transB", 0)? != 0;
             let w = if trans { w.t().to_owned() } else { w };
             let (k, n) = (w.shape()[0], w.shape()[1]);
+            let x = if x.channels() == 1 || x.channels() == k {
+                x
+            } else {
+                x.mixed()
+            };
             let (alpha, beta) = if op.op_type() == "Gemm" {
                 (
                     op.attr_float("alpha", 1.0)? as f64,
@@ -577,12 +594,33 @@ fn moments_of(
                 lo,
                 hi,
             };
-            for p in &parts {
-                let p = if along_channels { p.clone() } else { p.mixed() };
+            // Along the channels each part contributes its channel count; a per-tensor part is
+            // repeated, and a part whose count is not known makes the result one mixture.
+            let channels = |slot: usize| {
+                g.input(id, slot)
+                    .and_then(|v| facts.get(v))
+                    .and_then(|f| f.shape.as_ref())
+                    .and_then(|s| s.get(1).and_then(|d| d.known()))
+                    .map(|c| c as usize)
+            };
+            let mut per_channel = along_channels;
+            for (slot, p) in parts.iter().enumerate() {
+                let p = match (along_channels, channels(slot)) {
+                    (true, Some(c)) if p.channels() == c => p.clone(),
+                    (true, Some(c)) if p.channels() == 1 => Moments {
+                        mean: vec![p.mean[0]; c],
+                        var: vec![p.var[0]; c],
+                        ..p.clone()
+                    },
+                    _ => {
+                        per_channel = false;
+                        p.mixed()
+                    }
+                };
                 out.mean.extend(&p.mean);
                 out.var.extend(&p.var);
             }
-            Some(if along_channels { out } else { out.mixed() })
+            Some(if per_channel { out } else { out.mixed() })
         }
         "Softmax" => {
             let n = facts

@@ -145,3 +145,43 @@ fn data_free_and_calibration_data_are_refused_together() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--data-free"));
 }
+
+#[test]
+fn a_concat_of_per_tensor_and_per_channel_parts_keeps_one_entry_per_channel() {
+    // The graph input (one entry for 3 channels) next to 2 BatchNorm channels, into a conv
+    // that reads all 5.
+    let model = ModelBuilder::new(17)
+        .input("x", F32, &[D::S("n"), D::N(3), D::N(5), D::N(5)])
+        .init("w", data(&[2, 3, 1, 1], 1, 0.5))
+        .init("gamma", Array::from_vec(&[2], vec![0.5f32, 2.0]).unwrap())
+        .init("beta", Array::from_vec(&[2], vec![1.0f32, -2.0]).unwrap())
+        .init("mean", Array::from_vec(&[2], vec![0.0f32, 0.0]).unwrap())
+        .init("var", Array::from_vec(&[2], vec![1.0f32, 1.0]).unwrap())
+        .init("w2", data(&[4, 5, 1, 1], 2, 0.5))
+        .node_with(
+            "Conv",
+            &["x", "w"],
+            &["c"],
+            vec![attr::ints("kernel_shape", &[1, 1])],
+        )
+        .node(
+            "BatchNormalization",
+            &["c", "gamma", "beta", "mean", "var"],
+            &["b"],
+        )
+        .node_with("Concat", &["x", "b"], &["cat"], vec![attr::int("axis", 1)])
+        .node_with(
+            "Conv",
+            &["cat", "w2"],
+            &["y"],
+            vec![attr::ints("kernel_shape", &[1, 1])],
+        )
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(5), D::N(5)])
+        .model();
+    let (m, report) = estimated(&model, 6.0);
+    assert!(report.remarks.is_empty(), "{:?}", report.remarks);
+    // x is N(0, 1) (±6); the BatchNorm's second channel is N(−2, 4), −2 ± 12.
+    let (lo, hi, _) = stats_of(&m, "cat");
+    assert_eq!((lo, hi), (-14.0, 10.0));
+    assert!(stats_of(&m, "y").1.is_finite());
+}

@@ -425,6 +425,37 @@ fn a_model_wide_budget_spends_the_residual_macs_where_they_remove_the_most_noise
     assert!(weights[1].residual_channels >= 1, "{costs:?}");
 }
 
+#[test]
+fn a_grouped_conv_keeps_its_residual_terms_on_every_channel() {
+    // Compact residual channels would not line up with the groups (channel 1 reads group 0).
+    let model = ModelBuilder::new(18)
+        .input("x", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .init("w", data(&[4, 2, 3, 3], 1, 0.5))
+        .node_with(
+            "Conv",
+            &["x", "w"],
+            &["y"],
+            vec![
+                attr::ints("kernel_shape", &[3, 3]),
+                attr::ints("pads", &[1, 1, 1, 1]),
+                attr::int("group", 2),
+            ],
+        )
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
+        .model();
+    let split = "split-residual-groups(bits=4,order=2,sparsity=0.5)";
+    let case = lower(model, &planned(split), SPEC, &options());
+    let g = &case.after.graph;
+    let shapes: Vec<Vec<i64>> = g
+        .node_ids()
+        .filter(|&id| g.op(id).is_some_and(|op| op.is("ConvInteger")))
+        .map(|id| g.constant(g.input(id, 1).unwrap()).unwrap().dims().to_vec())
+        .collect();
+    assert_eq!(shapes, [vec![4, 2, 3, 3], vec![4, 2, 3, 3]]);
+    assert_eq!(case.after_count("Gather"), 0);
+    case.assert_close(&[images()], 0.05);
+}
+
 /// Weights with the features that stress the bound: per-channel ranges over decades, a dead
 /// channel, a channel exact on a power-of-two grid, and values on rounding ties.
 fn weights() -> impl Strategy<Value = ndarray::ArrayD<f32>> {
