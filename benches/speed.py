@@ -104,8 +104,10 @@ def ort_qdq(model, out):
                     op_types_to_quantize=["MatMul"], calibrate_method=CalibrationMethod.MinMax)
 
 
-def ort_latencies(paths, feeds, repeat):
-    sessions = [session(p) for p in paths]
+def ort_latencies(paths, feeds, repeat, make=session):
+    """Medians in ms of every model, timed round after round in one process (`make` builds each
+    session)."""
+    sessions = [make(p) for p in paths]
     for s in sessions:
         s.run(None, feeds)
     times = [[] for _ in paths]

@@ -25,11 +25,9 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 import onnxruntime as ort
@@ -39,7 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 FIX = os.path.join(ROOT, "fixtures")
 sys.path[:0] = [os.path.join(ROOT, "benches"), os.path.join(ROOT, "benches", "realmodels")]
 import quantization as q  # noqa: E402  (the transformer tasks of the quantization benchmark)
-from speed import cpu_flags  # noqa: E402
+from speed import cpu_flags, ort_latencies  # noqa: E402
 
 CONFIGS = [
     ("W8K1", []),
@@ -177,18 +175,8 @@ def weight_stats(report):
 def interleaved_latencies(intone, paths, feeds, tmp, repeat):
     """Per model: onnxruntime sequential and parallel, then tract, each engine timing every model
     round after round in one process, so that drift hits all alike; medians in ms."""
-    columns = []
-    for parallel in (False, True):
-        sessions = [session(p, parallel) for p in paths]
-        for s in sessions:
-            s.run(None, feeds)
-        times = [[] for _ in paths]
-        for _ in range(repeat):
-            for s, t in zip(sessions, times):
-                start = time.perf_counter()
-                s.run(None, feeds)
-                t.append((time.perf_counter() - start) * 1e3)
-        columns.append([statistics.median(t) for t in times])
+    columns = [ort_latencies(paths, feeds, repeat, make=lambda p, parallel=parallel: session(p, parallel))
+               for parallel in (False, True)]
     args = [intone, "bench", *paths, "--repeat", str(repeat), "--json"]
     for name, value in feeds.items():
         p = os.path.join(tmp, f"bench_{re.sub(r'[^A-Za-z0-9]', '_', name)}.npy")

@@ -159,14 +159,14 @@ fn unary(
             inf,
         ),
         "Tanh" => (Box::new(f64::tanh), -1.0, 1.0),
-        "Erf" => (Box::new(erf), -1.0, 1.0),
+        "Erf" => (Box::new(libm::erf), -1.0, 1.0),
         "Gelu" => {
             let tanh = op.attr_string("approximate")?.as_deref() == Some("tanh");
             let f: Box<dyn Fn(f64) -> f64> = if tanh {
                 let c = (2.0 / std::f64::consts::PI).sqrt();
                 Box::new(move |x: f64| 0.5 * x * (1.0 + (c * (x + 0.044715 * x.powi(3))).tanh()))
             } else {
-                Box::new(|x: f64| 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)))
+                Box::new(|x: f64| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)))
             };
             (f, -0.17, inf)
         }
@@ -494,13 +494,9 @@ fn moments_of(
             )
         }
         "Add" | "Sub" | "Mul" | "Div" => {
-            let (a, b) = (input(0), input(1));
-            let constant = |slot: usize| {
-                g.input(id, slot)
-                    .and_then(|v| channel_constant(model, v, rank))
-            };
+            // Constant operands arrive as distributions without spread (`input`).
             let sign = if op.op_type() == "Sub" { -1.0 } else { 1.0 };
-            match (a, b) {
+            match (input(0), input(1)) {
                 (Some(a), Some(b)) => Some(match op.op_type() {
                     "Add" | "Sub" => {
                         elementwise(&a, &b, |(ma, va), (mb, vb)| (ma + sign * mb, va + vb))
@@ -515,39 +511,6 @@ fn moments_of(
                     }
                     _ => return Ok(None),
                 }),
-                (Some(a), None) => {
-                    let Some(k) = constant(1) else {
-                        return Ok(None);
-                    };
-                    let k = Moments {
-                        mean: k.clone(),
-                        var: vec![0.0; k.len()],
-                        lo: f64::NEG_INFINITY,
-                        hi: f64::INFINITY,
-                    };
-                    Some(match op.op_type() {
-                        "Add" | "Sub" => {
-                            elementwise(&a, &k, |(ma, va), (mb, _)| (ma + sign * mb, va))
-                        }
-                        "Mul" => elementwise(&a, &k, |(ma, va), (mb, _)| (ma * mb, va * mb * mb)),
-                        _ => elementwise(&a, &k, |(ma, va), (mb, _)| (ma / mb, va / (mb * mb))),
-                    })
-                }
-                (None, Some(b)) if matches!(op.op_type(), "Add" | "Mul") => {
-                    let Some(k) = constant(0) else {
-                        return Ok(None);
-                    };
-                    let k = Moments {
-                        mean: k.clone(),
-                        var: vec![0.0; k.len()],
-                        lo: f64::NEG_INFINITY,
-                        hi: f64::INFINITY,
-                    };
-                    Some(match op.op_type() {
-                        "Add" => elementwise(&b, &k, |(mb, vb), (ma, _)| (ma + mb, vb)),
-                        _ => elementwise(&b, &k, |(mb, vb), (ma, _)| (ma * mb, vb * ma * ma)),
-                    })
-                }
                 _ => None,
             }
         }
@@ -714,15 +677,4 @@ pub fn estimate(model: &Model, facts: &GraphFacts, sigmas: f64) -> Result<Estima
         stats: out,
         missing: missing.into_iter().collect(),
     })
-}
-
-/// The error function (Abramowitz and Stegun 7.1.26, |error| < 1.5·10⁻⁷): precise enough for
-/// the moments of a range estimate.
-fn erf(x: f64) -> f64 {
-    let t = 1.0 / (1.0 + 0.3275911 * x.abs());
-    let poly = t
-        * (0.254829592
-            + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-    let y = 1.0 - poly * (-x * x).exp();
-    if x < 0.0 { -y } else { y }
 }

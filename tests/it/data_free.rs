@@ -80,7 +80,7 @@ fn a_folded_batch_norm_states_its_outputs_distribution() {
     let rectified = |m: f64, s: f64| {
         let z = m / s;
         let phi = (-0.5 * z * z).exp() / (2.0 * std::f64::consts::PI).sqrt();
-        let cdf = 0.5 * (1.0 + erf(z / std::f64::consts::SQRT_2));
+        let cdf = 0.5 * (1.0 + libm::erf(z / std::f64::consts::SQRT_2));
         m * cdf + s * phi
     };
     let expected = (rectified(1.0, 0.5) + rectified(-2.0, 3.0)) / 2.0;
@@ -93,17 +93,6 @@ fn a_folded_batch_norm_states_its_outputs_distribution() {
     // More sigmas, wider ranges.
     let (wide, _) = estimated(&conv_bn_relu(), 6.0);
     assert_eq!(stats_of(&wide, "b").0, -20.0);
-}
-
-/// erf by its Taylor series (|x| < 3 here), for the reference above.
-fn erf(x: f64) -> f64 {
-    let (mut term, mut sum, mut n) = (x, x, 0.0);
-    while term.abs() > 1e-17 {
-        n += 1.0;
-        term *= -x * x / n;
-        sum += term / (2.0 * n + 1.0);
-    }
-    2.0 / std::f64::consts::PI.sqrt() * sum
 }
 
 #[test]

@@ -123,6 +123,27 @@ fn argmax_rows(a: &Array) -> Vec<usize> {
         .collect()
 }
 
+/// The fixtures' 360 digits test images (the CNN's input) and their labels.
+fn digits_cnn_test_set() -> (Array, Vec<i64>) {
+    let data = fixture("data");
+    let test = intone::npy::read(&data.join("digits_test.npy")).unwrap();
+    let labels = intone::npy::read(&data.join("digits_test_labels.npy"))
+        .unwrap()
+        .to_i64_vec()
+        .unwrap();
+    (test, labels)
+}
+
+/// The fraction of rows of `logits` whose argmax is the label.
+fn top1_of(logits: &Array, labels: &[i64]) -> f64 {
+    let right = argmax_rows(logits)
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p as i64 == **l)
+        .count();
+    right as f64 / labels.len() as f64
+}
+
 #[test]
 fn digits_vits_compile_to_integer_only_models_that_both_engines_run_bit_identically() {
     let (calib, test, labels) = digits();
@@ -213,19 +234,8 @@ fn convnets_compile_to_integer_only_models_that_both_engines_run_bit_identically
     let dir = tempdir();
     let mut written = String::new();
     // The trained digits CNN: top-1 within half a point of the float model's.
-    let test = intone::npy::read(&data("digits_test.npy")).unwrap();
-    let labels = intone::npy::read(&data("digits_test_labels.npy"))
-        .unwrap()
-        .to_i64_vec()
-        .unwrap();
-    let accuracy = |logits: &Array| {
-        let right = argmax_rows(logits)
-            .iter()
-            .zip(&labels)
-            .filter(|(p, l)| **p as i64 == **l)
-            .count();
-        right as f64 / labels.len() as f64
-    };
+    let (test, labels) = digits_cnn_test_set();
+    let accuracy = |logits: &Array| top1_of(logits, &labels);
     for stem in ["digits_cnn_opset13", "digits_cnn_opset17"] {
         let model = fixture(&format!("{stem}.onnx"));
         let calibrate = [("pixels".to_string(), data("digits_calibration.npy"))];
@@ -557,19 +567,8 @@ fn residual_expansions_compile_to_integer_only_models_that_both_engines_run_bit_
         written.push_str(&format!("{}\n", out.display()));
         out
     };
-    let test = intone::npy::read(&data("digits_test.npy")).unwrap();
-    let labels = intone::npy::read(&data("digits_test_labels.npy"))
-        .unwrap()
-        .to_i64_vec()
-        .unwrap();
-    let top1 = |logits: &Array| {
-        let right = argmax_rows(logits)
-            .iter()
-            .zip(&labels)
-            .filter(|(p, l)| **p as i64 == **l)
-            .count();
-        right as f64 / labels.len() as f64
-    };
+    let (test, labels) = digits_cnn_test_set();
+    let top1 = |logits: &Array| top1_of(logits, &labels);
     let cnn = [("pixels".to_string(), data("digits_calibration.npy"))];
     let mut accuracy = std::collections::BTreeMap::new();
     for (tag, args) in [
@@ -638,19 +637,8 @@ fn a_batch_norm_convnet_compiles_integer_only_without_calibration_data() {
     let data = |name: &str| fixture("data").join(name);
     let dir = tempdir();
     let stem = "digits_cnn_opset17";
-    let test = intone::npy::read(&data("digits_test.npy")).unwrap();
-    let labels = intone::npy::read(&data("digits_test_labels.npy"))
-        .unwrap()
-        .to_i64_vec()
-        .unwrap();
-    let top1 = |logits: &Array| {
-        let right = argmax_rows(logits)
-            .iter()
-            .zip(&labels)
-            .filter(|(p, l)| **p as i64 == **l)
-            .count();
-        right as f64 / labels.len() as f64
-    };
+    let (test, labels) = digits_cnn_test_set();
+    let top1 = |logits: &Array| top1_of(logits, &labels);
     let (free, between) = compile_with_report(
         &fixture(&format!("{stem}.onnx")),
         &dir.path().join("free.onnx"),

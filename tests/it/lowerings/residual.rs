@@ -21,20 +21,33 @@ fn images() -> Array {
 
 /// A 3×3 convolution 4 → 4 channels (pads 1) of random weights, n×4×6×6 images.
 fn conv_model() -> Model {
+    conv_model_with(data(&[4, 4, 3, 3], 1, 0.5), 1)
+}
+
+/// The 3×3 convolution with weights `w` [4, 4/group, 3, 3] in `group` groups.
+fn conv_model_with(w: Array, group: i64) -> Model {
+    let mut attrs = vec![
+        attr::ints("kernel_shape", &[3, 3]),
+        attr::ints("pads", &[1, 1, 1, 1]),
+    ];
+    if group != 1 {
+        attrs.push(attr::int("group", group));
+    }
     ModelBuilder::new(18)
         .input("x", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
-        .init("w", data(&[4, 4, 3, 3], 1, 0.5))
-        .node_with(
-            "Conv",
-            &["x", "w"],
-            &["y"],
-            vec![
-                attr::ints("kernel_shape", &[3, 3]),
-                attr::ints("pads", &[1, 1, 1, 1]),
-            ],
-        )
+        .init("w", w)
+        .node_with("Conv", &["x", "w"], &["y"], attrs)
         .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
         .model()
+}
+
+/// The weight shapes of the `ConvInteger`s of a model, in graph order.
+fn conv_integer_weight_shapes(model: &Model) -> Vec<Vec<i64>> {
+    let g = &model.graph;
+    g.node_ids()
+        .filter(|&id| g.op(id).is_some_and(|op| op.is("ConvInteger")))
+        .map(|id| g.constant(g.input(id, 1).unwrap()).unwrap().dims().to_vec())
+        .collect()
 }
 
 fn planned(split: &str) -> String {
@@ -105,12 +118,7 @@ fn a_sparse_residual_runs_on_the_kept_channels_and_is_gathered_back() {
     assert_eq!(case.after_count("Gather"), 1);
     assert_eq!(dense.after_count("Gather"), 0);
     // The residual conv's weight holds the two kept channels only.
-    let g = &case.after.graph;
-    let shapes: Vec<Vec<i64>> = g
-        .node_ids()
-        .filter(|&id| g.op(id).is_some_and(|op| op.is("ConvInteger")))
-        .map(|id| g.constant(g.input(id, 1).unwrap()).unwrap().dims().to_vec())
-        .collect();
+    let shapes = conv_integer_weight_shapes(&case.after);
     assert_eq!(shapes, [vec![4, 4, 3, 3], vec![2, 4, 3, 3]]);
     // The worst output may sit on a channel without residual terms.
     assert!(
@@ -142,21 +150,7 @@ fn a_matmul_residual_is_gathered_back_along_the_last_axis() {
 
 #[test]
 fn a_depthwise_conv_sums_the_aligned_terms_as_one_tap_weight() {
-    let model = ModelBuilder::new(18)
-        .input("x", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
-        .init("w", data(&[4, 1, 3, 3], 5, 0.5))
-        .node_with(
-            "Conv",
-            &["x", "w"],
-            &["y"],
-            vec![
-                attr::ints("kernel_shape", &[3, 3]),
-                attr::ints("pads", &[1, 1, 1, 1]),
-                attr::int("group", 4),
-            ],
-        )
-        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
-        .model();
+    let model = conv_model_with(data(&[4, 1, 3, 3], 5, 0.5), 4);
     let run = |split: &str| {
         let case = lower(model.clone(), &planned(split), SPEC, &options());
         let e = case.assert_close(&[images()], 0.5);
@@ -420,7 +414,7 @@ fn a_model_wide_budget_spends_the_residual_macs_where_they_remove_the_most_noise
         weights.iter().all(|w| w.why.contains("residual budget")),
         "{weights:?}"
     );
-    // The rough channel keeps its residual terms.
+    // The rough layer gets some of the budget.
     let costs: Vec<f64> = weights.iter().map(|w| w.cost).collect();
     assert!(weights[1].residual_channels >= 1, "{costs:?}");
 }
@@ -428,29 +422,10 @@ fn a_model_wide_budget_spends_the_residual_macs_where_they_remove_the_most_noise
 #[test]
 fn a_grouped_conv_keeps_its_residual_terms_on_every_channel() {
     // Compact residual channels would not line up with the groups (channel 1 reads group 0).
-    let model = ModelBuilder::new(18)
-        .input("x", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
-        .init("w", data(&[4, 2, 3, 3], 1, 0.5))
-        .node_with(
-            "Conv",
-            &["x", "w"],
-            &["y"],
-            vec![
-                attr::ints("kernel_shape", &[3, 3]),
-                attr::ints("pads", &[1, 1, 1, 1]),
-                attr::int("group", 2),
-            ],
-        )
-        .output("y", F32, &[D::S("n"), D::N(4), D::N(6), D::N(6)])
-        .model();
+    let model = conv_model_with(data(&[4, 2, 3, 3], 1, 0.5), 2);
     let split = "split-residual-groups(bits=4,order=2,sparsity=0.5)";
     let case = lower(model, &planned(split), SPEC, &options());
-    let g = &case.after.graph;
-    let shapes: Vec<Vec<i64>> = g
-        .node_ids()
-        .filter(|&id| g.op(id).is_some_and(|op| op.is("ConvInteger")))
-        .map(|id| g.constant(g.input(id, 1).unwrap()).unwrap().dims().to_vec())
-        .collect();
+    let shapes = conv_integer_weight_shapes(&case.after);
     assert_eq!(shapes, [vec![4, 2, 3, 3], vec![4, 2, 3, 3]]);
     assert_eq!(case.after_count("Gather"), 0);
     case.assert_close(&[images()], 0.05);
