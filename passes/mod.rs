@@ -200,6 +200,11 @@ pub const PASSES: &[PassInfo] = &[
                 help: "instead of sparsity: terms ≥ 2 on the channels with the most output noise per MAC, up to this fraction of their full cost, model-wide; default --residual-budget",
             },
             OptionInfo {
+                name: "budget-by",
+                default: "",
+                help: "how the budget ranks channels: output (measured output noise of each layer alone, with calibration data) or layer (each layer's own output noise); default --budget-by (output)",
+            },
+            OptionInfo {
                 name: "ensemble",
                 default: "",
                 help: "copies of the network with single-term weights, outputs averaged; default --ensemble (1)",

@@ -22,7 +22,8 @@ use crate::lower::residual::{
     self, ActivationTerms, Expansion, accumulator_range, channels_by_residual, expand_weight,
 };
 use crate::pass::WeightReport;
-use crate::quant::WeightExpansion;
+use crate::quant::{BudgetBy, WeightExpansion};
+use crate::runner::sensitivity::{Perturbation, output_noise};
 use std::collections::HashMap;
 
 pub struct SplitResidualGroups {
@@ -31,6 +32,7 @@ pub struct SplitResidualGroups {
     sparsity: Option<f64>,
     ensemble: Option<u32>,
     budget: Option<f64>,
+    budget_by: Option<BudgetBy>,
 }
 
 impl SplitResidualGroups {
@@ -47,6 +49,7 @@ impl SplitResidualGroups {
             sparsity: given(options, "sparsity")?,
             ensemble: given(options, "ensemble")?,
             budget: given(options, "budget")?,
+            budget_by: given(options, "budget-by")?,
         };
         pass.settings(&WeightExpansion::default())?;
         Ok(pass)
@@ -60,6 +63,7 @@ impl SplitResidualGroups {
             sparsity: self.sparsity.unwrap_or(flags.sparsity),
             ensemble: self.ensemble.unwrap_or(flags.ensemble),
             budget: self.budget.or(flags.budget),
+            budget_by: self.budget_by.unwrap_or(flags.budget_by),
         };
         s.check().map_err(Error::Usage)?;
         Ok(s)
@@ -102,10 +106,22 @@ impl Pass for SplitResidualGroups {
             let macs = outputs * (w.len() / w.shape()[found.axis].max(1)) as u64;
             planned.push((id, found, w, macs));
         }
+        let mut measured = vec![None; planned.len()];
         if let (Some(budget), true) = (settings.budget, settings.order > 1) {
-            spend_budget(model, &mut planned, &settings, budget);
+            if let (BudgetBy::Output, Some(set)) = (settings.budget_by, &cx.options.calibration) {
+                measured = measure_output_noise(model, set, &planned, &settings)?;
+                cx.remark(
+                    "<residual budget>",
+                    format!(
+                        "output noise of {} layers measured one at a time on {} calibration samples",
+                        measured.iter().flatten().count(),
+                        set.samples()?.min(SENSITIVITY_SAMPLES)
+                    ),
+                );
+            }
+            spend_budget(model, &mut planned, &settings, budget, &measured);
         }
-        for (id, found, w, macs) in planned {
+        for ((id, found, w, macs), output_noise) in planned.into_iter().zip(measured) {
             let (plan, report) = plan_expansion(&w, &found, &settings);
             if plan.magnitude != found.plan.magnitude
                 || plan.terms != 1
@@ -119,6 +135,7 @@ impl Pass for SplitResidualGroups {
                 node: model.graph.describe(id),
                 parameters: w.len(),
                 macs,
+                output_noise,
                 ..report
             });
             model.graph.value_mut(found.weight).weight_plan = Some(plan);
@@ -425,16 +442,54 @@ fn reached_from(model: &Model, values: &[ValueId]) -> Result<std::collections::H
     Ok(reached)
 }
 
+/// Calibration samples the measured budget runs (each runs once per layer, plus once).
+const SENSITIVITY_SAMPLES: usize = 16;
+
+/// Per planned weight: the model's output noise (relative to its power) when that weight
+/// alone is its single b-bit term, measured on calibration samples; `None` for weights the
+/// budget does not rank.
+fn measure_output_noise(
+    model: &Model,
+    set: &crate::pass::CalibrationSet,
+    planned: &[(NodeId, Found, ndarray::ArrayD<f32>, u64)],
+    settings: &WeightExpansion,
+) -> Result<Vec<Option<f64>>> {
+    let mut sites = Vec::new();
+    let mut site_of = Vec::new();
+    for (_, found, w, _) in planned {
+        if found.branch.is_some() || found.grouped {
+            site_of.push(None);
+            continue;
+        }
+        let magnitude = residual::magnitude_of_bits(settings.bits, found.plan.magnitude);
+        let single = expand_weight(w, found.axis, magnitude, 1, None).approximation();
+        site_of.push(Some(sites.len()));
+        sites.push(Perturbation::Weight {
+            value: found.weight,
+            replacement: crate::ir::Array::F32(single.mapv(|v| v as f32)),
+        });
+    }
+    let noise = output_noise(model, set, &sites, SENSITIVITY_SAMPLES)?;
+    Ok(site_of
+        .into_iter()
+        .map(|s| s.and_then(|i| noise[i]))
+        .collect())
+}
+
 /// `--residual-budget F`: ranks every channel of every weight by the output noise its first
-/// residual leaves per MAC of its residual terms — `‖W_c − λ_1·q_c‖²·E[x²]/E[y²]` from
-/// calibration (the rounding-noise ratio `--wide-operands auto` uses), else relative to the
-/// weight's own power — and gives terms ≥ 2 to the best until their MACs reach F of what every
-/// channel keeping them would cost. Ties go to the earlier layer and channel.
+/// residual leaves per MAC of its residual terms, and gives terms ≥ 2 to the best until their
+/// MACs reach F of what every channel keeping them would cost. The noise is `measured` (the
+/// model's output noise with this layer alone single-term, shared among its channels in
+/// proportion to `‖W_c − λ_1·q_c‖²`) where given, else estimated at the layer's own output —
+/// `‖W_c − λ_1·q_c‖²·E[x²]/E[y²]` from calibration (the rounding-noise ratio
+/// `--wide-operands auto` uses), else relative to the weight's own power. Ties go to the
+/// earlier layer and channel.
 fn spend_budget(
     model: &Model,
     planned: &mut [(NodeId, Found, ndarray::ArrayD<f32>, u64)],
     settings: &WeightExpansion,
     budget: f64,
+    measured: &[Option<f64>],
 ) {
     let g = &model.graph;
     let mean_square = |v: Option<ValueId>| {
@@ -453,12 +508,13 @@ fn spend_budget(
         let per_channel = *macs as f64 / channels.max(1) as f64;
         let (x, y) = (g.input(*id, 0), Some(ValueId { node: *id, slot: 0 }));
         let weight_power = w.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / channels as f64;
-        let scale = match (mean_square(x), mean_square(y)) {
-            (Some(ex), Some(ey)) if ey > 0.0 => ex / ey,
+        let norms = residual::residual_norms(w, found.axis, magnitude);
+        let scale = match (measured[i], mean_square(x), mean_square(y)) {
+            (Some(noise), _, _) => noise / norms.iter().sum::<f64>().max(f64::MIN_POSITIVE),
+            (None, Some(ex), Some(ey)) if ey > 0.0 => ex / ey,
             _ => 1.0 / weight_power.max(f64::MIN_POSITIVE),
         };
         let all: Vec<usize> = (0..channels).collect();
-        let norms = residual::residual_norms(w, found.axis, magnitude);
         for c in all {
             candidates.push((norms[c] * scale / per_channel.max(1.0), per_channel, i, c));
         }

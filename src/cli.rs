@@ -167,6 +167,12 @@ struct CompileArgs {
         conflicts_with = "residual_sparsity"
     )]
     residual_budget: Option<f64>,
+    /// How --residual-budget ranks channels: `output` (measured: the model's output noise when
+    /// one layer alone has single-term weights, on up to 16 calibration samples, shared among
+    /// its channels by residual norm; `layer` without calibration data) or `layer` (the noise
+    /// each layer's residual leaves in its own output).
+    #[arg(long = "budget-by", value_name = "RANK", requires = "residual_budget")]
+    budget_by: Option<String>,
     /// Run M copies of the network, each with single-term b-bit weights that add up to the
     /// weight on a grid M times finer, and average their outputs: independent branches that
     /// onnxruntime's parallel executor or M cores run at once (PIPE's ensemble).
@@ -491,6 +497,12 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         sparsity: args.residual_sparsity,
         ensemble: args.ensemble,
         budget: args.residual_budget,
+        budget_by: match &args.budget_by {
+            None => Default::default(),
+            Some(rank) => rank
+                .parse()
+                .map_err(|e: String| anyhow!("--budget-by: {e}"))?,
+        },
     };
     options.weight_expansion.check().map_err(|e| {
         anyhow!("--weight-bits/--residual-order/--residual-sparsity/--ensemble: {e}")

@@ -227,5 +227,9 @@ pub struct WeightReport {
     /// `[j, M]`: branch j of an ensemble of M (its bound and error are the branches' mean's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ensemble_branch: Option<(u32, u32)>,
+    /// The model's output noise, relative to its power, when this weight alone is one b-bit
+    /// term (measured on calibration samples for `--residual-budget`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_noise: Option<f64>,
     pub why: String,
 }

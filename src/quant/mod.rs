@@ -30,6 +30,31 @@ pub struct WeightExpansion {
     /// a fraction of what every channel keeping them would cost, spent on the channels whose
     /// residual adds the most output noise per MAC.
     pub budget: Option<f64>,
+    /// How the budget ranks channels.
+    pub budget_by: BudgetBy,
+}
+
+/// How `--residual-budget` ranks the channels that get terms ≥ 2 (`--budget-by`).
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub enum BudgetBy {
+    /// Measured: the model's output noise when one layer alone has single-term weights, on
+    /// calibration samples, shared among the layer's channels by residual norm (without
+    /// calibration data: `Layer`).
+    #[default]
+    Output,
+    /// Estimated per layer: the noise its residual leaves in the layer's own output.
+    Layer,
+}
+
+impl std::str::FromStr for BudgetBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "output" => Ok(BudgetBy::Output),
+            "layer" => Ok(BudgetBy::Layer),
+            _ => Err(format!("'{s}': expected output or layer")),
+        }
+    }
 }
 
 impl WeightExpansion {
@@ -90,6 +115,7 @@ impl Default for WeightExpansion {
             sparsity: 0.0,
             ensemble: 1,
             budget: None,
+            budget_by: BudgetBy::Output,
         }
     }
 }

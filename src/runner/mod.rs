@@ -2,6 +2,7 @@
 //! outputs (calibration, per-layer comparison).
 
 pub mod exact_f32;
+pub mod sensitivity;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

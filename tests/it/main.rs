@@ -19,6 +19,7 @@ mod passes;
 mod pipeline;
 mod quant;
 mod roundtrip;
+mod sensitivity;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -420,6 +420,42 @@ fn a_model_wide_budget_spends_the_residual_macs_where_they_remove_the_most_noise
 }
 
 #[test]
+fn the_measured_budget_goes_to_the_layer_whose_noise_reaches_the_output() {
+    // Two matmuls with the same weights on the same input; the first's output is scaled down a
+    // thousandfold before it leaves the model. Each layer's own output noise is the same, so
+    // the per-layer estimate splits the budget; the output noise measured on calibration
+    // samples gives it all to the second.
+    let w = data(&[6, 4], 3, 0.5);
+    let model = ModelBuilder::new(17)
+        .input("x", F32, &[D::S("n"), D::N(6)])
+        .init("wa", w.clone())
+        .init("wb", w)
+        .init("small", scalar_f32(1e-3))
+        .node("MatMul", &["x", "wa"], &["a"])
+        .node("Mul", &["a", "small"], &["ya"])
+        .node("MatMul", &["x", "wb"], &["yb"])
+        .output("ya", F32, &[D::S("n"), D::N(4)])
+        .output("yb", F32, &[D::S("n"), D::N(4)])
+        .model();
+    let options = calibrated(&[("x", data(&[8, 6], 4, 1.0))]);
+    let kept = |by: &str| {
+        let spec = format!("split-residual-groups(bits=4,order=2,budget=0.5,budget-by={by})");
+        let case = lower(model.clone(), PLANNED, &spec, &options);
+        let weights = &case.report.weights;
+        let by_name = |n: &str| weights.iter().find(|w| w.weight == n).unwrap().clone();
+        (by_name("wa"), by_name("wb"))
+    };
+    let (a, b) = kept("layer");
+    assert_eq!((a.residual_channels, b.residual_channels), (2, 2));
+    assert_eq!((a.output_noise, b.output_noise), (None, None));
+    let (a, b) = kept("output");
+    assert_eq!((a.residual_channels, b.residual_channels), (0, 4));
+    let (na, nb) = (a.output_noise.unwrap(), b.output_noise.unwrap());
+    // Each weight's noise power reaches the outputs scaled by its own output's share.
+    assert!(na > 0.0 && nb > 1e5 * na, "{na} vs {nb}");
+}
+
+#[test]
 fn a_grouped_conv_keeps_its_residual_terms_on_every_channel() {
     // Compact residual channels would not line up with the groups (channel 1 reads group 0).
     let model = conv_model_with(data(&[4, 2, 3, 3], 1, 0.5), 2);

@@ -1,0 +1,302 @@
+//! Measured sensitivity: the output noise each perturbation of a float model causes alone.
+//!
+//! One probe model answers every site: each site `i` adds `g_i·(perturbed − original)` to the
+//! value it perturbs, where `g` is an extra graph input (a float vector, one entry per site).
+//! Running with `g = 0` gives the float outputs; with `g = e_i`, site `i` alone. Weights are
+//! perturbed through an extra matmul on the weight's error (the weight stays a constant, so
+//! tract keeps its fast kernels), values by rounding them onto their planned grid.
+//! The noise is `Σ‖y_i − y‖² / Σ‖y‖²` over the float graph outputs and the samples.
+
+use crate::ir::{Array, DataType, Model, NodeKind, Op, ValueId};
+use crate::pass::{CalibrationSet, Rewriter};
+use crate::schema::{TensorShapeProto, TypeProto, tensor_shape_proto, type_proto};
+use crate::{Error, Result};
+
+use super::Runner;
+
+/// One way to perturb the model.
+#[derive(Clone, Debug)]
+pub enum Perturbation {
+    /// Every Conv, MatMul or Gemm reading this constant weight (as its second input) computes
+    /// with `replacement` instead.
+    Weight { value: ValueId, replacement: Array },
+    /// The value rounded to `scale·q`, `q` an integer in `lo..=hi` (round half to even, as
+    /// ONNX Round).
+    Grid {
+        value: ValueId,
+        scale: f64,
+        lo: i64,
+        hi: i64,
+    },
+}
+
+impl Perturbation {
+    pub fn value(&self) -> ValueId {
+        match self {
+            Perturbation::Weight { value, .. } | Perturbation::Grid { value, .. } => *value,
+        }
+    }
+}
+
+/// The name of the probe model's selector input.
+const PROBE: &str = "intone_sensitivity_probe";
+
+/// The relative output noise of every perturbation alone, on the first `limit` samples of
+/// `set` (or all of them). Sites this model cannot perturb (a weight no matmul reads) get
+/// `None`.
+pub fn output_noise(
+    model: &Model,
+    set: &CalibrationSet,
+    sites: &[Perturbation],
+    limit: usize,
+) -> Result<Vec<Option<f64>>> {
+    let (probe, active) = probe_model(model, sites)?;
+    let runner = Runner::new(&probe)?;
+    let samples = set.samples()?.min(limit.max(1));
+    let batch = set.batch.clamp(1, samples);
+    let names: Vec<String> = runner
+        .input_names()
+        .iter()
+        .filter(|n| n.as_str() != PROBE)
+        .cloned()
+        .collect();
+    for name in &names {
+        if !set.inputs.contains_key(name) {
+            return Err(Error::Usage(format!(
+                "sensitivity: no calibration data for model input '{name}'"
+            )));
+        }
+    }
+    let types: Vec<Option<DataType>> = names
+        .iter()
+        .map(|n| {
+            let v = probe.graph.find_value(n).expect("graph input");
+            input_type(&probe, v)
+        })
+        .collect();
+    let mut noise = vec![0f64; sites.len()];
+    let mut signal = 0f64;
+    let mut plans = Vec::new();
+    let mut start = 0;
+    while start < samples {
+        let rows: Vec<usize> = (start..(start + batch).min(samples)).collect();
+        start += rows.len();
+        let mut inputs = Vec::new();
+        for name in runner.input_names() {
+            if name == PROBE {
+                inputs.push(Array::F32(ndarray::ArrayD::zeros(vec![sites.len()])));
+                continue;
+            }
+            let i = names.iter().position(|n| n == name).expect("a data input");
+            let rows = set.rows_at(name, &rows);
+            inputs.push(match types[i] {
+                Some(t) if t != rows.dtype() => rows.cast(t)?,
+                _ => rows,
+            });
+        }
+        let probe_slot = runner
+            .input_names()
+            .iter()
+            .position(|n| n == PROBE)
+            .expect("the probe input");
+        // Batches of one size share a plan.
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|a| a.shape().to_vec()).collect();
+        if !plans.iter().any(|(s, _)| *s == shapes) {
+            let refs: Vec<&Array> = inputs.iter().collect();
+            plans.push((shapes.clone(), runner.plan(&refs, None)?));
+        }
+        let plan = &plans.iter().find(|(s, _)| *s == shapes).expect("planned").1;
+        let reference = float_outputs(plan, &inputs)?;
+        signal += reference
+            .iter()
+            .map(|y| y.iter().map(|&v| (v as f64).powi(2)).sum::<f64>())
+            .sum::<f64>();
+        for (i, n) in noise.iter_mut().enumerate() {
+            if !active[i] {
+                continue;
+            }
+            let mut selector = ndarray::ArrayD::<f32>::zeros(vec![sites.len()]);
+            selector[i] = 1.0;
+            inputs[probe_slot] = Array::F32(selector);
+            let perturbed = float_outputs(plan, &inputs)?;
+            *n += reference
+                .iter()
+                .zip(&perturbed)
+                .map(|(a, b)| {
+                    a.iter()
+                        .zip(b)
+                        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+                        .sum::<f64>()
+                })
+                .sum::<f64>();
+        }
+    }
+    Ok(noise
+        .into_iter()
+        .zip(active)
+        .map(|(n, a)| a.then(|| n / signal.max(f64::MIN_POSITIVE)))
+        .collect())
+}
+
+fn input_type(model: &Model, v: ValueId) -> Option<DataType> {
+    match &model.graph.node(v.node).kind {
+        NodeKind::Input(info) => match info.r#type.as_ref()?.value.as_ref()? {
+            type_proto::Value::TensorType(t) => DataType::try_from(t.elem_type?).ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The f32 graph outputs of one run, flattened.
+fn float_outputs(plan: &super::Plan, inputs: &[Array]) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::new();
+    plan.run_visit_f32(inputs, |_, view| out.push(view.iter().copied().collect()))?;
+    Ok(out)
+}
+
+/// The model with every site switched by an entry of the probe input; which sites it could
+/// place.
+fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool>)> {
+    let mut probe = model.clone();
+    let selector = {
+        let g = &mut probe.graph;
+        let info = crate::schema::ValueInfoProto {
+            name: Some(PROBE.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(DataType::Float as i32),
+                    shape: Some(TensorShapeProto {
+                        dim: vec![tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(
+                                sites.len() as i64,
+                            )),
+                            denotation: None,
+                        }],
+                    }),
+                })),
+                denotation: None,
+            }),
+            ..Default::default()
+        };
+        let order = g.next_order(None);
+        let id = g.add_node(
+            NodeKind::Input(info),
+            vec![crate::ir::Value::named(PROBE)],
+            order,
+        )?;
+        g.push_input(id);
+        ValueId { node: id, slot: 0 }
+    };
+    let mut active = vec![false; sites.len()];
+    let mut rw = Rewriter::unanchored(&mut probe);
+    for (i, site) in sites.iter().enumerate() {
+        let index = rw.constant(
+            "sensitivity_site",
+            &Array::I64(ndarray::arr0(i as i64).into_dyn()),
+        )?;
+        match site {
+            Perturbation::Weight { value, replacement } => {
+                let original = rw
+                    .graph()
+                    .constant(*value)
+                    .map(|t| t.decode())
+                    .transpose()?;
+                let (Some(Array::F32(w)), Array::F32(r)) = (original, replacement) else {
+                    continue;
+                };
+                if w.shape() != r.shape() {
+                    return Err(Error::invalid(format!(
+                        "sensitivity: replacement of '{}' has shape {:?}, the weight {:?}",
+                        rw.graph().value_name(*value),
+                        r.shape(),
+                        w.shape()
+                    )));
+                }
+                let readers: Vec<_> = rw
+                    .graph()
+                    .uses(*value)
+                    .into_iter()
+                    .filter(|u| {
+                        u.port == crate::ir::Port::Input(1)
+                            && rw.graph().op(u.node).is_some_and(|op| {
+                                op.domain().is_empty()
+                                    && matches!(op.op_type(), "Conv" | "MatMul" | "Gemm")
+                            })
+                    })
+                    .collect();
+                if readers.is_empty() {
+                    continue;
+                }
+                let error = Array::F32(r - &w);
+                let delta = rw.constant("sensitivity_error", &error)?;
+                for reader in readers {
+                    let anchor = rw.set_anchor(reader.node);
+                    let gate = rw.op("Gather", "sensitivity_gate", &[selector, index], vec![])?;
+                    let op = rw.graph().op(reader.node).expect("an op").clone();
+                    let x = rw.graph().input(reader.node, 0).expect("an input");
+                    let extra = rw.op_node(
+                        Op::new(op.op_type(), ""),
+                        "sensitivity_extra",
+                        &[Some(x), Some(delta)],
+                        op.proto.attribute.clone(),
+                        1,
+                    )?;
+                    let extra = ValueId {
+                        node: extra,
+                        slot: 0,
+                    };
+                    let y = ValueId {
+                        node: reader.node,
+                        slot: 0,
+                    };
+                    let scaled = rw.op("Mul", "sensitivity_scaled", &[gate, extra], vec![])?;
+                    let sum = rw.op("Add", "sensitivity_sum", &[y, scaled], vec![])?;
+                    rw.replace(y, sum)?;
+                    rw.set_input(sum.node, 0, Some(y));
+                    rw.restore_anchor(anchor);
+                }
+                active[i] = true;
+            }
+            Perturbation::Grid {
+                value,
+                scale,
+                lo,
+                hi,
+            } => {
+                let v = *value;
+                let anchor = rw.set_anchor(v.node);
+                let scalar = |x: f64| Array::F32(ndarray::arr0(x as f32).into_dyn());
+                let s = rw.constant("sensitivity_scale", &scalar(*scale))?;
+                let (l, h) = (
+                    rw.constant("sensitivity_lo", &scalar(*lo as f64))?,
+                    rw.constant("sensitivity_hi", &scalar(*hi as f64))?,
+                );
+                let gate = rw.op("Gather", "sensitivity_gate", &[selector, index], vec![])?;
+                let divided = rw.op("Div", "sensitivity_q", &[v, s], vec![])?;
+                let q = rw.op("Round", "sensitivity_round", &[divided], vec![])?;
+                let q = rw.op("Max", "sensitivity_lo", &[q, l], vec![])?;
+                let q = rw.op("Min", "sensitivity_hi", &[q, h], vec![])?;
+                let on_grid = rw.op("Mul", "sensitivity_grid", &[q, s], vec![])?;
+                let delta = rw.op("Sub", "sensitivity_delta", &[on_grid, v], vec![])?;
+                let scaled = rw.op("Mul", "sensitivity_scaled", &[gate, delta], vec![])?;
+                let sum = rw.op("Add", "sensitivity_sum", &[v, scaled], vec![])?;
+                rw.replace(v, sum)?;
+                // The probe's own reads of the value stay on the original.
+                for node in [divided.node, delta.node, sum.node] {
+                    let slot = rw
+                        .graph()
+                        .inputs_of(node)
+                        .iter()
+                        .position(|&x| x == Some(sum))
+                        .expect("rewired");
+                    rw.set_input(node, slot, Some(v));
+                }
+                rw.restore_anchor(anchor);
+                active[i] = true;
+            }
+        }
+    }
+    rw.finish()?;
+    Ok((probe, active))
+}
