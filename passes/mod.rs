@@ -26,6 +26,7 @@ mod lower_layer_norm_to_int;
 mod lower_linear_to_integer;
 mod lower_softmax_to_ibert_exp;
 mod lower_softmax_to_shiftmax;
+mod measure_sensitivity;
 mod quantize;
 mod replace_gelu_with_relu;
 mod split_residual_groups;
@@ -215,6 +216,14 @@ pub const PASSES: &[PassInfo] = &[
                 options,
             )?))
         },
+    },
+    PassInfo {
+        name: "measure-sensitivity",
+        summary: "with --sensitivity: the output noise quantizing each planned value alone causes on calibration samples, ranked in the report",
+        exact: true,
+        phases: REPLANS,
+        options: &[],
+        build: |_| Ok(Box::new(measure_sensitivity::MeasureSensitivity)),
     },
     PassInfo {
         name: "lower-linear-to-integer",
@@ -430,14 +439,14 @@ mod stages {
     /// Calibration observes the canonical float model; quantize writes the plans.
     pub const PLAN: Stage = Stage {
         kind: StageKind::Plan,
-        passes: "calibrate,quantize,split-residual-groups",
+        passes: "calibrate,quantize,split-residual-groups,measure-sensitivity",
     };
     /// The correction needs the GELU inputs' statistics; calibrating again then plans the
     /// ReLU model that is actually compiled.
     pub const PLAN_RELU: Stage = Stage {
         kind: StageKind::Plan,
         passes: "calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,quantize,\
-                 split-residual-groups",
+                 split-residual-groups,measure-sensitivity",
     };
     pub const LOWER_LINEAR: Stage = Stage {
         kind: StageKind::Lower,

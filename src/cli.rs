@@ -190,6 +190,17 @@ struct CompileArgs {
     /// activation as `256·hi + lo`) unless --wide-operands chooses the matmuls.
     #[arg(long = "activation-order", value_name = "A", default_value_t = 1)]
     activation_order: u32,
+    /// Measure, on N calibration samples (8 if not given), the output noise quantizing each
+    /// planned value alone causes, and rank them (the report's `sensitivity`; the ten worst are
+    /// printed). Runs the float model once per value.
+    #[arg(
+        long,
+        value_name = "N",
+        num_args = 0..=1,
+        default_missing_value = "8",
+        requires = "calibrate"
+    )]
+    sensitivity: Option<usize>,
     /// Write a machine-readable JSON report of the compilation to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
@@ -507,6 +518,10 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
     options.weight_expansion.check().map_err(|e| {
         anyhow!("--weight-bits/--residual-order/--residual-sparsity/--ensemble: {e}")
     })?;
+    if args.sensitivity == Some(0) {
+        bail!("--sensitivity 0: expected at least one sample");
+    }
+    options.sensitivity = args.sensitivity;
     if !args.calibrate.is_empty() {
         let mut inputs = BTreeMap::new();
         for spec in &args.calibrate {
@@ -578,6 +593,23 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
                 float_between[0]
             ),
         });
+    }
+    if let Some(ranked) = reports.iter().find(|r| !r.sensitivity.is_empty()) {
+        summary.push_str(
+            "  most sensitive (output SQNR with this value alone quantized):
+",
+        );
+        for s in ranked.sensitivity.iter().take(10) {
+            summary.push_str(&format!(
+                "    {:>6.1} dB  {:<10} {:>2} bits  {}  ({})
+",
+                s.output_sqnr_db.unwrap_or(f64::INFINITY),
+                s.kind,
+                s.bits,
+                s.value,
+                s.node
+            ));
+        }
     }
     if let Some(path) = &args.report {
         let report = CompileReport {

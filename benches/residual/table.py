@@ -46,6 +46,8 @@ CONFIGS = [
     ("W4K2", ["--weight-bits", "4", "--residual-order", "2"]),
     ("W4K2 γ=0.5", ["--weight-bits", "4", "--residual-order", "2", "--residual-sparsity", "0.5"]),
     ("W4K2 budget 0.5", ["--weight-bits", "4", "--residual-order", "2", "--residual-budget", "0.5"]),
+    ("W4K2 budget 0.5 layer", ["--weight-bits", "4", "--residual-order", "2", "--residual-budget", "0.5",
+                               "--budget-by", "layer"]),
     ("W3K2", ["--weight-bits", "3", "--residual-order", "2"]),
     ("W2K1", ["--weight-bits", "2"]),
     ("W2K2", ["--weight-bits", "2", "--residual-order", "2"]),

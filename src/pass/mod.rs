@@ -67,6 +67,9 @@ pub struct CompileOptions {
     /// Without calibration data: activation statistics estimated from the model itself, with
     /// this many standard deviations of spread (`--data-free`, `ops::moments`).
     pub data_free: Option<f64>,
+    /// Measure each planned value's output noise on this many calibration samples
+    /// (`--sensitivity`, `measure-sensitivity`).
+    pub sensitivity: Option<usize>,
 }
 
 impl Default for CompileOptions {
@@ -80,6 +83,7 @@ impl Default for CompileOptions {
             wide_operands: Default::default(),
             weight_expansion: Default::default(),
             data_free: None,
+            sensitivity: None,
         }
     }
 }
@@ -184,6 +188,32 @@ pub struct PassReport {
     /// Weights the pass expanded, with the error of each (`split-residual-groups`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<WeightReport>,
+    /// Values ranked by the output noise quantizing each alone causes (`measure-sensitivity`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sensitivity: Vec<SensitivityReport>,
+}
+
+/// The output noise of quantizing one value alone, as planned (`--sensitivity`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SensitivityReport {
+    pub value: String,
+    /// The node that produces it (an activation) or the nodes that read it (a weight).
+    pub node: String,
+    /// `activation` or `weight`.
+    pub kind: String,
+    /// Bits of its grid.
+    pub bits: u32,
+    /// A weight's residual terms (0 for an activation).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub terms: u32,
+    /// `Σ‖y' − y‖² / Σ‖y‖²` over the float outputs and the samples.
+    pub output_noise: f64,
+    /// `−10·log10(output_noise)`; absent when the value is exact on its grid.
+    pub output_sqnr_db: Option<f64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A quantization decision about one value.

@@ -41,15 +41,37 @@ impl Perturbation {
 /// The name of the probe model's selector input.
 const PROBE: &str = "intone_sensitivity_probe";
 
+/// What [`measure`] found.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    /// Per site: the relative output noise of that perturbation alone; `None` where the model
+    /// offers nothing to perturb (a weight no matmul reads).
+    pub alone: Vec<Option<f64>>,
+    /// With every site perturbed at once.
+    pub together: f64,
+    /// Samples run.
+    pub samples: usize,
+}
+
 /// The relative output noise of every perturbation alone, on the first `limit` samples of
-/// `set` (or all of them). Sites this model cannot perturb (a weight no matmul reads) get
-/// `None`.
+/// `set` (or all of them).
 pub fn output_noise(
     model: &Model,
     set: &CalibrationSet,
     sites: &[Perturbation],
     limit: usize,
 ) -> Result<Vec<Option<f64>>> {
+    Ok(measure(model, set, sites, limit, false)?.alone)
+}
+
+/// As [`output_noise`], and (with `together`) the noise of all sites at once.
+pub fn measure(
+    model: &Model,
+    set: &CalibrationSet,
+    sites: &[Perturbation],
+    limit: usize,
+    together: bool,
+) -> Result<Measured> {
     let (probe, active) = probe_model(model, sites)?;
     let runner = Runner::new(&probe)?;
     let samples = set.samples()?.min(limit.max(1));
@@ -75,6 +97,7 @@ pub fn output_noise(
         })
         .collect();
     let mut noise = vec![0f64; sites.len()];
+    let mut all = 0f64;
     let mut signal = 0f64;
     let mut plans = Vec::new();
     let mut start = 0;
@@ -111,15 +134,10 @@ pub fn output_noise(
             .iter()
             .map(|y| y.iter().map(|&v| (v as f64).powi(2)).sum::<f64>())
             .sum::<f64>();
-        for (i, n) in noise.iter_mut().enumerate() {
-            if !active[i] {
-                continue;
-            }
-            let mut selector = ndarray::ArrayD::<f32>::zeros(vec![sites.len()]);
-            selector[i] = 1.0;
+        let mut distance = |selector: ndarray::ArrayD<f32>| -> Result<f64> {
             inputs[probe_slot] = Array::F32(selector);
             let perturbed = float_outputs(plan, &inputs)?;
-            *n += reference
+            Ok(reference
                 .iter()
                 .zip(&perturbed)
                 .map(|(a, b)| {
@@ -128,14 +146,29 @@ pub fn output_noise(
                         .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
                         .sum::<f64>()
                 })
-                .sum::<f64>();
+                .sum::<f64>())
+        };
+        for (i, n) in noise.iter_mut().enumerate() {
+            if active[i] {
+                let mut selector = ndarray::ArrayD::<f32>::zeros(vec![sites.len()]);
+                selector[i] = 1.0;
+                *n += distance(selector)?;
+            }
+        }
+        if together {
+            all += distance(ndarray::ArrayD::<f32>::ones(vec![sites.len()]))?;
         }
     }
-    Ok(noise
-        .into_iter()
-        .zip(active)
-        .map(|(n, a)| a.then(|| n / signal.max(f64::MIN_POSITIVE)))
-        .collect())
+    let relative = |n: f64| n / signal.max(f64::MIN_POSITIVE);
+    Ok(Measured {
+        alone: noise
+            .into_iter()
+            .zip(active)
+            .map(|(n, a)| a.then(|| relative(n)))
+            .collect(),
+        together: relative(all),
+        samples,
+    })
 }
 
 fn input_type(model: &Model, v: ValueId) -> Option<DataType> {

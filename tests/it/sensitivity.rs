@@ -92,3 +92,76 @@ fn each_perturbation_alone_gives_the_output_noise_the_float_model_would_show() {
     );
     assert!((first - one).abs() <= 1e-4 * one, "{first} vs {one}");
 }
+
+#[test]
+fn measure_sensitivity_ranks_every_planned_value_by_its_output_noise() {
+    let (x, w1, w2) = (
+        data(&[6, 3], 7, 1.0),
+        data(&[3, 4], 8, 0.5),
+        data(&[4, 2], 9, 0.5),
+    );
+    let model = ModelBuilder::new(17)
+        .input("x", F32, &[D::S("n"), D::N(3)])
+        .init("w1", w1.clone())
+        .init("w2", w2.clone())
+        .node("MatMul", &["x", "w1"], &["h"])
+        .node("Relu", &["h"], &["r"])
+        .node("MatMul", &["r", "w2"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(2)])
+        .model();
+    let mut options = calibrated(&[("x", x.clone())]);
+    options.sensitivity = Some(16);
+    let case = crate::lowerings::lower(
+        model,
+        "calibrate,quantize,split-residual-groups",
+        "measure-sensitivity",
+        &options,
+    );
+    // An analysis: the graph is as it was.
+    assert_eq!(
+        intone::onnx::text::model_to_text(&case.after).unwrap(),
+        case.before
+    );
+    let ranked = &case.report.sensitivity;
+    let names: Vec<(&str, &str)> = ranked
+        .iter()
+        .map(|s| (s.value.as_str(), s.kind.as_str()))
+        .collect();
+    for expected in [("x", "activation"), ("w1", "weight"), ("w2", "weight")] {
+        assert!(names.contains(&expected), "{names:?}");
+    }
+    assert!(
+        ranked
+            .windows(2)
+            .all(|p| p[0].output_noise >= p[1].output_noise),
+        "{ranked:?}"
+    );
+    assert!(ranked.iter().all(|s| s.output_noise > 0.0), "{ranked:?}");
+    assert!(
+        case.report
+            .remarks
+            .iter()
+            .any(|r| r.message.contains("all of them at once")),
+        "{:?}",
+        case.report.remarks
+    );
+    // The input's row is its planned grid applied to it alone.
+    let g = &case.after.graph;
+    let plan = g.value(g.find_value("x").unwrap()).plan.clone().unwrap();
+    let intone::ir::quant::Scale::PerTensor(s) = plan.scale else {
+        panic!("per-tensor input plan")
+    };
+    let levels = plan.levels() as f64;
+    let lo = if plan.signed { -levels } else { 0.0 };
+    let (x, w1, w2) = (matrix(&x), matrix(&w1), matrix(&w2));
+    let forward = |x: &Array2<f64>| x.dot(&w1).mapv(|v| v.max(0.0)).dot(&w2);
+    let rounded = x.mapv(|v| (v / s).round_ties_even().clamp(lo, levels) * s);
+    let expected = noise(&forward(&x), &forward(&rounded));
+    let got = ranked.iter().find(|r| r.value == "x").unwrap();
+    assert!(
+        (got.output_noise - expected).abs() <= 1e-3 * expected,
+        "{} vs {expected}",
+        got.output_noise
+    );
+    assert_eq!(got.output_sqnr_db, Some(-10.0 * got.output_noise.log10()));
+}
