@@ -1,19 +1,21 @@
 //! `measure-sensitivity`: with `--sensitivity`, the output noise that quantizing each planned
-//! value alone causes, measured on calibration samples (`runner::sensitivity`), ranked in the
-//! report. Activations are rounded onto their planned grid, weights replaced by their planned
-//! expansion (terms, grid, kept channels); everything else stays float. The noise is
-//! `Σ‖y' − y‖² / Σ‖y‖²` over the float outputs; its inverse in decibels is the output SQNR.
+//! weight alone causes (replaced by its planned expansion: terms, grid, kept channels; the rest
+//! of the model float), measured on calibration samples (`runner::sensitivity`), ranked in the
+//! report. The noise is `Σ‖y' − y‖² / Σ‖y‖²` over the float outputs; its inverse in decibels
+//! is the output SQNR. Activations are measured after the compilation, on the integer
+//! representations it chose (the CLI, `runner::sensitivity::represented_values`): their plans
+//! here do not say which values an integer form will hold.
 //!
 //! An analysis: the graph is unchanged. Without `--sensitivity` it does nothing, so compile
 //! time is unchanged.
 
 use super::prelude::*;
 
-use crate::ir::quant::{Granularity, Scale};
-use crate::ir::{Array, DataType};
+use crate::ir::Array;
+use crate::ir::quant::Granularity;
 use crate::lower::residual::expand_weight;
 use crate::pass::SensitivityReport;
-use crate::runner::sensitivity::{Perturbation, measure};
+use crate::runner::sensitivity::{Perturbation, Probe, measure, sqnr_db};
 
 pub struct MeasureSensitivity;
 
@@ -28,7 +30,6 @@ impl Pass for MeasureSensitivity {
                     .into(),
             ));
         };
-        let facts = cx.facts(model)?;
         let g = &model.graph;
         let mut sites = Vec::new();
         let mut rows = Vec::new();
@@ -38,35 +39,6 @@ impl Pass for MeasureSensitivity {
         for id in sources.into_iter().chain(g.topological_order()?) {
             for v in g.outputs_of(id).collect::<Vec<_>>() {
                 let value = g.value(v);
-                if let Some(plan) = &value.plan {
-                    let Scale::PerTensor(scale) = plan.scale else {
-                        cx.remark(
-                            g.describe(id),
-                            format!(
-                                "'{}': per-channel activation scales are not measured",
-                                g.value_name(v)
-                            ),
-                        );
-                        continue;
-                    };
-                    if facts.get(v).and_then(|f| f.dtype) != Some(DataType::Float) {
-                        continue;
-                    }
-                    let levels = plan.levels();
-                    sites.push(Perturbation::Grid {
-                        value: v,
-                        scale,
-                        lo: if plan.signed { -levels } else { 0 },
-                        hi: levels,
-                    });
-                    rows.push(SensitivityReport {
-                        value: g.value_name(v).to_string(),
-                        node: g.describe(id),
-                        kind: "activation".into(),
-                        bits: plan.bits,
-                        ..Default::default()
-                    });
-                }
                 if let (Some(plan), Some(t)) = (&value.weight_plan, g.constant(v)) {
                     let (Granularity::PerChannel { axis }, None, Ok(Array::F32(w))) =
                         (&plan.granularity, plan.ensemble_branch, t.decode())
@@ -98,7 +70,12 @@ impl Pass for MeasureSensitivity {
                 }
             }
         }
-        let measured = measure(model, &set, &sites, samples, true)?;
+        let probe = Probe {
+            set: &set,
+            samples,
+            objective: &cx.options.objective,
+        };
+        let measured = measure(model, probe, &sites, true)?;
         cx.report.matched = sites.len();
         cx.report.samples = Some(measured.samples);
         let mut report: Vec<SensitivityReport> = rows
@@ -120,7 +97,7 @@ impl Pass for MeasureSensitivity {
         cx.remark(
             "<sensitivity>",
             format!(
-                "{} values quantized one at a time on {} samples; all of them at once: output noise {:.3e} ({:.1} dB SQNR)",
+                "{} weights quantized one at a time on {} samples; all of them at once: output noise {:.3e} ({:.1} dB SQNR)",
                 report.len(),
                 measured.samples,
                 measured.together,
@@ -130,9 +107,4 @@ impl Pass for MeasureSensitivity {
         cx.report.sensitivity = report;
         Ok(())
     }
-}
-
-/// The output SQNR in decibels; `None` for no noise at all.
-fn sqnr_db(noise: f64) -> Option<f64> {
-    (noise > 0.0).then(|| -10.0 * noise.log10())
 }

@@ -23,7 +23,7 @@ use crate::lower::residual::{
 };
 use crate::pass::WeightReport;
 use crate::quant::{BudgetBy, WeightExpansion};
-use crate::runner::sensitivity::{Perturbation, output_noise};
+use crate::runner::sensitivity::{Perturbation, Probe, output_noise};
 use std::collections::HashMap;
 
 pub struct SplitResidualGroups {
@@ -109,7 +109,12 @@ impl Pass for SplitResidualGroups {
         let mut measured = vec![None; planned.len()];
         if let (Some(budget), true) = (settings.budget, settings.order > 1) {
             if let (BudgetBy::Output, Some(set)) = (settings.budget_by, &cx.options.calibration) {
-                measured = measure_output_noise(model, set, &planned, &settings)?;
+                let probe = Probe {
+                    set,
+                    samples: SENSITIVITY_SAMPLES,
+                    objective: &cx.options.objective,
+                };
+                measured = measure_output_noise(model, probe, &planned, &settings)?;
                 cx.remark(
                     "<residual budget>",
                     format!(
@@ -450,7 +455,7 @@ const SENSITIVITY_SAMPLES: usize = 16;
 /// budget does not rank.
 fn measure_output_noise(
     model: &Model,
-    set: &crate::pass::CalibrationSet,
+    probe: Probe,
     planned: &[(NodeId, Found, ndarray::ArrayD<f32>, u64)],
     settings: &WeightExpansion,
 ) -> Result<Vec<Option<f64>>> {
@@ -469,7 +474,7 @@ fn measure_output_noise(
             replacement: crate::ir::Array::F32(single.mapv(|v| v as f32)),
         });
     }
-    let noise = output_noise(model, set, &sites, SENSITIVITY_SAMPLES)?;
+    let noise = output_noise(model, probe, &sites)?;
     Ok(site_of
         .into_iter()
         .map(|s| s.and_then(|i| noise[i]))

@@ -201,6 +201,10 @@ struct CompileArgs {
         requires = "calibrate"
     )]
     sensitivity: Option<usize>,
+    /// The graph output (repeatable) that --sensitivity and the measured --residual-budget
+    /// judge the noise at, e.g. the embedding a task reads; every float output by default.
+    #[arg(long, value_name = "OUTPUT")]
+    objective: Vec<String>,
     /// Write a machine-readable JSON report of the compilation to this file.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
@@ -406,6 +410,9 @@ struct CompileReport {
     /// an integer-only model).
     float_between: Vec<String>,
     passes: Vec<PassReport>,
+    /// `--sensitivity`: every value ranked by the output noise quantizing it alone causes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sensitivity: Option<intone::runner::sensitivity::Ranking>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timings: Option<Timings>,
 }
@@ -522,6 +529,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         bail!("--sensitivity 0: expected at least one sample");
     }
     options.sensitivity = args.sensitivity;
+    options.objective = args.objective.clone();
     if !args.calibrate.is_empty() {
         let mut inputs = BTreeMap::new();
         for spec in &args.calibrate {
@@ -545,6 +553,8 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
     }
 
     let mut model = intone::onnx::load(&args.input)?;
+    // `--sensitivity` perturbs the float model as loaded.
+    let float_model = options.sensitivity.map(|_| model.clone());
     let loaded = Instant::now();
     let ops_before = op_counts(&model);
     let reports = manager.run(&mut model, &options)?;
@@ -594,15 +604,33 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             ),
         });
     }
-    if let Some(ranked) = reports.iter().find(|r| !r.sensitivity.is_empty()) {
-        summary.push_str(
-            "  most sensitive (output SQNR with this value alone quantized):
-",
-        );
-        for s in ranked.sensitivity.iter().take(10) {
+    let sensitivity = match (&float_model, options.sensitivity, &options.calibration) {
+        (Some(float), Some(samples), Some(set)) => {
+            let weights: Vec<_> = reports
+                .iter()
+                .flat_map(|r| r.sensitivity.iter().cloned())
+                .collect();
+            let probe = intone::runner::sensitivity::Probe {
+                set,
+                samples,
+                objective: &options.objective,
+            };
+            Some(intone::runner::sensitivity::rank(
+                float, &model, probe, &weights,
+            )?)
+        }
+        _ => None,
+    };
+    if let Some(ranking) = &sensitivity {
+        summary.push_str(&format!(
+            "  sensitivity on {} samples (all activations on their grids at once: {:.1} dB output SQNR); most sensitive alone:\n",
+            ranking.samples,
+            intone::runner::sensitivity::sqnr_db(ranking.activations_together)
+                .unwrap_or(f64::INFINITY)
+        ));
+        for s in ranking.ranked.iter().take(10) {
             summary.push_str(&format!(
-                "    {:>6.1} dB  {:<10} {:>2} bits  {}  ({})
-",
+                "    {:>6.1} dB  {:<10} {:>2} bits  {}  ({})\n",
                 s.output_sqnr_db.unwrap_or(f64::INFINITY),
                 s.kind,
                 s.bits,
@@ -638,6 +666,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
                 total: (saved - start).as_secs_f64(),
             }),
             passes: reports,
+            sensitivity,
         };
         let json = serde_json::to_string_pretty(&report)?;
         write_atomically(path, json.as_bytes())?;

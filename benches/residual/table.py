@@ -103,19 +103,22 @@ def cosine(a, b):
 
 class Model:
     """name, float model, calibration feeds, evaluate(path) -> (measure, outputs), latency feeds,
-    --input-shape pins, the feeds tract and onnxruntime are compared on."""
+    --input-shape pins, the feeds tract and onnxruntime are compared on, and the output the task
+    reads (--objective of the measured budget) when the model has several."""
 
-    def __init__(self, name, path, calib, evaluate, feeds, metric, pin=(), exact_feeds=None):
+    def __init__(self, name, path, calib, evaluate, feeds, metric, pin=(), exact_feeds=None, objective=None):
         self.name, self.path, self.calib, self.evaluate = name, path, calib, evaluate
         self.feeds, self.metric, self.pin = feeds, metric, list(pin)
         self.exact_feeds = exact_feeds or feeds
+        self.objective = ["--objective", objective] if objective else []
 
 
-def from_task(task, pin=()):
+def from_task(task, pin=(), objective=None):
     def evaluate(path):
         m, _, out = task.evaluate(path, None)
         return m, out
-    return Model(task.name, task.path, task.calib, evaluate, task.latency_feeds, task.metric, pin)
+    return Model(task.name, task.path, task.calib, evaluate, task.latency_feeds, task.metric, pin,
+                 objective=objective)
 
 
 def digits_cnn():
@@ -150,12 +153,15 @@ def real_cnn(cnn, name):
 
 def models(args):
     found = [from_task(q.digits_task(17)),
-             from_task(q.wordsim_task("paraphrase-MiniLM-L3", os.path.join(q.SHARED, "paraphrase_minilm_l3_v2_opset17.onnx"), "461")),
+             from_task(q.wordsim_task("paraphrase-MiniLM-L3", os.path.join(q.SHARED, "paraphrase_minilm_l3_v2_opset17.onnx"), "461"),
+                       objective="461"),
              digits_cnn()]
     if args.real:
         real = os.path.join(args.real, "models")
-        found.append(from_task(q.wordsim_task("all-MiniLM-L6-v2", os.path.join(real, "all_minilm_l6_v2_opset17.onnx"), "sentence_embedding")))
-        found.append(from_task(q.image_task("DINOv2-S backbone", os.path.join(real, "dinov2s_imgfocus_backbone_224_opset17.onnx"), "pixel_values", "cls_embedding")))
+        found.append(from_task(q.wordsim_task("all-MiniLM-L6-v2", os.path.join(real, "all_minilm_l6_v2_opset17.onnx"), "sentence_embedding"),
+                               objective="sentence_embedding"))
+        found.append(from_task(q.image_task("DINOv2-S backbone", os.path.join(real, "dinov2s_imgfocus_backbone_224_opset17.onnx"), "pixel_values", "cls_embedding"),
+                               objective="cls_embedding"))
         cnn = os.path.join(args.real, "cnn")
         for name in ("open_nsfw_resnet50_tf2onnx_opset9", "pplcnet_text_orientation_paddle_opset15",
                      "orinet_orientation_pytorch_opset17"):
@@ -203,7 +209,7 @@ def measure(args, model, tag, extra, tmp, base):
         calib = []
     try:
         run([args.intone, "compile", model.path, "-o", out, "--pipeline", "ivit", "--report", report,
-             *calib, *model.pin, *extra])
+             *calib, *model.pin, *model.objective, *extra])
     except RuntimeError as e:
         return [tag, f"compile failed: {e}"] + ["—"] * 9
     rep = json.load(open(report))

@@ -70,6 +70,9 @@ pub struct CompileOptions {
     /// Measure each planned value's output noise on this many calibration samples
     /// (`--sensitivity`, `measure-sensitivity`).
     pub sensitivity: Option<usize>,
+    /// The graph outputs measured sensitivity is judged at (every float output when empty):
+    /// `--objective`.
+    pub objective: Vec<String>,
 }
 
 impl Default for CompileOptions {
@@ -84,6 +87,7 @@ impl Default for CompileOptions {
             weight_expansion: Default::default(),
             data_free: None,
             sensitivity: None,
+            objective: Vec::new(),
         }
     }
 }

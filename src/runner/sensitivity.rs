@@ -1,14 +1,14 @@
 //! Measured sensitivity: the output noise each perturbation of a float model causes alone.
 //!
-//! One probe model answers every site: each site `i` adds `g_i·(perturbed − original)` to the
-//! value it perturbs, where `g` is an extra graph input (a float vector, one entry per site).
+//! One probe model answers every site: each site `i` selects the perturbed value instead of the
+//! original where `g_i > 0`, `g` an extra graph input (a float vector, one entry per site).
 //! Running with `g = 0` gives the float outputs; with `g = e_i`, site `i` alone. Weights are
 //! perturbed through an extra matmul on the weight's error (the weight stays a constant, so
 //! tract keeps its fast kernels), values by rounding them onto their planned grid.
 //! The noise is `Σ‖y_i − y‖² / Σ‖y‖²` over the float graph outputs and the samples.
 
 use crate::ir::{Array, DataType, Model, NodeKind, Op, ValueId};
-use crate::pass::{CalibrationSet, Rewriter};
+use crate::pass::{CalibrationSet, Rewriter, SensitivityReport};
 use crate::schema::{TensorShapeProto, TypeProto, tensor_shape_proto, type_proto};
 use crate::{Error, Result};
 
@@ -20,11 +20,12 @@ pub enum Perturbation {
     /// Every Conv, MatMul or Gemm reading this constant weight (as its second input) computes
     /// with `replacement` instead.
     Weight { value: ValueId, replacement: Array },
-    /// The value rounded to `scale·q`, `q` an integer in `lo..=hi` (round half to even, as
-    /// ONNX Round).
+    /// The value as `scale·(q − zero_point)`, `q = round(x/scale) + zero_point` (half to
+    /// even, as ONNX Round) clamped to `lo..=hi`.
     Grid {
         value: ValueId,
         scale: f64,
+        zero_point: i64,
         lo: i64,
         hi: i64,
     },
@@ -53,25 +54,51 @@ pub struct Measured {
     pub samples: usize,
 }
 
-/// The relative output noise of every perturbation alone, on the first `limit` samples of
-/// `set` (or all of them).
+/// What the noise is measured on: the first `samples` samples of `set` (or all of them), at
+/// the `objective` graph outputs (every float output when empty).
+#[derive(Clone, Copy, Debug)]
+pub struct Probe<'a> {
+    pub set: &'a CalibrationSet,
+    pub samples: usize,
+    pub objective: &'a [String],
+}
+
+/// The relative output noise of every perturbation alone.
 pub fn output_noise(
     model: &Model,
-    set: &CalibrationSet,
+    probe: Probe,
     sites: &[Perturbation],
-    limit: usize,
 ) -> Result<Vec<Option<f64>>> {
-    Ok(measure(model, set, sites, limit, false)?.alone)
+    Ok(measure(model, probe, sites, false)?.alone)
 }
 
 /// As [`output_noise`], and (with `together`) the noise of all sites at once.
 pub fn measure(
     model: &Model,
-    set: &CalibrationSet,
+    probe: Probe,
     sites: &[Perturbation],
-    limit: usize,
     together: bool,
 ) -> Result<Measured> {
+    let Probe {
+        set,
+        samples: limit,
+        objective,
+    } = probe;
+    let outputs: Vec<String> = model
+        .graph
+        .outputs()
+        .iter()
+        .map(|o| model.graph.value_name(o.value).to_string())
+        .collect();
+    for name in objective {
+        if !outputs.contains(name) {
+            return Err(Error::Usage(format!(
+                "--objective {name}: the model has no output of that name (outputs: {})",
+                outputs.join(", ")
+            )));
+        }
+    }
+    let judged = (!objective.is_empty()).then_some(objective);
     let (probe, active) = probe_model(model, sites)?;
     let runner = Runner::new(&probe)?;
     let samples = set.samples()?.min(limit.max(1));
@@ -126,7 +153,7 @@ pub fn measure(
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|a| a.shape().to_vec()).collect();
         if !plans.iter().any(|(s, _)| *s == shapes) {
             let refs: Vec<&Array> = inputs.iter().collect();
-            plans.push((shapes.clone(), runner.plan(&refs, None)?));
+            plans.push((shapes.clone(), runner.plan(&refs, judged)?));
         }
         let plan = &plans.iter().find(|(s, _)| *s == shapes).expect("planned").1;
         let reference = float_outputs(plan, &inputs)?;
@@ -168,6 +195,130 @@ pub fn measure(
             .collect(),
         together: relative(all),
         samples,
+    })
+}
+
+/// The compiled model's integer representations of the float model's values, each as a
+/// [`Perturbation::Grid`] of the float value (with its name and bits): per float value the
+/// coarsest per-tensor representation of at most 16 bits (int32 accumulators add no rounding
+/// worth measuring). Also how many represented values the float model does not name (values a
+/// fusion created).
+pub fn represented_values(
+    float: &Model,
+    compiled: &Model,
+) -> Result<(Vec<(Perturbation, String, u32)>, usize)> {
+    let g = &compiled.graph;
+    let mut chosen: std::collections::BTreeMap<String, (f64, Perturbation, u32)> =
+        Default::default();
+    let mut unnamed = std::collections::BTreeSet::new();
+    for id in g.topological_order()? {
+        for v in g.outputs_of(id) {
+            let value = g.value(v);
+            let (Some(q), Some(origin)) = (&value.quant, &value.origin) else {
+                continue;
+            };
+            let crate::ir::quant::Scale::PerTensor(scale) = q.scale else {
+                continue;
+            };
+            if q.bits > 16 || !(scale > 0.0) {
+                continue;
+            }
+            let Some(source) = float.graph.find_value(origin) else {
+                unnamed.insert(origin.clone());
+                continue;
+            };
+            if float.graph.constant(source).is_some() {
+                continue;
+            }
+            let (lo, hi) = q.range.unwrap_or_else(|| {
+                let (l, h) = if q.signed {
+                    (-(1i64 << (q.bits - 1)), (1i64 << (q.bits - 1)) - 1)
+                } else {
+                    (0, (1i64 << q.bits) - 1)
+                };
+                (l + q.zero_point, h + q.zero_point)
+            });
+            let site = Perturbation::Grid {
+                value: source,
+                scale,
+                zero_point: q.zero_point,
+                lo,
+                hi,
+            };
+            match chosen.get(origin) {
+                Some((s, _, _)) if *s >= scale => {}
+                _ => {
+                    chosen.insert(origin.clone(), (scale, site, q.bits));
+                }
+            }
+        }
+    }
+    Ok((
+        chosen
+            .into_iter()
+            .map(|(name, (_, site, bits))| (site, name, bits))
+            .collect(),
+        unnamed.len(),
+    ))
+}
+
+/// The output SQNR in decibels of a relative noise; `None` for no noise at all.
+pub fn sqnr_db(noise: f64) -> Option<f64> {
+    (noise > 0.0).then(|| -10.0 * noise.log10())
+}
+
+/// `--sensitivity`: every value of a compiled model, ranked by the output noise quantizing it
+/// alone causes in the float model.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Ranking {
+    pub samples: usize,
+    /// The output noise with every activation on its integer grid at once (weights float).
+    pub activations_together: f64,
+    /// Represented values the float model has no name for (values a fusion created).
+    pub unnamed: usize,
+    /// Activations (measured here) and weights (measured by `measure-sensitivity`), worst first.
+    pub ranked: Vec<SensitivityReport>,
+}
+
+/// Measures the activations of `compiled` as represented (`represented_values`) and ranks them
+/// together with the `weights` rows.
+pub fn rank(
+    float: &Model,
+    compiled: &Model,
+    probe: Probe,
+    weights: &[SensitivityReport],
+) -> Result<Ranking> {
+    let (values, unnamed) = represented_values(float, compiled)?;
+    let sites: Vec<Perturbation> = values.iter().map(|(s, _, _)| s.clone()).collect();
+    let measured = measure(float, probe, &sites, true)?;
+    let g = &float.graph;
+    let mut ranked: Vec<SensitivityReport> = values
+        .iter()
+        .zip(&measured.alone)
+        .filter_map(|((site, name, bits), noise)| {
+            let n = (*noise)?;
+            Some(SensitivityReport {
+                value: name.clone(),
+                node: g.describe(site.value().node),
+                kind: "activation".into(),
+                bits: *bits,
+                terms: 0,
+                output_noise: n,
+                output_sqnr_db: sqnr_db(n),
+            })
+        })
+        .collect();
+    ranked.extend(weights.iter().cloned());
+    ranked.sort_by(|a, b| {
+        b.output_noise
+            .total_cmp(&a.output_noise)
+            .then_with(|| a.value.cmp(&b.value))
+    });
+    Ok(Ranking {
+        samples: measured.samples,
+        activations_together: measured.together,
+        unnamed,
+        ranked,
     })
 }
 
@@ -265,7 +416,7 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
                 let delta = rw.constant("sensitivity_error", &error)?;
                 for reader in readers {
                     let anchor = rw.set_anchor(reader.node);
-                    let gate = rw.op("Gather", "sensitivity_gate", &[selector, index], vec![])?;
+                    let gate = gate(&mut rw, selector, index)?;
                     let op = rw.graph().op(reader.node).expect("an op").clone();
                     let x = rw.graph().input(reader.node, 0).expect("an input");
                     let extra = rw.op_node(
@@ -283,10 +434,13 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
                         node: reader.node,
                         slot: 0,
                     };
-                    let scaled = rw.op("Mul", "sensitivity_scaled", &[gate, extra], vec![])?;
-                    let sum = rw.op("Add", "sensitivity_sum", &[y, scaled], vec![])?;
-                    rw.replace(y, sum)?;
-                    rw.set_input(sum.node, 0, Some(y));
+                    let sum = rw.op("Add", "sensitivity_sum", &[y, extra], vec![])?;
+                    let chosen =
+                        rw.op("Where", "sensitivity_chosen", &[gate, sum, y], vec![])?;
+                    rw.replace(y, chosen)?;
+                    for node in [sum.node, chosen.node] {
+                        keep_reading(&mut rw, node, chosen, y);
+                    }
                     rw.restore_anchor(anchor);
                 }
                 active[i] = true;
@@ -294,6 +448,7 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
             Perturbation::Grid {
                 value,
                 scale,
+                zero_point,
                 lo,
                 hi,
             } => {
@@ -301,29 +456,22 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
                 let anchor = rw.set_anchor(v.node);
                 let scalar = |x: f64| Array::F32(ndarray::arr0(x as f32).into_dyn());
                 let s = rw.constant("sensitivity_scale", &scalar(*scale))?;
+                // Clamping the rounded `x/s` to `lo − zp..=hi − zp` is clamping `q`.
                 let (l, h) = (
-                    rw.constant("sensitivity_lo", &scalar(*lo as f64))?,
-                    rw.constant("sensitivity_hi", &scalar(*hi as f64))?,
+                    rw.constant("sensitivity_lo", &scalar((lo - zero_point) as f64))?,
+                    rw.constant("sensitivity_hi", &scalar((hi - zero_point) as f64))?,
                 );
-                let gate = rw.op("Gather", "sensitivity_gate", &[selector, index], vec![])?;
+                let gate = gate(&mut rw, selector, index)?;
                 let divided = rw.op("Div", "sensitivity_q", &[v, s], vec![])?;
                 let q = rw.op("Round", "sensitivity_round", &[divided], vec![])?;
                 let q = rw.op("Max", "sensitivity_lo", &[q, l], vec![])?;
                 let q = rw.op("Min", "sensitivity_hi", &[q, h], vec![])?;
                 let on_grid = rw.op("Mul", "sensitivity_grid", &[q, s], vec![])?;
-                let delta = rw.op("Sub", "sensitivity_delta", &[on_grid, v], vec![])?;
-                let scaled = rw.op("Mul", "sensitivity_scaled", &[gate, delta], vec![])?;
-                let sum = rw.op("Add", "sensitivity_sum", &[v, scaled], vec![])?;
-                rw.replace(v, sum)?;
+                let chosen = rw.op("Where", "sensitivity_chosen", &[gate, on_grid, v], vec![])?;
+                rw.replace(v, chosen)?;
                 // The probe's own reads of the value stay on the original.
-                for node in [divided.node, delta.node, sum.node] {
-                    let slot = rw
-                        .graph()
-                        .inputs_of(node)
-                        .iter()
-                        .position(|&x| x == Some(sum))
-                        .expect("rewired");
-                    rw.set_input(node, slot, Some(v));
+                for node in [divided.node, chosen.node] {
+                    keep_reading(&mut rw, node, chosen, v);
                 }
                 rw.restore_anchor(anchor);
                 active[i] = true;
@@ -332,4 +480,22 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
     }
     rw.finish()?;
     Ok((probe, active))
+}
+
+/// `probe[index] > 0`: whether a site is on. A select, not `x + g·δ`: a value holding ±inf
+/// (an additive attention mask) would turn `0·δ` into NaN.
+fn gate(rw: &mut Rewriter, selector: ValueId, index: ValueId) -> Result<ValueId> {
+    let zero = rw.constant("sensitivity_off", &Array::F32(ndarray::arr0(0f32).into_dyn()))?;
+    let g = rw.op("Gather", "sensitivity_gate", &[selector, index], vec![])?;
+    rw.op("Greater", "sensitivity_on", &[g, zero], vec![])
+}
+
+/// Points `node`'s reads of `from` (where `replace` rewired them) back at `to`.
+fn keep_reading(rw: &mut Rewriter, node: crate::ir::NodeId, from: ValueId, to: ValueId) {
+    let inputs = rw.graph().inputs_of(node);
+    for (slot, x) in inputs.iter().enumerate() {
+        if *x == Some(from) {
+            rw.set_input(node, slot, Some(to));
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! alone (a weight replaced, a value rounded onto a grid), as the float model would compute it.
 
 use intone::ir::Array;
-use intone::runner::sensitivity::{Perturbation, output_noise};
+use intone::runner::sensitivity::{Perturbation, Probe, output_noise};
 use ndarray::Array2;
 
 use crate::build::*;
@@ -45,6 +45,7 @@ fn each_perturbation_alone_gives_the_output_noise_the_float_model_would_show() {
         Perturbation::Grid {
             value: value("h"),
             scale: 0.25,
+            zero_point: 0,
             lo: -3,
             hi: 3,
         },
@@ -66,7 +67,12 @@ fn each_perturbation_alone_gives_the_output_noise_the_float_model_would_show() {
         batch: 2,
         ..set.clone()
     };
-    let measured = output_noise(&model, &set, &sites, 16).unwrap();
+    let probe = |samples: usize| Probe {
+        set: &set,
+        samples,
+        objective: &[],
+    };
+    let measured = output_noise(&model, probe(16), &sites).unwrap();
 
     let (x, w1, w2, r1) = (matrix(&x), matrix(&w1), matrix(&w2), matrix(&r1));
     let bias = ndarray::Array1::from(data(&[2], 5, 1.0).to_f64_vec());
@@ -85,16 +91,28 @@ fn each_perturbation_alone_gives_the_output_noise_the_float_model_would_show() {
     assert_eq!(measured[2], Some(0.0));
     assert_eq!(measured[3], None);
     // Fewer samples than the set holds: only those count.
-    let first = output_noise(&model, &set, &sites[..1], 1).unwrap()[0].unwrap();
+    let first = output_noise(&model, probe(1), &sites[..1]).unwrap()[0].unwrap();
     let one = noise(
         &y.slice(ndarray::s![0..1, ..]).to_owned(),
         &(x.slice(ndarray::s![0..1, ..]).dot(&r1).dot(&w2) + &bias),
     );
     assert!((first - one).abs() <= 1e-4 * one, "{first} vs {one}");
+    // An objective that is not an output is a usage error that names the outputs.
+    let wrong = ["z2".to_string()];
+    let err = output_noise(
+        &model,
+        Probe {
+            objective: &wrong,
+            ..probe(16)
+        },
+        &sites,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("outputs: y"), "{err}");
 }
 
-#[test]
-fn measure_sensitivity_ranks_every_planned_value_by_its_output_noise() {
+/// x → MatMul w1 → Relu → MatMul w2 → y, and six samples of x.
+fn two_layer_model() -> (intone::ir::Model, Array, Array, Array) {
     let (x, w1, w2) = (
         data(&[6, 3], 7, 1.0),
         data(&[3, 4], 8, 0.5),
@@ -109,34 +127,28 @@ fn measure_sensitivity_ranks_every_planned_value_by_its_output_noise() {
         .node("MatMul", &["r", "w2"], &["y"])
         .output("y", F32, &[D::S("n"), D::N(2)])
         .model();
-    let mut options = calibrated(&[("x", x.clone())]);
+    (model, x, w1, w2)
+}
+
+#[test]
+fn measure_sensitivity_ranks_every_planned_weight_by_its_output_noise() {
+    let (model, x, _, _) = two_layer_model();
+    let mut options = calibrated(&[("x", x)]);
     options.sensitivity = Some(16);
     let case = crate::lowerings::lower(
-        model,
+        model.clone(),
         "calibrate,quantize,split-residual-groups",
         "measure-sensitivity",
         &options,
     );
     // An analysis: the graph is as it was.
-    assert_eq!(
-        intone::onnx::text::model_to_text(&case.after).unwrap(),
-        case.before
-    );
+    assert_eq!(intone::onnx::text::model_to_text(&case.after).unwrap(), case.before);
     let ranked = &case.report.sensitivity;
-    let names: Vec<(&str, &str)> = ranked
-        .iter()
-        .map(|s| (s.value.as_str(), s.kind.as_str()))
-        .collect();
-    for expected in [("x", "activation"), ("w1", "weight"), ("w2", "weight")] {
-        assert!(names.contains(&expected), "{names:?}");
-    }
-    assert!(
-        ranked
-            .windows(2)
-            .all(|p| p[0].output_noise >= p[1].output_noise),
-        "{ranked:?}"
-    );
-    assert!(ranked.iter().all(|s| s.output_noise > 0.0), "{ranked:?}");
+    let mut names: Vec<&str> = ranked.iter().map(|s| s.value.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["w1", "w2"]);
+    assert!(ranked.iter().all(|s| s.kind == "weight" && s.terms == 1 && s.bits == 8));
+    assert!(ranked[0].output_noise >= ranked[1].output_noise && ranked[1].output_noise > 0.0);
     assert!(
         case.report
             .remarks
@@ -145,23 +157,65 @@ fn measure_sensitivity_ranks_every_planned_value_by_its_output_noise() {
         "{:?}",
         case.report.remarks
     );
-    // The input's row is its planned grid applied to it alone.
-    let g = &case.after.graph;
-    let plan = g.value(g.find_value("x").unwrap()).plan.clone().unwrap();
-    let intone::ir::quant::Scale::PerTensor(s) = plan.scale else {
-        panic!("per-tensor input plan")
-    };
-    let levels = plan.levels() as f64;
-    let lo = if plan.signed { -levels } else { 0.0 };
+    // Without the flag: nothing measured.
+    options.sensitivity = None;
+    let quiet = crate::lowerings::lower(
+        model,
+        "calibrate,quantize,split-residual-groups",
+        "measure-sensitivity",
+        &options,
+    );
+    assert!(quiet.report.sensitivity.is_empty() && quiet.report.remarks.is_empty());
+}
+
+#[test]
+fn compile_with_sensitivity_ranks_activations_on_the_grids_the_compiled_model_uses() {
+    let (model, x, w1, w2) = two_layer_model();
+    let dir = crate::tempdir();
+    let (input, calib, output, report) = (
+        dir.path().join("m.onnx"),
+        dir.path().join("x.npy"),
+        dir.path().join("m.int.onnx"),
+        dir.path().join("r.json"),
+    );
+    intone::onnx::save(&model, &input).unwrap();
+    intone::npy::write(&calib, &x).unwrap();
+    let out = crate::intone()
+        .args(["compile", input.to_str().unwrap(), "-o", output.to_str().unwrap()])
+        .args(["--pipeline", "linear", "--sensitivity", "--report", report.to_str().unwrap()])
+        .arg(format!("--calibrate=x={}", calib.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sensitivity on 6 samples"), "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let ranked = json["sensitivity"]["ranked"].as_array().unwrap();
+    let row = |name: &str| ranked.iter().find(|r| r["value"] == name).cloned();
+    let kinds: Vec<(&str, &str)> = ranked
+        .iter()
+        .map(|r| (r["value"].as_str().unwrap(), r["kind"].as_str().unwrap()))
+        .collect();
+    for expected in [("x", "activation"), ("w1", "weight"), ("w2", "weight")] {
+        assert!(kinds.contains(&expected), "{kinds:?}");
+    }
+    let noises: Vec<f64> = ranked.iter().map(|r| r["output_noise"].as_f64().unwrap()).collect();
+    assert!(noises.windows(2).all(|p| p[0] >= p[1]), "{noises:?}");
+    // The input's row is the compiled model's own grid for it (the value map), applied alone.
+    let compiled = intone::onnx::load(&output).unwrap();
+    let map = intone::lower::value_map::read(&compiled).unwrap();
+    let entry = map
+        .iter()
+        .filter(|e| e.source == "x" && e.bits <= 16)
+        .max_by(|a, b| a.scale[0].total_cmp(&b.scale[0]))
+        .unwrap();
+    let (s, zp) = (entry.scale[0], entry.zero_point as f64);
+    let (lo, hi) = if zp == 0.0 { (-127.0, 127.0) } else { (0.0, 255.0) };
     let (x, w1, w2) = (matrix(&x), matrix(&w1), matrix(&w2));
     let forward = |x: &Array2<f64>| x.dot(&w1).mapv(|v| v.max(0.0)).dot(&w2);
-    let rounded = x.mapv(|v| (v / s).round_ties_even().clamp(lo, levels) * s);
+    let rounded = x.mapv(|v| ((v / s).round_ties_even() + zp).clamp(lo, hi) * s - zp * s);
     let expected = noise(&forward(&x), &forward(&rounded));
-    let got = ranked.iter().find(|r| r.value == "x").unwrap();
-    assert!(
-        (got.output_noise - expected).abs() <= 1e-3 * expected,
-        "{} vs {expected}",
-        got.output_noise
-    );
-    assert_eq!(got.output_sqnr_db, Some(-10.0 * got.output_noise.log10()));
+    let got = row("x").unwrap()["output_noise"].as_f64().unwrap();
+    assert!((got - expected).abs() <= 1e-3 * expected, "{got} vs {expected}");
 }

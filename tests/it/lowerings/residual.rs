@@ -437,22 +437,26 @@ fn the_measured_budget_goes_to_the_layer_whose_noise_reaches_the_output() {
         .output("ya", F32, &[D::S("n"), D::N(4)])
         .output("yb", F32, &[D::S("n"), D::N(4)])
         .model();
-    let options = calibrated(&[("x", data(&[8, 6], 4, 1.0))]);
-    let kept = |by: &str| {
+    let mut options = calibrated(&[("x", data(&[8, 6], 4, 1.0))]);
+    let kept = |by: &str, options: &CompileOptions| {
         let spec = format!("split-residual-groups(bits=4,order=2,budget=0.5,budget-by={by})");
-        let case = lower(model.clone(), PLANNED, &spec, &options);
+        let case = lower(model.clone(), PLANNED, &spec, options);
         let weights = &case.report.weights;
         let by_name = |n: &str| weights.iter().find(|w| w.weight == n).unwrap().clone();
         (by_name("wa"), by_name("wb"))
     };
-    let (a, b) = kept("layer");
+    let (a, b) = kept("layer", &options);
     assert_eq!((a.residual_channels, b.residual_channels), (2, 2));
     assert_eq!((a.output_noise, b.output_noise), (None, None));
-    let (a, b) = kept("output");
+    let (a, b) = kept("output", &options);
     assert_eq!((a.residual_channels, b.residual_channels), (0, 4));
     let (na, nb) = (a.output_noise.unwrap(), b.output_noise.unwrap());
     // Each weight's noise power reaches the outputs scaled by its own output's share.
     assert!(na > 0.0 && nb > 1e5 * na, "{na} vs {nb}");
+    // Judged at the scaled output alone, the first layer is the one that matters.
+    options.objective = vec!["ya".into()];
+    let (a, b) = kept("output", &options);
+    assert_eq!((a.residual_channels, b.residual_channels), (4, 0));
 }
 
 #[test]
