@@ -25,6 +25,7 @@ use crate::Error;
 use crate::ir::quant::{ActivationPlan, Granularity, Scale, WeightPlan};
 use crate::pass::ValueReport;
 use crate::quant::{CalibrationMethod, WideOperands};
+use crate::runner::sensitivity::{DEFAULT_SAMPLES, Perturbation, Probe, output_noise};
 
 pub struct Quantize {
     bits: u32,
@@ -119,13 +120,19 @@ impl Pass for Quantize {
             }
         }
         let facts = cx.facts(model)?;
-        let weights = weight_operands(
+        let probe = cx.options.calibration.as_ref().map(|set| Probe {
+            set,
+            samples: DEFAULT_SAMPLES,
+            objective: &cx.options.objective,
+        });
+        let (weights, measured_db) = weight_operands(
             model,
             &facts,
             &order,
             cx.options.wide_operands,
             method,
             self.bits,
+            probe,
         )?;
         let wide: std::collections::HashSet<ValueId> = weights
             .iter()
@@ -206,6 +213,12 @@ impl Pass for Quantize {
                             self.bits
                         );
                     }
+                    if let Some(db) = measured_db.get(&v) {
+                        why += &format!(
+                            "; at {} bits alone the model's output SQNR measured {db:.1} dB",
+                            self.bits
+                        );
+                    }
                     why
                 },
             });
@@ -263,6 +276,8 @@ struct WeightOperand {
     noise: Option<f64>,
 }
 
+/// The weight operands, and for `measured=F` the output SQNR (dB) each candidate activation's
+/// rounding at `bits` alone measured.
 fn weight_operands(
     model: &Model,
     facts: &crate::ops::GraphFacts,
@@ -270,7 +285,8 @@ fn weight_operands(
     wide: WideOperands,
     method: CalibrationMethod,
     bits: u32,
-) -> Result<Vec<WeightOperand>> {
+    probe: Option<Probe>,
+) -> Result<(Vec<WeightOperand>, std::collections::HashMap<ValueId, f64>)> {
     let g = &model.graph;
     let mut found = Vec::new();
     for &id in order {
@@ -325,6 +341,7 @@ fn weight_operands(
             noise,
         });
     }
+    let mut measured_db = std::collections::HashMap::new();
     let chosen: Vec<bool> = match wide {
         WideOperands::None => vec![false; found.len()],
         WideOperands::All => vec![true; found.len()],
@@ -350,6 +367,15 @@ fn weight_operands(
             }
             chosen
         }
+        WideOperands::Measured(fraction) => {
+            let noise = measured_noise(model, &found, method, bits, probe)?;
+            for (&v, &n) in &noise {
+                if n > 0.0 {
+                    measured_db.insert(v, -10.0 * n.log10());
+                }
+            }
+            spend_on_activations(&found, &noise, fraction)
+        }
     };
     // An activation read by several matmuls has one plan: wide for all of them if any.
     let wide_activations: std::collections::HashSet<ValueId> = found
@@ -363,7 +389,107 @@ fn weight_operands(
             w.activation_terms = 2;
         }
     }
-    Ok(found)
+    Ok((found, measured_db))
+}
+
+/// Per activation that a (non-depthwise) weight matmul reads: the model's output noise when it
+/// alone is rounded to its `bits`-bit grid, measured on calibration samples; without data, the
+/// worst estimate of its matmuls (`WeightOperand::noise`).
+fn measured_noise(
+    model: &Model,
+    found: &[WeightOperand],
+    method: CalibrationMethod,
+    bits: u32,
+    probe: Option<Probe>,
+) -> Result<std::collections::HashMap<ValueId, f64>> {
+    let g = &model.graph;
+    let mut activations: Vec<ValueId> = Vec::new();
+    for w in found {
+        if !w.depthwise
+            && g.constant(w.activation).is_none()
+            && !activations.contains(&w.activation)
+        {
+            activations.push(w.activation);
+        }
+    }
+    let Some(probe) = probe else {
+        let mut estimate = std::collections::HashMap::new();
+        for w in found.iter().filter(|w| activations.contains(&w.activation)) {
+            if let Some(n) = w.noise {
+                let worst = estimate.entry(w.activation).or_insert(n);
+                *worst = f64::max(*worst, n);
+            }
+        }
+        return Ok(estimate);
+    };
+    let mut sites = Vec::new();
+    let mut measured_values = Vec::new();
+    for &v in &activations {
+        let Some(x) = g.value(v).stats.clone().filter(|s| s.count > 0) else {
+            continue;
+        };
+        let signed = x.min < 0.0;
+        let levels = crate::quant::levels(bits, signed);
+        let clip = portable_clip(x.clip(method, levels as f64));
+        if !(clip > 0.0) {
+            continue;
+        }
+        sites.push(Perturbation::Grid {
+            value: v,
+            scale: (clip / levels as f64) as f32 as f64,
+            zero_point: 0,
+            lo: if signed { -levels } else { 0 },
+            hi: levels,
+        });
+        measured_values.push(v);
+    }
+    let noise = output_noise(model, probe, &sites)?;
+    Ok(measured_values
+        .into_iter()
+        .zip(noise)
+        .filter_map(|(v, n)| Some((v, n?)))
+        .collect())
+}
+
+/// `measured=F`: widens activations in order of output noise per extra MAC (the MACs of every
+/// matmul reading them), while the extra MACs stay within `fraction` of all weight matmuls'.
+fn spend_on_activations(
+    found: &[WeightOperand],
+    noise: &std::collections::HashMap<ValueId, f64>,
+    fraction: f64,
+) -> Vec<bool> {
+    let total: i64 = found.iter().map(|w| w.macs).sum();
+    let mut cost: Vec<(ValueId, i64)> = Vec::new();
+    for w in found
+        .iter()
+        .filter(|w| !w.depthwise && noise.contains_key(&w.activation))
+    {
+        match cost.iter_mut().find(|(v, _)| *v == w.activation) {
+            Some((_, c)) => *c += w.macs,
+            None => cost.push((w.activation, w.macs)),
+        }
+    }
+    let per_mac = |(v, c): &(ValueId, i64)| noise[v] / (*c).max(1) as f64;
+    // Ties go to the earlier activation (the order of `found`).
+    let mut ranked: Vec<usize> = (0..cost.len()).collect();
+    ranked.sort_by(|&a, &b| {
+        per_mac(&cost[b])
+            .total_cmp(&per_mac(&cost[a]))
+            .then(a.cmp(&b))
+    });
+    let mut spent = 0i64;
+    let mut wide = std::collections::HashSet::new();
+    for i in ranked {
+        let (v, c) = cost[i];
+        if (spent + c) as f64 <= fraction * total as f64 {
+            spent += c;
+            wide.insert(v);
+        }
+    }
+    found
+        .iter()
+        .map(|w| !w.depthwise && wide.contains(&w.activation))
+        .collect()
 }
 
 /// `clip` rounded up to 16 significant bits. The engines' float kernels (tract's Tanh and Exp)

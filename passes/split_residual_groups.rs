@@ -23,7 +23,7 @@ use crate::lower::residual::{
 };
 use crate::pass::WeightReport;
 use crate::quant::{BudgetBy, WeightExpansion};
-use crate::runner::sensitivity::{Perturbation, Probe, output_noise};
+use crate::runner::sensitivity::{DEFAULT_SAMPLES, Perturbation, Probe, output_noise};
 use std::collections::HashMap;
 
 pub struct SplitResidualGroups {
@@ -111,7 +111,7 @@ impl Pass for SplitResidualGroups {
             if let (BudgetBy::Output, Some(set)) = (settings.budget_by, &cx.options.calibration) {
                 let probe = Probe {
                     set,
-                    samples: SENSITIVITY_SAMPLES,
+                    samples: DEFAULT_SAMPLES,
                     objective: &cx.options.objective,
                 };
                 measured = measure_output_noise(model, probe, &planned, &settings)?;
@@ -120,7 +120,7 @@ impl Pass for SplitResidualGroups {
                     format!(
                         "output noise of {} layers measured one at a time on {} calibration samples",
                         measured.iter().flatten().count(),
-                        set.samples()?.min(SENSITIVITY_SAMPLES)
+                        set.samples()?.min(DEFAULT_SAMPLES)
                     ),
                 );
             }
@@ -446,9 +446,6 @@ fn reached_from(model: &Model, values: &[ValueId]) -> Result<std::collections::H
     }
     Ok(reached)
 }
-
-/// Calibration samples the measured budget runs (each runs once per layer, plus once).
-const SENSITIVITY_SAMPLES: usize = 16;
 
 /// Per planned weight: the model's output noise (relative to its power) when that weight
 /// alone is its single b-bit term, measured on calibration samples; `None` for weights the

@@ -132,6 +132,10 @@ pub enum WideOperands {
     /// The cheapest weight matmuls first (fewest MACs), while the extra MACs stay within this
     /// fraction of the model's.
     Budget(f64),
+    /// The activations whose 8-bit rounding alone costs the model's output the most noise per
+    /// extra MAC, measured on calibration samples, while the extra MACs stay within this
+    /// fraction of the model's.
+    Measured(f64),
     /// Every Conv/MatMul/Gemm with a constant weight.
     All,
 }
@@ -142,6 +146,7 @@ impl std::fmt::Display for WideOperands {
             WideOperands::None => f.write_str("none"),
             WideOperands::Auto { sqnr_db } => write!(f, "auto={sqnr_db}"),
             WideOperands::Budget(b) => write!(f, "budget={b}"),
+            WideOperands::Measured(b) => write!(f, "measured={b}"),
             WideOperands::All => f.write_str("all"),
         }
     }
@@ -157,12 +162,21 @@ impl std::str::FromStr for WideOperands {
                 sqnr_db: DEFAULT_WIDE_SQNR_DB,
             }),
             other => {
-                let bad =
-                    || format!("'{other}' is not none, auto[=DB], budget=F (F in [0, 1]) or all");
+                let bad = || {
+                    format!(
+                        "'{other}' is not none, auto[=DB], budget=F, measured=F (F in [0, 1]) or all"
+                    )
+                };
                 if let Some(db) = other.strip_prefix("auto=") {
                     return match db.parse::<f64>() {
                         Ok(sqnr_db) if sqnr_db.is_finite() => Ok(WideOperands::Auto { sqnr_db }),
                         _ => Err(bad()),
+                    };
+                }
+                if let Some(Ok(b)) = other.strip_prefix("measured=").map(str::parse::<f64>) {
+                    return match (0.0..=1.0).contains(&b) {
+                        true => Ok(WideOperands::Measured(b)),
+                        false => Err(bad()),
                     };
                 }
                 match other.strip_prefix("budget=").map(str::parse::<f64>) {

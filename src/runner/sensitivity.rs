@@ -39,6 +39,10 @@ impl Perturbation {
     }
 }
 
+/// Calibration samples a measurement runs when nothing else is asked (each runs once per site,
+/// plus once).
+pub const DEFAULT_SAMPLES: usize = 16;
+
 /// The name of the probe model's selector input.
 const PROBE: &str = "intone_sensitivity_probe";
 
@@ -435,8 +439,7 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
                         slot: 0,
                     };
                     let sum = rw.op("Add", "sensitivity_sum", &[y, extra], vec![])?;
-                    let chosen =
-                        rw.op("Where", "sensitivity_chosen", &[gate, sum, y], vec![])?;
+                    let chosen = rw.op("Where", "sensitivity_chosen", &[gate, sum, y], vec![])?;
                     rw.replace(y, chosen)?;
                     for node in [sum.node, chosen.node] {
                         keep_reading(&mut rw, node, chosen, y);
@@ -485,7 +488,10 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
 /// `probe[index] > 0`: whether a site is on. A select, not `x + g·δ`: a value holding ±inf
 /// (an additive attention mask) would turn `0·δ` into NaN.
 fn gate(rw: &mut Rewriter, selector: ValueId, index: ValueId) -> Result<ValueId> {
-    let zero = rw.constant("sensitivity_off", &Array::F32(ndarray::arr0(0f32).into_dyn()))?;
+    let zero = rw.constant(
+        "sensitivity_off",
+        &Array::F32(ndarray::arr0(0f32).into_dyn()),
+    )?;
     let g = rw.op("Gather", "sensitivity_gate", &[selector, index], vec![])?;
     rw.op("Greater", "sensitivity_on", &[g, zero], vec![])
 }

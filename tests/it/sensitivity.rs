@@ -142,12 +142,19 @@ fn measure_sensitivity_ranks_every_planned_weight_by_its_output_noise() {
         &options,
     );
     // An analysis: the graph is as it was.
-    assert_eq!(intone::onnx::text::model_to_text(&case.after).unwrap(), case.before);
+    assert_eq!(
+        intone::onnx::text::model_to_text(&case.after).unwrap(),
+        case.before
+    );
     let ranked = &case.report.sensitivity;
     let mut names: Vec<&str> = ranked.iter().map(|s| s.value.as_str()).collect();
     names.sort();
     assert_eq!(names, ["w1", "w2"]);
-    assert!(ranked.iter().all(|s| s.kind == "weight" && s.terms == 1 && s.bits == 8));
+    assert!(
+        ranked
+            .iter()
+            .all(|s| s.kind == "weight" && s.terms == 1 && s.bits == 8)
+    );
     assert!(ranked[0].output_noise >= ranked[1].output_noise && ranked[1].output_noise > 0.0);
     assert!(
         case.report
@@ -181,12 +188,27 @@ fn compile_with_sensitivity_ranks_activations_on_the_grids_the_compiled_model_us
     intone::onnx::save(&model, &input).unwrap();
     intone::npy::write(&calib, &x).unwrap();
     let out = crate::intone()
-        .args(["compile", input.to_str().unwrap(), "-o", output.to_str().unwrap()])
-        .args(["--pipeline", "linear", "--sensitivity", "--report", report.to_str().unwrap()])
+        .args([
+            "compile",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+        ])
+        .args([
+            "--pipeline",
+            "linear",
+            "--sensitivity",
+            "--report",
+            report.to_str().unwrap(),
+        ])
         .arg(format!("--calibrate=x={}", calib.display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sensitivity on 6 samples"), "{stderr}");
     let json: serde_json::Value =
@@ -200,7 +222,10 @@ fn compile_with_sensitivity_ranks_activations_on_the_grids_the_compiled_model_us
     for expected in [("x", "activation"), ("w1", "weight"), ("w2", "weight")] {
         assert!(kinds.contains(&expected), "{kinds:?}");
     }
-    let noises: Vec<f64> = ranked.iter().map(|r| r["output_noise"].as_f64().unwrap()).collect();
+    let noises: Vec<f64> = ranked
+        .iter()
+        .map(|r| r["output_noise"].as_f64().unwrap())
+        .collect();
     assert!(noises.windows(2).all(|p| p[0] >= p[1]), "{noises:?}");
     // The input's row is the compiled model's own grid for it (the value map), applied alone.
     let compiled = intone::onnx::load(&output).unwrap();
@@ -211,11 +236,18 @@ fn compile_with_sensitivity_ranks_activations_on_the_grids_the_compiled_model_us
         .max_by(|a, b| a.scale[0].total_cmp(&b.scale[0]))
         .unwrap();
     let (s, zp) = (entry.scale[0], entry.zero_point as f64);
-    let (lo, hi) = if zp == 0.0 { (-127.0, 127.0) } else { (0.0, 255.0) };
+    let (lo, hi) = if zp == 0.0 {
+        (-127.0, 127.0)
+    } else {
+        (0.0, 255.0)
+    };
     let (x, w1, w2) = (matrix(&x), matrix(&w1), matrix(&w2));
     let forward = |x: &Array2<f64>| x.dot(&w1).mapv(|v| v.max(0.0)).dot(&w2);
     let rounded = x.mapv(|v| ((v / s).round_ties_even() + zp).clamp(lo, hi) * s - zp * s);
     let expected = noise(&forward(&x), &forward(&rounded));
     let got = row("x").unwrap()["output_noise"].as_f64().unwrap();
-    assert!((got - expected).abs() <= 1e-3 * expected, "{got} vs {expected}");
+    assert!(
+        (got - expected).abs() <= 1e-3 * expected,
+        "{got} vs {expected}"
+    );
 }

@@ -677,6 +677,52 @@ fn auto_wide_operands_take_the_activations_whose_rounding_is_loud() {
 }
 
 #[test]
+fn measured_wide_operands_take_the_activation_whose_rounding_reaches_the_output() {
+    // As above, but b's matmul output leaves the model a thousandfold smaller: b's rounding is
+    // loud at its own matmul (the estimate auto reads) and faint at the model's outputs.
+    let a = data(&[64, 4], 0, 2.0);
+    let mut b = data(&[64, 4], 3, 0.02).to_f64_vec();
+    b[17] = 20.0;
+    let b = Array::from_vec(&[64, 4], b.iter().map(|&v| v as f32).collect()).unwrap();
+    let model = ModelBuilder::new(18)
+        .input("a", F32, &[D::S("n"), D::N(4)])
+        .input("b", F32, &[D::S("n"), D::N(4)])
+        .init("w1", data(&[4, 4], 1, 0.5))
+        .node("MatMul", &["a", "w1"], &["ya"])
+        .init("w2", data(&[4, 4], 2, 0.5))
+        .node("MatMul", &["b", "w2"], &["c"])
+        .init("small", scalar_f32(1e-3))
+        .node("Mul", &["c", "small"], &["yb"])
+        .output("ya", F32, &[D::S("n"), D::N(4)])
+        .output("yb", F32, &[D::S("n"), D::N(4)])
+        .model();
+    let with = |which: &str, objective: &[&str]| CompileOptions {
+        wide_operands: which.parse().unwrap(),
+        objective: objective.iter().map(|s| s.to_string()).collect(),
+        ..calibrated(&[("a", a.clone()), ("b", b.clone())])
+    };
+    let bits = |options: &CompileOptions| {
+        let (_, reports) = run(model.clone(), PLANNED, options);
+        let quantize = reports.iter().find(|r| r.pass == "quantize").unwrap();
+        let of = |v: &str| quantize.values.iter().find(|r| r.value == v).unwrap().clone();
+        (of("a"), of("b"))
+    };
+    // Half the MACs: one of the two.
+    let (ra, rb) = bits(&with("measured=0.5", &[]));
+    assert_eq!((ra.bits, rb.bits), (16, 8), "{} | {}", ra.why, rb.why);
+    assert!(ra.why.contains("output SQNR measured"), "{}", ra.why);
+    assert_eq!((bits(&with("auto", &[])).0.bits, bits(&with("auto", &[])).1.bits), (8, 16));
+    // Judged at yb alone, b is the one.
+    let (ra, rb) = bits(&with("measured=0.5", &["yb"]));
+    assert_eq!((ra.bits, rb.bits), (8, 16));
+    let (ra, rb) = bits(&with("measured=1", &[]));
+    assert_eq!((ra.bits, rb.bits), (16, 16));
+    let (ra, rb) = bits(&with("measured=0", &[]));
+    assert_eq!((ra.bits, rb.bits), (8, 8));
+    assert!("measured=1.5".parse::<intone::quant::WideOperands>().is_err());
+}
+
+#[test]
 fn a_constant_too_large_for_a_fine_per_channel_scale_adds_at_the_wide_form() {
     // A depthwise output (16-bit input, int8 weights) scaled per channel, one channel by
     // 1e-6, then shifted by 10: 10 at that channel's scale overflows int32.
