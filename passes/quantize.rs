@@ -125,7 +125,11 @@ impl Pass for Quantize {
             samples: DEFAULT_SAMPLES,
             objective: &cx.options.objective,
         });
-        let (weights, measured_db) = weight_operands(
+        let WeightOperands {
+            found: weights,
+            measured_db,
+            extra_wide,
+        } = weight_operands(
             model,
             &facts,
             &order,
@@ -138,6 +142,7 @@ impl Pass for Quantize {
             .iter()
             .filter(|w| w.activation_terms == 2 || w.depthwise)
             .map(|w| w.activation)
+            .chain(extra_wide)
             .collect();
         // Per activation, the lowest output SQNR its rounding at `bits` would leave a matmul at.
         let mut sqnr_db = std::collections::HashMap::<ValueId, f64>::new();
@@ -276,8 +281,18 @@ struct WeightOperand {
     noise: Option<f64>,
 }
 
-/// The weight operands, and for `measured=F` the output SQNR (dB) each candidate activation's
-/// rounding at `bits` alone measured.
+/// What `weight_operands` decided.
+struct WeightOperands {
+    found: Vec<WeightOperand>,
+    /// `measured=F`: the output SQNR (dB) each candidate activation's rounding at `bits` alone
+    /// measured.
+    measured_db: std::collections::HashMap<ValueId, f64>,
+    /// `measured=F`: activations that get 16 bits for the activation × activation matmuls
+    /// reading them (the weight matmuls' are in `found`).
+    extra_wide: std::collections::HashSet<ValueId>,
+}
+
+/// The weight operands of the model's matmuls and which activations enter them wide.
 fn weight_operands(
     model: &Model,
     facts: &crate::ops::GraphFacts,
@@ -286,11 +301,28 @@ fn weight_operands(
     method: CalibrationMethod,
     bits: u32,
     probe: Option<Probe>,
-) -> Result<(Vec<WeightOperand>, std::collections::HashMap<ValueId, f64>)> {
+) -> Result<WeightOperands> {
     let g = &model.graph;
     let mut found = Vec::new();
+    // Left operands of activation × activation MatMuls, with their MACs.
+    let mut attention: Vec<(ValueId, i64)> = Vec::new();
+    let known = |v: ValueId| -> Option<Vec<i64>> {
+        let shape = facts.get(v)?.shape.as_ref()?;
+        Some(shape.iter().map(|d| d.known().unwrap_or(1)).collect())
+    };
     for &id in order {
         let op = g.op(id).expect("op");
+        if let ("MatMul", "", [Some(a), Some(b)]) =
+            (op.op_type(), op.domain(), g.inputs_of(id).as_slice())
+        {
+            if g.constant(*a).is_none() && g.constant(*b).is_none() {
+                let outputs: i64 =
+                    known(ValueId { node: id, slot: 0 }).map_or(1, |s| s.iter().product());
+                let k = known(*a).and_then(|s| s.last().copied()).unwrap_or(1);
+                attention.push((*a, outputs.max(1) * k.max(1)));
+                continue;
+            }
+        }
         let Some(w) = g.input(id, 1).filter(|&w| {
             g.constant(w)
                 .is_some_and(|t| t.dtype().ok() == Some(crate::ir::DataType::Float))
@@ -342,6 +374,8 @@ fn weight_operands(
         });
     }
     let mut measured_db = std::collections::HashMap::new();
+    // Activations widened for activation × activation matmuls (`measured` only).
+    let mut extra_wide = std::collections::HashSet::new();
     let chosen: Vec<bool> = match wide {
         WideOperands::None => vec![false; found.len()],
         WideOperands::All => vec![true; found.len()],
@@ -368,13 +402,20 @@ fn weight_operands(
             chosen
         }
         WideOperands::Measured(fraction) => {
-            let noise = measured_noise(model, &found, method, bits, probe)?;
+            let candidates = wide_candidates(model, &found, &attention);
+            let noise = measured_noise(model, &candidates, &found, method, bits, probe)?;
             for (&v, &n) in &noise {
                 if n > 0.0 {
                     measured_db.insert(v, -10.0 * n.log10());
                 }
             }
-            spend_on_activations(&found, &noise, fraction)
+            let total = found.iter().map(|w| w.macs).sum::<i64>()
+                + attention.iter().map(|(_, m)| m).sum::<i64>();
+            extra_wide = spend_on_activations(&candidates, &noise, fraction, total);
+            found
+                .iter()
+                .map(|w| !w.depthwise && extra_wide.contains(&w.activation))
+                .collect()
         }
     };
     // An activation read by several matmuls has one plan: wide for all of them if any.
@@ -389,32 +430,57 @@ fn weight_operands(
             w.activation_terms = 2;
         }
     }
-    Ok((found, measured_db))
+    Ok(WeightOperands {
+        found,
+        measured_db,
+        extra_wide,
+    })
 }
 
-/// Per activation that a (non-depthwise) weight matmul reads: the model's output noise when it
-/// alone is rounded to its `bits`-bit grid, measured on calibration samples; without data, the
-/// worst estimate of its matmuls (`WeightOperand::noise`).
+/// The activation operands `measured=F` may widen: those of the (non-depthwise) weight matmuls
+/// and the left operands of activation × activation MatMuls (attention probabilities), each
+/// with the MACs of every matmul that reads it.
+fn wide_candidates(
+    model: &Model,
+    found: &[WeightOperand],
+    attention: &[(ValueId, i64)],
+) -> Vec<(ValueId, i64)> {
+    let g = &model.graph;
+    let mut cost: Vec<(ValueId, i64)> = Vec::new();
+    let weight_reads = found
+        .iter()
+        .filter(|w| !w.depthwise)
+        .map(|w| (w.activation, w.macs));
+    for (v, macs) in weight_reads.chain(attention.iter().copied()) {
+        if g.constant(v).is_some() {
+            continue;
+        }
+        match cost.iter_mut().find(|(a, _)| *a == v) {
+            Some((_, c)) => *c += macs,
+            None => cost.push((v, macs)),
+        }
+    }
+    cost
+}
+
+/// Per candidate activation: the model's output noise when it alone is rounded to its
+/// `bits`-bit grid, measured on calibration samples; without data, the worst estimate of its
+/// weight matmuls (`WeightOperand::noise`; none for attention operands).
 fn measured_noise(
     model: &Model,
+    candidates: &[(ValueId, i64)],
     found: &[WeightOperand],
     method: CalibrationMethod,
     bits: u32,
     probe: Option<Probe>,
 ) -> Result<std::collections::HashMap<ValueId, f64>> {
     let g = &model.graph;
-    let mut activations: Vec<ValueId> = Vec::new();
-    for w in found {
-        if !w.depthwise
-            && g.constant(w.activation).is_none()
-            && !activations.contains(&w.activation)
-        {
-            activations.push(w.activation);
-        }
-    }
     let Some(probe) = probe else {
         let mut estimate = std::collections::HashMap::new();
-        for w in found.iter().filter(|w| activations.contains(&w.activation)) {
+        for w in found
+            .iter()
+            .filter(|w| candidates.iter().any(|(v, _)| *v == w.activation))
+        {
             if let Some(n) = w.noise {
                 let worst = estimate.entry(w.activation).or_insert(n);
                 *worst = f64::max(*worst, n);
@@ -424,14 +490,14 @@ fn measured_noise(
     };
     let mut sites = Vec::new();
     let mut measured_values = Vec::new();
-    for &v in &activations {
+    for &(v, _) in candidates {
         let Some(x) = g.value(v).stats.clone().filter(|s| s.count > 0) else {
             continue;
         };
         let signed = x.min < 0.0;
         let levels = crate::quant::levels(bits, signed);
         let clip = portable_clip(x.clip(method, levels as f64));
-        if !(clip > 0.0) {
+        if clip.is_nan() || clip <= 0.0 {
             continue;
         }
         sites.push(Perturbation::Grid {
@@ -451,45 +517,36 @@ fn measured_noise(
         .collect())
 }
 
-/// `measured=F`: widens activations in order of output noise per extra MAC (the MACs of every
-/// matmul reading them), while the extra MACs stay within `fraction` of all weight matmuls'.
+/// `measured=F`: the activations to widen, in order of output noise per extra MAC, while the
+/// extra MACs stay within `fraction` of `total`. Ties go to the earlier candidate.
 fn spend_on_activations(
-    found: &[WeightOperand],
+    candidates: &[(ValueId, i64)],
     noise: &std::collections::HashMap<ValueId, f64>,
     fraction: f64,
-) -> Vec<bool> {
-    let total: i64 = found.iter().map(|w| w.macs).sum();
-    let mut cost: Vec<(ValueId, i64)> = Vec::new();
-    for w in found
+    total: i64,
+) -> std::collections::HashSet<ValueId> {
+    let measured: Vec<(ValueId, i64)> = candidates
         .iter()
-        .filter(|w| !w.depthwise && noise.contains_key(&w.activation))
-    {
-        match cost.iter_mut().find(|(v, _)| *v == w.activation) {
-            Some((_, c)) => *c += w.macs,
-            None => cost.push((w.activation, w.macs)),
-        }
-    }
+        .copied()
+        .filter(|(v, _)| noise.contains_key(v))
+        .collect();
     let per_mac = |(v, c): &(ValueId, i64)| noise[v] / (*c).max(1) as f64;
-    // Ties go to the earlier activation (the order of `found`).
-    let mut ranked: Vec<usize> = (0..cost.len()).collect();
+    let mut ranked: Vec<usize> = (0..measured.len()).collect();
     ranked.sort_by(|&a, &b| {
-        per_mac(&cost[b])
-            .total_cmp(&per_mac(&cost[a]))
+        per_mac(&measured[b])
+            .total_cmp(&per_mac(&measured[a]))
             .then(a.cmp(&b))
     });
     let mut spent = 0i64;
     let mut wide = std::collections::HashSet::new();
     for i in ranked {
-        let (v, c) = cost[i];
+        let (v, c) = measured[i];
         if (spent + c) as f64 <= fraction * total as f64 {
             spent += c;
             wide.insert(v);
         }
     }
-    found
-        .iter()
-        .map(|w| !w.depthwise && wide.contains(&w.activation))
-        .collect()
+    wide
 }
 
 /// `clip` rounded up to 16 significant bits. The engines' float kernels (tract's Tanh and Exp)

@@ -136,9 +136,13 @@ pub(super) fn lower_matmul(
         return Ok(Outcome::Kept("constant weight is not f32".into()));
     }
     // Activation × activation (attention scores, attention-weighted values).
+    let k = lw.dim_or_bound(b, 1) as i128;
+    if let Some(rep) = two_term_activations(lw, a, b, k)? {
+        lw.set_rep(y, rep, 32, true);
+        return Ok(Outcome::Lowered);
+    }
     let ra = lw.operand(a, Form::OperandA)?;
     let rb = lw.operand(b, Form::OperandB)?;
-    let k = lw.dim_or_bound(b, 1) as i128;
     let bound = k * ra.magnitude() * rb.magnitude();
     if bound >= i32::MAX as i128 {
         return Ok(Outcome::Kept(format!(
@@ -163,6 +167,51 @@ pub(super) fn lower_matmul(
     };
     lw.set_rep(y, rep, 32, true);
     Ok(Outcome::Lowered)
+}
+
+/// `a·b` of two activations where `a` is planned wide (9–16 bits, `--wide-operands measured`):
+/// `256·(hi·b) + lo·b`, two 8-bit integer matmuls on the same `b`, when every partial sum and
+/// their total stay in int32 over `k` inputs; `None` otherwise (then `a` enters at 8 bits).
+fn two_term_activations(
+    lw: &mut Lowering,
+    a: ValueId,
+    b: ValueId,
+    k: i128,
+) -> Result<Option<IntRep>> {
+    let Some((target, [(_, hi), (_, lo)])) = two_term_target(lw, a)? else {
+        return Ok(None);
+    };
+    let span = |r: (i64, i64)| (r.0 as i128).abs().max((r.1 as i128).abs());
+    let rb = lw.operand(b, Form::OperandB)?;
+    let bound = k * (TERM_BASE as i128 * span(hi) + span(lo)) * rb.magnitude();
+    if bound >= i32::MAX as i128 {
+        return Ok(None);
+    }
+    let (hi, lo) = split_terms(lw, a, &target)?;
+    let b_zp = zero_point_input(lw, &rb)?;
+    let product = |lw: &mut Lowering, term: &IntRep| -> Result<ValueId> {
+        let zp = zero_point_input(lw, term)?;
+        let acc = lw.rw.op_node(
+            Op::new("MatMulInteger", ""),
+            "matmul",
+            &operand_inputs(term.value, rb.value, zp, b_zp),
+            vec![],
+            1,
+        )?;
+        Ok(out(acc, 0))
+    };
+    let high = product(lw, &hi)?;
+    let low = product(lw, &lo)?;
+    let base = lw.constant("term_base", &Array::scalar(TERM_BASE as i32))?;
+    let high = lw.op("Mul", "high_part", &[high, base], vec![])?;
+    let sum = lw.op("Add", "terms", &[high, low], vec![])?;
+    Ok(Some(IntRep {
+        value: sum,
+        scale: Scale::PerTensor(target.scale * rb.scale.at(0)),
+        zero_point: 0,
+        dtype: DataType::Int32,
+        range: (-bound as i64, bound as i64),
+    }))
 }
 
 pub(super) fn lower_gemm(
@@ -686,12 +735,16 @@ fn split_terms(lw: &mut Lowering, x: ValueId, target: &Target) -> Result<(IntRep
             .clone()
             .unwrap_or_else(|| g.value_name(x).to_string())
     };
+    // The bytes are views of `u`, not representations of the float value on their own (the
+    // value map, `check --per-layer` and `--sensitivity` read `u`).
     for (rep, bits) in [(&u, 16), (&hi, 8), (&lo, 8)] {
         let facts = rep.facts(bits, rep.zero_point != 0);
-        let origin = origin.clone();
+        let origin = (bits == 16).then(|| origin.clone());
         lw.rw.annotate(rep.value, |v| {
             v.quant.get_or_insert(facts);
-            v.origin.get_or_insert(origin);
+            if let Some(origin) = origin {
+                v.origin.get_or_insert(origin);
+            }
         });
     }
     Ok((hi, lo))

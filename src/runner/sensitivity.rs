@@ -202,15 +202,15 @@ pub fn measure(
     })
 }
 
+/// A float value's integer representation as a perturbation, with the value's name and bits.
+pub type Represented = (Perturbation, String, u32);
+
 /// The compiled model's integer representations of the float model's values, each as a
 /// [`Perturbation::Grid`] of the float value (with its name and bits): per float value the
 /// coarsest per-tensor representation of at most 16 bits (int32 accumulators add no rounding
 /// worth measuring). Also how many represented values the float model does not name (values a
 /// fusion created).
-pub fn represented_values(
-    float: &Model,
-    compiled: &Model,
-) -> Result<(Vec<(Perturbation, String, u32)>, usize)> {
+pub fn represented_values(float: &Model, compiled: &Model) -> Result<(Vec<Represented>, usize)> {
     let g = &compiled.graph;
     let mut chosen: std::collections::BTreeMap<String, (f64, Perturbation, u32)> =
         Default::default();
@@ -224,7 +224,7 @@ pub fn represented_values(
             let crate::ir::quant::Scale::PerTensor(scale) = q.scale else {
                 continue;
             };
-            if q.bits > 16 || !(scale > 0.0) {
+            if q.bits > 16 || scale.is_nan() || scale <= 0.0 {
                 continue;
             }
             let Some(source) = float.graph.find_value(origin) else {

@@ -704,14 +704,27 @@ fn measured_wide_operands_take_the_activation_whose_rounding_reaches_the_output(
     let bits = |options: &CompileOptions| {
         let (_, reports) = run(model.clone(), PLANNED, options);
         let quantize = reports.iter().find(|r| r.pass == "quantize").unwrap();
-        let of = |v: &str| quantize.values.iter().find(|r| r.value == v).unwrap().clone();
+        let of = |v: &str| {
+            quantize
+                .values
+                .iter()
+                .find(|r| r.value == v)
+                .unwrap()
+                .clone()
+        };
         (of("a"), of("b"))
     };
     // Half the MACs: one of the two.
     let (ra, rb) = bits(&with("measured=0.5", &[]));
     assert_eq!((ra.bits, rb.bits), (16, 8), "{} | {}", ra.why, rb.why);
     assert!(ra.why.contains("output SQNR measured"), "{}", ra.why);
-    assert_eq!((bits(&with("auto", &[])).0.bits, bits(&with("auto", &[])).1.bits), (8, 16));
+    assert_eq!(
+        (
+            bits(&with("auto", &[])).0.bits,
+            bits(&with("auto", &[])).1.bits
+        ),
+        (8, 16)
+    );
     // Judged at yb alone, b is the one.
     let (ra, rb) = bits(&with("measured=0.5", &["yb"]));
     assert_eq!((ra.bits, rb.bits), (8, 16));
@@ -719,7 +732,11 @@ fn measured_wide_operands_take_the_activation_whose_rounding_reaches_the_output(
     assert_eq!((ra.bits, rb.bits), (16, 16));
     let (ra, rb) = bits(&with("measured=0", &[]));
     assert_eq!((ra.bits, rb.bits), (8, 8));
-    assert!("measured=1.5".parse::<intone::quant::WideOperands>().is_err());
+    assert!(
+        "measured=1.5"
+            .parse::<intone::quant::WideOperands>()
+            .is_err()
+    );
 }
 
 #[test]

@@ -125,6 +125,50 @@ fn shiftmax_writes_probabilities_straight_into_the_next_matmul_operand() {
 }
 
 #[test]
+fn wide_probabilities_enter_the_attention_matmul_as_two_8_bit_terms() {
+    // p·v with p planned at 16 bits (`--wide-operands measured`, objective the output): the
+    // high and the low byte of p, each times v, summed as 256·hi·v + lo·v in int32.
+    let model = ModelBuilder::new(18)
+        .input("a", F32, &[D::S("n"), D::N(4), D::N(8)])
+        .input("b", F32, &[D::S("n"), D::N(8), D::N(4)])
+        .input("v", F32, &[D::S("n"), D::N(4), D::N(8)])
+        .node("MatMul", &["a", "b"], &["s"])
+        .node_with("Softmax", &["s"], &["p"], vec![attr::int("axis", -1)])
+        .node("MatMul", &["p", "v"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(8)])
+        .model();
+    let mut inputs = scores_inputs();
+    inputs.push(data(&[3, 4, 8], 2, 1.0));
+    let narrow = calibrated(&[
+        ("a", inputs[0].clone()),
+        ("b", inputs[1].clone()),
+        ("v", inputs[2].clone()),
+    ]);
+    // The whole budget: a (of the scores' matmul) and p are both wide.
+    let wide = CompileOptions {
+        wide_operands: "measured=1".parse().unwrap(),
+        ..narrow.clone()
+    };
+    let case = lower(model.clone(), LINEAR, "lower-softmax-to-shiftmax", &wide);
+    insta::assert_snapshot!(case.snapshot());
+    let text = model_to_text(&case.after).unwrap();
+    // p is the softmax's 16-bit output, split by p·v's lowering (MatMul_2).
+    assert!(
+        text.contains("MatMul_2/high = Div(Softmax_1/quantized_1"),
+        "{text}"
+    );
+    for byte in ["high_u8", "low_u8"] {
+        assert!(
+            text.contains(&format!("= MatMulInteger(MatMul_2/{byte}, ")),
+            "{byte} of p times v: {text}"
+        );
+    }
+    let e16 = case.assert_close(&inputs, 0.05);
+    let e8 = lower(model, LINEAR, "lower-softmax-to-shiftmax", &narrow).assert_close(&inputs, 0.05);
+    assert!(e16 < e8, "16-bit probabilities {e16} vs 8-bit {e8}");
+}
+
+#[test]
 fn shiftmax_requantizes_a_per_channel_input_to_one_index_scale() {
     // A classifier's softmax over Gemm logits, per output column.
     let (model, options) = per_channel_softmax();
