@@ -56,6 +56,7 @@ CONFIGS = [
     ("W4 ensemble 3", ["--weight-bits", "4", "--ensemble", "3"]),
     ("W4K2 A2", ["--weight-bits", "4", "--residual-order", "2", "--activation-order", "2"]),
     ("W8K1 A2 measured 0.25", ["--wide-operands", "measured=0.25"]),
+    ("W8K1 A2 measured 1", ["--wide-operands", "measured=1"]),
     ("W4K2 A2 measured 0.25", ["--weight-bits", "4", "--residual-order", "2", "--wide-operands", "measured=0.25"]),
     ("W8K1 data-free", ["--data-free"]),
 ]
