@@ -106,7 +106,14 @@ pub fn measure(
     let (probe, active) = probe_model(model, sites)?;
     let runner = Runner::new(&probe)?;
     let samples = set.samples()?.min(limit.max(1));
-    let batch = set.batch.clamp(1, samples);
+    // A model that fixes its batch runs in batches of that size (the last one filled up with
+    // repeats of its own samples, as calibration does).
+    let declared = model
+        .graph
+        .inputs()
+        .iter()
+        .find_map(|&id| declared_batch(model, ValueId { node: id, slot: 0 }));
+    let batch = declared.unwrap_or(set.batch.clamp(1, samples));
     let names: Vec<String> = runner
         .input_names()
         .iter()
@@ -133,8 +140,12 @@ pub fn measure(
     let mut plans = Vec::new();
     let mut start = 0;
     while start < samples {
-        let rows: Vec<usize> = (start..(start + batch).min(samples)).collect();
-        start += rows.len();
+        let end = match declared {
+            Some(_) => start + batch,
+            None => (start + batch).min(samples),
+        };
+        let rows: Vec<usize> = (start..end).map(|i| i % samples).collect();
+        start = end;
         let mut inputs = Vec::new();
         for name in runner.input_names() {
             if name == PROBE {
@@ -324,6 +335,20 @@ pub fn rank(
         unnamed,
         ranked,
     })
+}
+
+/// The first dimension a graph input declares, when it is a number.
+fn declared_batch(model: &Model, v: ValueId) -> Option<usize> {
+    let NodeKind::Input(info) = &model.graph.node(v.node).kind else {
+        return None;
+    };
+    let type_proto::Value::TensorType(t) = info.r#type.as_ref()?.value.as_ref()? else {
+        return None;
+    };
+    match t.shape.as_ref()?.dim.first()?.value.as_ref()? {
+        tensor_shape_proto::dimension::Value::DimValue(d) if *d > 0 => Some(*d as usize),
+        _ => None,
+    }
 }
 
 fn input_type(model: &Model, v: ValueId) -> Option<DataType> {

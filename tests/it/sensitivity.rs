@@ -251,3 +251,37 @@ fn compile_with_sensitivity_ranks_activations_on_the_grids_the_compiled_model_us
         "{got} vs {expected}"
     );
 }
+
+#[test]
+fn a_model_that_fixes_its_batch_is_measured_in_batches_of_that_size() {
+    // Batch 2 declared, 5 samples: batches (0, 1), (2, 3), (4, 0).
+    let (x, w, r) = (
+        data(&[5, 3], 11, 1.0),
+        data(&[3, 2], 12, 0.5),
+        data(&[3, 2], 13, 0.5),
+    );
+    let model = ModelBuilder::new(17)
+        .input("x", F32, &[D::N(2), D::N(3)])
+        .init("w", w.clone())
+        .node("MatMul", &["x", "w"], &["y"])
+        .output("y", F32, &[D::N(2), D::N(2)])
+        .model();
+    let sites = [Perturbation::Weight {
+        value: model.graph.find_value("w").unwrap(),
+        replacement: r.clone(),
+    }];
+    let options = calibrated(&[("x", x.clone())]);
+    let probe = Probe {
+        set: options.calibration.as_ref().unwrap(),
+        samples: 16,
+        objective: &[],
+    };
+    let got = output_noise(&model, probe, &sites).unwrap()[0].unwrap();
+    let rows = x.to_f64_vec();
+    let x = Array2::from_shape_fn((6, 3), |(i, j)| rows[(i % 5) * 3 + j]);
+    let expected = noise(&x.dot(&matrix(&w)), &x.dot(&matrix(&r)));
+    assert!(
+        (got - expected).abs() <= 1e-4 * expected,
+        "{got} vs {expected}"
+    );
+}
