@@ -74,6 +74,7 @@ impl Pass for MeasureSensitivity {
             set: &set,
             samples,
             objective: &cx.options.objective,
+            context: &[],
         };
         let measured = measure(model, probe, &sites, true)?;
         cx.report.matched = sites.len();

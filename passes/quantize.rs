@@ -124,6 +124,7 @@ impl Pass for Quantize {
             set,
             samples: DEFAULT_SAMPLES,
             objective: &cx.options.objective,
+            context: &[],
         });
         let WeightOperands {
             found: weights,

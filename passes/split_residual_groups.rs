@@ -109,10 +109,14 @@ impl Pass for SplitResidualGroups {
         let mut measured = vec![None; planned.len()];
         if let (Some(budget), true) = (settings.budget, settings.order > 1) {
             if let (BudgetBy::Output, Some(set)) = (settings.budget_by, &cx.options.calibration) {
+                // Each layer's noise on top of the matmul inputs' own rounding, as the compiled
+                // model will have it.
+                let context = matmul_inputs_on_their_grids(model);
                 let probe = Probe {
                     set,
                     samples: DEFAULT_SAMPLES,
                     objective: &cx.options.objective,
+                    context: &context,
                 };
                 measured = measure_output_noise(model, probe, &planned, &settings)?;
                 cx.remark(
@@ -445,6 +449,41 @@ fn reached_from(model: &Model, values: &[ValueId]) -> Result<std::collections::H
         }
     }
     Ok(reached)
+}
+
+/// The activations of at most 8 bits that Conv/MatMul/Gemm read, rounded onto their planned
+/// grid: the noise the integer matmuls' operands bring whatever the weights (wider values are
+/// narrowed only for their matmul, so rounding them would reach every other reader too).
+fn matmul_inputs_on_their_grids(model: &Model) -> Vec<Perturbation> {
+    let g = &model.graph;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut sites = Vec::new();
+    for id in g.node_ids() {
+        let Some(op) = g.op(id) else { continue };
+        if !op.domain().is_empty() || !matches!(op.op_type(), "Conv" | "MatMul" | "Gemm") {
+            continue;
+        }
+        for x in [g.input(id, 0), g.input(id, 1)].into_iter().flatten() {
+            let Some(plan) = g.value(x).plan.as_ref().filter(|p| p.bits <= 8) else {
+                continue;
+            };
+            let crate::ir::quant::Scale::PerTensor(scale) = plan.scale else {
+                continue;
+            };
+            if g.constant(x).is_some() || !seen.insert((x.node, x.slot)) {
+                continue;
+            }
+            let levels = plan.levels();
+            sites.push(Perturbation::Grid {
+                value: x,
+                scale,
+                zero_point: 0,
+                lo: if plan.signed { -levels } else { 0 },
+                hi: levels,
+            });
+        }
+    }
+    sites
 }
 
 /// Per planned weight: the model's output noise (relative to its power) when that weight

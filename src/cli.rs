@@ -616,6 +616,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
                 set,
                 samples,
                 objective: &options.objective,
+                context: &[],
             };
             Some(intone::runner::sensitivity::rank(
                 float, &model, probe, &weights,

@@ -59,12 +59,15 @@ pub struct Measured {
 }
 
 /// What the noise is measured on: the first `samples` samples of `set` (or all of them), at
-/// the `objective` graph outputs (every float output when empty).
+/// the `objective` graph outputs (every float output when empty), with the `context`
+/// perturbations applied in every run, the reference included (a site's noise is then what it
+/// adds to theirs).
 #[derive(Clone, Copy, Debug)]
 pub struct Probe<'a> {
     pub set: &'a CalibrationSet,
     pub samples: usize,
     pub objective: &'a [String],
+    pub context: &'a [Perturbation],
 }
 
 /// The relative output noise of every perturbation alone.
@@ -87,6 +90,7 @@ pub fn measure(
         set,
         samples: limit,
         objective,
+        context,
     } = probe;
     let outputs: Vec<String> = model
         .graph
@@ -103,7 +107,15 @@ pub fn measure(
         }
     }
     let judged = (!objective.is_empty()).then_some(objective);
-    let (probe, active) = probe_model(model, sites)?;
+    let all_sites: Vec<Perturbation> = context.iter().chain(sites).cloned().collect();
+    let (probe, active) = probe_model(model, &all_sites)?;
+    let active = active[context.len()..].to_vec();
+    let switches = all_sites.len();
+    let base = || {
+        let mut on = ndarray::ArrayD::<f32>::zeros(vec![switches]);
+        on.iter_mut().take(context.len()).for_each(|x| *x = 1.0);
+        on
+    };
     let runner = Runner::new(&probe)?;
     let samples = set.samples()?.min(limit.max(1));
     // A model that fixes its batch runs in batches of that size (the last one filled up with
@@ -149,7 +161,7 @@ pub fn measure(
         let mut inputs = Vec::new();
         for name in runner.input_names() {
             if name == PROBE {
-                inputs.push(Array::F32(ndarray::ArrayD::zeros(vec![sites.len()])));
+                inputs.push(Array::F32(base()));
                 continue;
             }
             let i = names.iter().position(|n| n == name).expect("a data input");
@@ -192,13 +204,13 @@ pub fn measure(
         };
         for (i, n) in noise.iter_mut().enumerate() {
             if active[i] {
-                let mut selector = ndarray::ArrayD::<f32>::zeros(vec![sites.len()]);
-                selector[i] = 1.0;
+                let mut selector = base();
+                selector[context.len() + i] = 1.0;
                 *n += distance(selector)?;
             }
         }
         if together {
-            all += distance(ndarray::ArrayD::<f32>::ones(vec![sites.len()]))?;
+            all += distance(ndarray::ArrayD::<f32>::ones(vec![switches]))?;
         }
     }
     let relative = |n: f64| n / signal.max(f64::MIN_POSITIVE);

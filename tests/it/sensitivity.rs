@@ -71,6 +71,7 @@ fn each_perturbation_alone_gives_the_output_noise_the_float_model_would_show() {
         set: &set,
         samples,
         objective: &[],
+        context: &[],
     };
     let measured = output_noise(&model, probe(16), &sites).unwrap();
 
@@ -97,6 +98,29 @@ fn each_perturbation_alone_gives_the_output_noise_the_float_model_would_show() {
         &(x.slice(ndarray::s![0..1, ..]).dot(&r1).dot(&w2) + &bias),
     );
     assert!((first - one).abs() <= 1e-4 * one, "{first} vs {one}");
+    // With the rounding of h as context (in the reference too), w2's replacement adds its
+    // noise on top of it.
+    let r2 = data(&[4, 2], 10, 0.5);
+    let context = [sites[1].clone()];
+    let on_top = output_noise(
+        &model,
+        Probe {
+            context: &context,
+            ..probe(16)
+        },
+        &[Perturbation::Weight {
+            value: value("w2"),
+            replacement: r2.clone(),
+        }],
+    )
+    .unwrap()[0]
+        .unwrap();
+    let base = rounded.dot(&w2) + &bias;
+    let expected = noise(&base, &(rounded.dot(&matrix(&r2)) + &bias));
+    assert!(
+        (on_top - expected).abs() <= 1e-4 * expected,
+        "{on_top} vs {expected}"
+    );
     // An objective that is not an output is a usage error that names the outputs.
     let wrong = ["z2".to_string()];
     let err = output_noise(
@@ -275,6 +299,7 @@ fn a_model_that_fixes_its_batch_is_measured_in_batches_of_that_size() {
         set: options.calibration.as_ref().unwrap(),
         samples: 16,
         objective: &[],
+        context: &[],
     };
     let got = output_noise(&model, probe, &sites).unwrap()[0].unwrap();
     let rows = x.to_f64_vec();
