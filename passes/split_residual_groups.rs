@@ -486,9 +486,9 @@ fn matmul_inputs_on_their_grids(model: &Model) -> Vec<Perturbation> {
     sites
 }
 
-/// Per planned weight: the model's output noise (relative to its power) when that weight
-/// alone is its single b-bit term, measured on calibration samples; `None` for weights the
-/// budget does not rank.
+/// Per planned weight: the output noise (relative to its power) that weight alone at its
+/// single b-bit term adds to the probe's context, measured on calibration samples; `None` for
+/// weights the budget does not rank.
 fn measure_output_noise(
     model: &Model,
     probe: Probe,
@@ -520,8 +520,9 @@ fn measure_output_noise(
 /// `--residual-budget F`: ranks every channel of every weight by the output noise its first
 /// residual leaves per MAC of its residual terms, and gives terms ≥ 2 to the best until their
 /// MACs reach F of what every channel keeping them would cost. The noise is `measured` (the
-/// model's output noise with this layer alone single-term, shared among its channels in
-/// proportion to `‖W_c − λ_1·q_c‖²`) where given, else estimated at the layer's own output —
+/// output noise this layer single-term adds to the matmul inputs' rounding, shared among its
+/// channels in proportion to `‖W_c − λ_1·q_c‖²`) where given, else estimated at the layer's own
+/// output —
 /// `‖W_c − λ_1·q_c‖²·E[x²]/E[y²]` from calibration (the rounding-noise ratio
 /// `--wide-operands auto` uses), else relative to the weight's own power. Ties go to the
 /// earlier layer and channel.

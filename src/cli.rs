@@ -169,10 +169,10 @@ struct CompileArgs {
         conflicts_with = "residual_sparsity"
     )]
     residual_budget: Option<f64>,
-    /// How --residual-budget ranks channels: `output` (measured: the model's output noise when
-    /// one layer alone has single-term weights, on up to 16 calibration samples, shared among
-    /// its channels by residual norm; `layer` without calibration data) or `layer` (the noise
-    /// each layer's residual leaves in its own output).
+    /// How --residual-budget ranks channels: `output` (measured: the output noise one layer at
+    /// single-term weights adds to the rounding of the matmul inputs, on up to 16 calibration
+    /// samples, shared among its channels by residual norm; `layer` without calibration data)
+    /// or `layer` (the noise each layer's residual leaves in its own output).
     #[arg(long = "budget-by", value_name = "RANK", requires = "residual_budget")]
     budget_by: Option<String>,
     /// Run M copies of the network, each with single-term b-bit weights that add up to the

@@ -37,9 +37,9 @@ pub struct WeightExpansion {
 /// How `--residual-budget` ranks the channels that get terms ≥ 2 (`--budget-by`).
 #[derive(Copy, Clone, Debug, Default, PartialEq)]
 pub enum BudgetBy {
-    /// Measured: the model's output noise when one layer alone has single-term weights, on
-    /// calibration samples, shared among the layer's channels by residual norm (without
-    /// calibration data: `Layer`).
+    /// Measured: the output noise one layer at single-term weights adds to the rounding of the
+    /// matmul inputs, on calibration samples, shared among the layer's channels by residual
+    /// norm (without calibration data: `Layer`).
     #[default]
     Output,
     /// Estimated per layer: the noise its residual leaves in the layer's own output.
