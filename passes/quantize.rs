@@ -125,6 +125,7 @@ impl Pass for Quantize {
             samples: DEFAULT_SAMPLES,
             objective: &cx.options.objective,
             context: &[],
+            leave_one_out: true,
         });
         let WeightOperands {
             found: weights,
@@ -464,8 +465,9 @@ fn wide_candidates(
     cost
 }
 
-/// Per candidate activation: the model's output noise when it alone is rounded to its
-/// `bits`-bit grid, measured on calibration samples; without data, the worst estimate of its
+/// Per candidate activation: the output noise its rounding to the `bits`-bit grid brings,
+/// measured on calibration samples leaving one out (every candidate rounded in the reference,
+/// the noise what keeping this one float removes); without data, the worst estimate of its
 /// weight matmuls (`WeightOperand::noise`; none for attention operands).
 fn measured_noise(
     model: &Model,

@@ -68,6 +68,9 @@ pub struct Probe<'a> {
     pub samples: usize,
     pub objective: &'a [String],
     pub context: &'a [Perturbation],
+    /// Leave one out: every site is on in the reference, and a site's noise is what turning it
+    /// alone off removes (its share of all of them together, interactions included).
+    pub leave_one_out: bool,
 }
 
 /// The relative output noise of every perturbation alone.
@@ -91,6 +94,7 @@ pub fn measure(
         samples: limit,
         objective,
         context,
+        leave_one_out,
     } = probe;
     let outputs: Vec<String> = model
         .graph
@@ -107,13 +111,17 @@ pub fn measure(
         }
     }
     let judged = (!objective.is_empty()).then_some(objective);
-    let all_sites: Vec<Perturbation> = context.iter().chain(sites).cloned().collect();
+    // The sites first, the context after: a context rounding then applies to what a site
+    // perturbed (a weight's error is rounded with its output), as in the integer model.
+    let all_sites: Vec<Perturbation> = sites.iter().chain(context).cloned().collect();
     let (probe, active) = probe_model(model, &all_sites)?;
-    let active = active[context.len()..].to_vec();
+    let active = active[..sites.len()].to_vec();
     let switches = all_sites.len();
+    // The reference: the context on (and, leaving one out, every site).
     let base = || {
         let mut on = ndarray::ArrayD::<f32>::zeros(vec![switches]);
-        on.iter_mut().take(context.len()).for_each(|x| *x = 1.0);
+        let first = if leave_one_out { 0 } else { sites.len() };
+        on.iter_mut().skip(first).for_each(|x| *x = 1.0);
         on
     };
     let runner = Runner::new(&probe)?;
@@ -205,7 +213,7 @@ pub fn measure(
         for (i, n) in noise.iter_mut().enumerate() {
             if active[i] {
                 let mut selector = base();
-                selector[context.len() + i] = 1.0;
+                selector[i] = if leave_one_out { 0.0 } else { 1.0 };
                 *n += distance(selector)?;
             }
         }
@@ -414,6 +422,8 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
         ValueId { node: id, slot: 0 }
     };
     let mut active = vec![false; sites.len()];
+    // Sites on one value compose in order: a later one perturbs what the earlier ones made.
+    let mut stand_in: std::collections::HashMap<ValueId, ValueId> = Default::default();
     let mut rw = Rewriter::unanchored(&mut probe);
     for (i, site) in sites.iter().enumerate() {
         let index = rw.constant(
@@ -471,16 +481,18 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
                         node: extra,
                         slot: 0,
                     };
-                    let y = ValueId {
+                    let raw = ValueId {
                         node: reader.node,
                         slot: 0,
                     };
+                    let y = stand_in.get(&raw).copied().unwrap_or(raw);
                     let sum = rw.op("Add", "sensitivity_sum", &[y, extra], vec![])?;
                     let chosen = rw.op("Where", "sensitivity_chosen", &[gate, sum, y], vec![])?;
                     rw.replace(y, chosen)?;
                     for node in [sum.node, chosen.node] {
                         keep_reading(&mut rw, node, chosen, y);
                     }
+                    stand_in.insert(raw, chosen);
                     rw.restore_anchor(anchor);
                 }
                 active[i] = true;
@@ -492,7 +504,7 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
                 lo,
                 hi,
             } => {
-                let v = *value;
+                let v = stand_in.get(value).copied().unwrap_or(*value);
                 let anchor = rw.set_anchor(v.node);
                 let scalar = |x: f64| Array::F32(ndarray::arr0(x as f32).into_dyn());
                 let s = rw.constant("sensitivity_scale", &scalar(*scale))?;
@@ -513,6 +525,7 @@ fn probe_model(model: &Model, sites: &[Perturbation]) -> Result<(Model, Vec<bool
                 for node in [divided.node, chosen.node] {
                     keep_reading(&mut rw, node, chosen, v);
                 }
+                stand_in.insert(*value, chosen);
                 rw.restore_anchor(anchor);
                 active[i] = true;
             }
