@@ -142,9 +142,8 @@ struct CompileArgs {
     /// signal-to-noise, estimated from calibration and the weights; 38 by default; the report
     /// gives each activation's estimate), `budget=F` (the matmuls with the fewest MACs first,
     /// while the extra MACs stay within the fraction F of the model's), `measured=F` (the
-    /// activations whose 8-bit rounding costs the model's output the most noise per extra MAC,
-    /// measured on calibration samples at --objective leaving one out, within the same budget)
-    /// or `all` (every
+    /// activations whose 8-bit rounding alone costs the model's output the most noise per extra
+    /// MAC, measured on calibration samples at --objective, within the same budget) or `all` (every
     /// Conv/MatMul/Gemm with a constant weight). Depthwise Convs always read 16 bits (they are
     /// int32 tap sums, not integer matmuls).
     #[arg(long = "wide-operands", value_name = "WHICH", default_value = "none")]

@@ -132,9 +132,9 @@ pub enum WideOperands {
     /// The cheapest weight matmuls first (fewest MACs), while the extra MACs stay within this
     /// fraction of the model's.
     Budget(f64),
-    /// The activations whose 8-bit rounding costs the model's output the most noise per extra
-    /// MAC, measured on calibration samples leaving one out (all rounded, each kept float in
-    /// turn), while the extra MACs stay within this fraction of the model's.
+    /// The activations whose 8-bit rounding alone costs the model's output the most noise per
+    /// extra MAC, measured on calibration samples, while the extra MACs stay within this
+    /// fraction of the model's.
     Measured(f64),
     /// Every Conv/MatMul/Gemm with a constant weight.
     All,
