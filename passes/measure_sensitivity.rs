@@ -75,7 +75,6 @@ impl Pass for MeasureSensitivity {
             samples,
             objective: &cx.options.objective,
             context: &[],
-            leave_one_out: false,
         };
         let measured = measure(model, probe, &sites, true)?;
         cx.report.matched = sites.len();

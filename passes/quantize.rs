@@ -125,7 +125,6 @@ impl Pass for Quantize {
             samples: DEFAULT_SAMPLES,
             objective: &cx.options.objective,
             context: &[],
-            leave_one_out: true,
         });
         let WeightOperands {
             found: weights,
@@ -465,10 +464,11 @@ fn wide_candidates(
     cost
 }
 
-/// Per candidate activation: the output noise its rounding to the `bits`-bit grid brings,
-/// measured on calibration samples leaving one out (every candidate rounded in the reference,
-/// the noise what keeping this one float removes); without data, the worst estimate of its
-/// weight matmuls (`WeightOperand::noise`; none for attention operands).
+/// Per candidate activation: the model's output noise when it alone is rounded to its
+/// `bits`-bit grid, measured on calibration samples (the float model otherwise; measured
+/// leaving one out, with every candidate rounded in the reference, the choices were worse on
+/// DINOv2-S); without data, the worst estimate of its weight matmuls (`WeightOperand::noise`;
+/// none for attention operands).
 fn measured_noise(
     model: &Model,
     candidates: &[(ValueId, i64)],

@@ -117,7 +117,6 @@ impl Pass for SplitResidualGroups {
                     samples: DEFAULT_SAMPLES,
                     objective: &cx.options.objective,
                     context: &context,
-                    leave_one_out: false,
                 };
                 measured = measure_output_noise(model, probe, &planned, &settings)?;
                 cx.remark(

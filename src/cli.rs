@@ -617,7 +617,6 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
                 samples,
                 objective: &options.objective,
                 context: &[],
-                leave_one_out: false,
             };
             Some(intone::runner::sensitivity::rank(
                 float, &model, probe, &weights,

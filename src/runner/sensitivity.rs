@@ -68,9 +68,6 @@ pub struct Probe<'a> {
     pub samples: usize,
     pub objective: &'a [String],
     pub context: &'a [Perturbation],
-    /// Leave one out: every site is on in the reference, and a site's noise is what turning it
-    /// alone off removes (its share of all of them together, interactions included).
-    pub leave_one_out: bool,
 }
 
 /// The relative output noise of every perturbation alone.
@@ -94,7 +91,6 @@ pub fn measure(
         samples: limit,
         objective,
         context,
-        leave_one_out,
     } = probe;
     let outputs: Vec<String> = model
         .graph
@@ -117,11 +113,10 @@ pub fn measure(
     let (probe, active) = probe_model(model, &all_sites)?;
     let active = active[..sites.len()].to_vec();
     let switches = all_sites.len();
-    // The reference: the context on (and, leaving one out, every site).
+    // The reference: the context on.
     let base = || {
         let mut on = ndarray::ArrayD::<f32>::zeros(vec![switches]);
-        let first = if leave_one_out { 0 } else { sites.len() };
-        on.iter_mut().skip(first).for_each(|x| *x = 1.0);
+        on.iter_mut().skip(sites.len()).for_each(|x| *x = 1.0);
         on
     };
     let runner = Runner::new(&probe)?;
@@ -213,7 +208,7 @@ pub fn measure(
         for (i, n) in noise.iter_mut().enumerate() {
             if active[i] {
                 let mut selector = base();
-                selector[i] = if leave_one_out { 0.0 } else { 1.0 };
+                selector[i] = 1.0;
                 *n += distance(selector)?;
             }
         }
