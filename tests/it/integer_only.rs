@@ -609,6 +609,28 @@ fn residual_expansions_compile_to_integer_only_models_that_both_engines_run_bit_
     ];
     let out = compiled("digits_vit_opset17", "w3k2g5", &vit, &args);
     assert_bit_identical(&out, &[("pixels", &rows(&vit_test, 32))], dir.path());
+    // Every matmul input wide, attention probabilities too: their bytes times V.
+    let out = compiled(
+        "digits_vit_opset17",
+        "a2m1",
+        &vit,
+        &["--wide-operands", "measured=1"],
+    );
+    assert_bit_identical(&out, &[("pixels", &rows(&vit_test, 32))], dir.path());
+    let model = intone::onnx::load(&out).unwrap();
+    let g = &model.graph;
+    let byte_times_activation = g
+        .node_ids()
+        .filter(|&id| {
+            g.op(id).is_some_and(|op| op.is("MatMulInteger"))
+                && g.value_name(g.input(id, 0).unwrap()).ends_with("/high_u8")
+                && g.constant(g.input(id, 1).unwrap()).is_none()
+        })
+        .count();
+    assert!(
+        byte_times_activation > 0,
+        "no two-term activation × activation matmul"
+    );
     let stem = "efficientnet_b0_tiny_opset17";
     let inputs = fixture_inputs(
         stem,
