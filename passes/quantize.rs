@@ -14,8 +14,11 @@
 //! picks integer matmuls whose activation gets 16 bits and enters as two 8-bit terms
 //! (`auto=DB`: where the activation's rounding alone would leave the output below DB of
 //! SQNR, `step²/12 · Σw² / E[y²]` from calibration; `budget=F`: the matmuls with the fewest
-//! MACs while the extra stays within F of the model's; `all`: every Conv/MatMul/Gemm with a
-//! constant weight); weight plans say so, and every activation's report gives the estimate.
+//! MACs while the extra stays within F of the model's; `measured=F`: within the same budget,
+//! the activations — the left operands of activation × activation matmuls too — whose 8-bit
+//! rounding alone costs the model's output the most noise per extra MAC, measured on
+//! calibration samples (`runner::sensitivity`); `all`: every Conv/MatMul/Gemm with a constant
+//! weight); weight plans say so, and every activation's report gives the estimate.
 //! An analysis: sets `Value::quant` on float values; lowering passes follow these plans.
 //! Error bound: |x − scale·q| ≤ scale/2 inside the clip. I-ViT §3.1, I-BERT §3.1.
 
