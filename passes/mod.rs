@@ -219,7 +219,7 @@ pub const PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "measure-sensitivity",
-        summary: "with --sensitivity: the output noise quantizing each planned value alone causes on calibration samples, ranked in the report",
+        summary: "with --sensitivity: the output noise quantizing each planned weight alone causes on calibration samples, ranked in the report (activations are ranked after the compilation)",
         exact: true,
         phases: REPLANS,
         options: &[],

@@ -141,6 +141,7 @@ impl Pass for Quantize {
             method,
             self.bits,
             probe,
+            &residual,
         )?;
         let wide: std::collections::HashSet<ValueId> = weights
             .iter()
@@ -305,6 +306,7 @@ fn weight_operands(
     method: CalibrationMethod,
     bits: u32,
     probe: Option<Probe>,
+    residual: &std::collections::HashSet<ValueId>,
 ) -> Result<WeightOperands> {
     let g = &model.graph;
     let mut found = Vec::new();
@@ -322,8 +324,19 @@ fn weight_operands(
             if g.constant(*a).is_none() && g.constant(*b).is_none() {
                 let outputs: i64 =
                     known(ValueId { node: id, slot: 0 }).map_or(1, |s| s.iter().product());
-                let k = known(*a).and_then(|s| s.last().copied()).unwrap_or(1);
-                attention.push((*a, outputs.max(1) * k.max(1)));
+                let inner = facts
+                    .get(*a)
+                    .and_then(|f| f.shape.as_ref())
+                    .and_then(|s| s.last())
+                    .and_then(|d| d.known());
+                // The two-term lowering needs k·(2^16 − 1)·128 (bytes of a 16-bit operand
+                // times an 8-bit one) to stay in int32: k < 256. An unknown k is left to the
+                // lowering's own bound (it falls back to 8 bits when that fails).
+                let fits = inner.is_none_or(|k| (k as i128) * 65535 * 128 < i32::MAX as i128);
+                if fits {
+                    let k = inner.unwrap_or(1).max(1);
+                    attention.push((*a, outputs.max(1) * k));
+                }
                 continue;
             }
         }
@@ -406,7 +419,7 @@ fn weight_operands(
             chosen
         }
         WideOperands::Measured(fraction) => {
-            let candidates = wide_candidates(model, &found, &attention);
+            let candidates = wide_candidates(model, &found, &attention, residual);
             let noise = measured_noise(model, &candidates, &found, method, bits, probe)?;
             for (&v, &n) in &noise {
                 if n > 0.0 {
@@ -448,6 +461,7 @@ fn wide_candidates(
     model: &Model,
     found: &[WeightOperand],
     attention: &[(ValueId, i64)],
+    residual: &std::collections::HashSet<ValueId>,
 ) -> Vec<(ValueId, i64)> {
     let g = &model.graph;
     let mut cost: Vec<(ValueId, i64)> = Vec::new();
@@ -456,7 +470,8 @@ fn wide_candidates(
         .filter(|w| !w.depthwise)
         .map(|w| (w.activation, w.macs));
     for (v, macs) in weight_reads.chain(attention.iter().copied()) {
-        if g.constant(v).is_some() {
+        // Residual-stream values are planned at their own (wider) bits already.
+        if g.constant(v).is_some() || residual.contains(&v) {
             continue;
         }
         match cost.iter_mut().find(|(a, _)| *a == v) {
@@ -534,7 +549,7 @@ fn spend_on_activations(
     let measured: Vec<(ValueId, i64)> = candidates
         .iter()
         .copied()
-        .filter(|(v, _)| noise.contains_key(v))
+        .filter(|(v, _)| noise.get(v).is_some_and(|&n| n > 0.0))
         .collect();
     let per_mac = |(v, c): &(ValueId, i64)| noise[v] / (*c).max(1) as f64;
     let mut ranked: Vec<usize> = (0..measured.len()).collect();

@@ -122,7 +122,7 @@ pub fn measure(
     let runner = Runner::new(&probe)?;
     let samples = set.samples()?.min(limit.max(1));
     // A model that fixes its batch runs in batches of that size (the last one filled up with
-    // repeats of its own samples, as calibration does).
+    // the first samples again, which then count twice).
     let declared = model
         .graph
         .inputs()
