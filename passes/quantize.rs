@@ -140,8 +140,10 @@ impl Pass for Quantize {
             cx.options.wide_operands,
             method,
             self.bits,
-            probe,
-            &residual,
+            Measuring {
+                probe,
+                residual: &residual,
+            },
         )?;
         let wide: std::collections::HashSet<ValueId> = weights
             .iter()
@@ -297,6 +299,13 @@ struct WeightOperands {
     extra_wide: std::collections::HashSet<ValueId>,
 }
 
+/// What `measured=F` measures with: the calibration probe (none without data) and the
+/// residual-stream values it leaves alone.
+struct Measuring<'a> {
+    probe: Option<Probe<'a>>,
+    residual: &'a std::collections::HashSet<ValueId>,
+}
+
 /// The weight operands of the model's matmuls and which activations enter them wide.
 fn weight_operands(
     model: &Model,
@@ -305,9 +314,9 @@ fn weight_operands(
     wide: WideOperands,
     method: CalibrationMethod,
     bits: u32,
-    probe: Option<Probe>,
-    residual: &std::collections::HashSet<ValueId>,
+    measuring: Measuring,
 ) -> Result<WeightOperands> {
+    let Measuring { probe, residual } = measuring;
     let g = &model.graph;
     let mut found = Vec::new();
     // Left operands of activation × activation MatMuls, with their MACs.
