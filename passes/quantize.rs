@@ -530,13 +530,8 @@ fn measured_noise(
         if clip.is_nan() || clip <= 0.0 {
             continue;
         }
-        sites.push(Perturbation::Grid {
-            value: v,
-            scale: (clip / levels as f64) as f32 as f64,
-            zero_point: 0,
-            lo: if signed { -levels } else { 0 },
-            hi: levels,
-        });
+        let scale = (clip / levels as f64) as f32 as f64;
+        sites.push(Perturbation::on_grid(v, scale, levels, signed));
         measured_values.push(v);
     }
     let noise = output_noise(model, probe, &sites)?;

@@ -473,14 +473,7 @@ fn matmul_inputs_on_their_grids(model: &Model) -> Vec<Perturbation> {
             if g.constant(x).is_some() || !seen.insert((x.node, x.slot)) {
                 continue;
             }
-            let levels = plan.levels();
-            sites.push(Perturbation::Grid {
-                value: x,
-                scale,
-                zero_point: 0,
-                lo: if plan.signed { -levels } else { 0 },
-                hi: levels,
-            });
+            sites.push(Perturbation::on_grid(x, scale, plan.levels(), plan.signed));
         }
     }
     sites

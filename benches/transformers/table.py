@@ -3,7 +3,7 @@ transformers and real data (benches/transformers/fetch.sh), in one run.
 
 Models: the DINOv2-S backbone (CLS token cosine to float on six photos: min and mean; calibrated
 on 16 crops of four other photos) and all-MiniLM-L6-v2 (sentence-embedding cosine to float on the
-49–50 Lee documents, ~100 tokens: mean and min; WordSim-353 Spearman drop; calibrated on the
+50 Lee documents, ~100 tokens: mean and min; WordSim-353 Spearman drop; calibrated on the
 WordSim-353 words). intone rows: each pipeline as is, and with `--wide-operands measured=F`
 (activations chosen by measured output noise, `--objective` the task's output); every intone
 model is checked integer-only (compile report) and bit-identical between tract and onnxruntime

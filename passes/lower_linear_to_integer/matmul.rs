@@ -151,15 +151,9 @@ pub(super) fn lower_matmul(
     }
     let zp = zero_point_input(lw, &ra)?;
     let b_zp = zero_point_input(lw, &rb)?;
-    let acc = lw.rw.op_node(
-        Op::new("MatMulInteger", ""),
-        "matmul",
-        &operand_inputs(ra.value, rb.value, zp, b_zp),
-        vec![],
-        1,
-    )?;
+    let acc = matmul_integer(lw, ra.value, rb.value, zp, b_zp)?;
     let rep = IntRep {
-        value: out(acc, 0),
+        value: acc,
         scale: Scale::PerTensor(ra.scale.at(0) * rb.scale.at(0)),
         zero_point: 0,
         dtype: DataType::Int32,
@@ -167,6 +161,24 @@ pub(super) fn lower_matmul(
     };
     lw.set_rep(y, rep, 32, true);
     Ok(Outcome::Lowered)
+}
+
+/// `MatMulInteger(a, b, a_zp, b_zp)`: an int32 product of two lowered operands.
+fn matmul_integer(
+    lw: &mut Lowering,
+    a: ValueId,
+    b: ValueId,
+    a_zp: Option<ValueId>,
+    b_zp: Option<ValueId>,
+) -> Result<ValueId> {
+    let acc = lw.rw.op_node(
+        Op::new("MatMulInteger", ""),
+        "matmul",
+        &operand_inputs(a, b, a_zp, b_zp),
+        vec![],
+        1,
+    )?;
+    Ok(out(acc, 0))
 }
 
 /// `a·b` of two activations where `a` is planned wide (9–16 bits, `--wide-operands measured`):
@@ -191,14 +203,7 @@ fn two_term_activations(
     let b_zp = zero_point_input(lw, &rb)?;
     let product = |lw: &mut Lowering, term: &IntRep| -> Result<ValueId> {
         let zp = zero_point_input(lw, term)?;
-        let acc = lw.rw.op_node(
-            Op::new("MatMulInteger", ""),
-            "matmul",
-            &operand_inputs(term.value, rb.value, zp, b_zp),
-            vec![],
-            1,
-        )?;
-        Ok(out(acc, 0))
+        matmul_integer(lw, term.value, rb.value, zp, b_zp)
     };
     let high = product(lw, &hi)?;
     let low = product(lw, &lo)?;

@@ -32,6 +32,17 @@ pub enum Perturbation {
 }
 
 impl Perturbation {
+    /// The symmetric grid of a plan: `scale·q`, q in `−levels..=levels` (`0..=levels` unsigned).
+    pub fn on_grid(value: ValueId, scale: f64, levels: i64, signed: bool) -> Perturbation {
+        Perturbation::Grid {
+            value,
+            scale,
+            zero_point: 0,
+            lo: if signed { -levels } else { 0 },
+            hi: levels,
+        }
+    }
+
     pub fn value(&self) -> ValueId {
         match self {
             Perturbation::Weight { value, .. } | Perturbation::Grid { value, .. } => *value,

@@ -620,14 +620,21 @@ fn a_wide_operand_budget_takes_the_cheapest_matmuls_first() {
     assert!("budget=2".parse::<intone::quant::WideOperands>().is_err());
 }
 
-#[test]
-fn auto_wide_operands_take_the_activations_whose_rounding_is_loud() {
-    // a·W1 and b·W2: a fills its range (8 bits leave its matmul about 48 dB of signal to
-    // noise); b is small but for one value 20, so its 8-bit step is coarse (about 29 dB).
+/// Two activations: a fills its range; b is small but for one value 20, so its 8-bit step is
+/// coarse.
+fn loud_and_faint() -> (Array, Array) {
     let a = data(&[64, 4], 0, 2.0);
     let mut b = data(&[64, 4], 3, 0.02).to_f64_vec();
     b[17] = 20.0;
     let b = Array::from_vec(&[64, 4], b.iter().map(|&v| v as f32).collect()).unwrap();
+    (a, b)
+}
+
+#[test]
+fn auto_wide_operands_take_the_activations_whose_rounding_is_loud() {
+    // a·W1 and b·W2: a fills its range (8 bits leave its matmul about 48 dB of signal to
+    // noise); b is small but for one value 20, so its 8-bit step is coarse (about 29 dB).
+    let (a, b) = loud_and_faint();
     let model = ModelBuilder::new(18)
         .input("a", F32, &[D::S("n"), D::N(4)])
         .input("b", F32, &[D::S("n"), D::N(4)])
@@ -680,10 +687,7 @@ fn auto_wide_operands_take_the_activations_whose_rounding_is_loud() {
 fn measured_wide_operands_take_the_activation_whose_rounding_reaches_the_output() {
     // As above, but b's matmul output leaves the model a thousandfold smaller: b's rounding is
     // loud at its own matmul (the estimate auto reads) and faint at the model's outputs.
-    let a = data(&[64, 4], 0, 2.0);
-    let mut b = data(&[64, 4], 3, 0.02).to_f64_vec();
-    b[17] = 20.0;
-    let b = Array::from_vec(&[64, 4], b.iter().map(|&v| v as f32).collect()).unwrap();
+    let (a, b) = loud_and_faint();
     let model = ModelBuilder::new(18)
         .input("a", F32, &[D::S("n"), D::N(4)])
         .input("b", F32, &[D::S("n"), D::N(4)])

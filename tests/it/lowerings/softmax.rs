@@ -26,6 +26,27 @@ fn scores_options() -> CompileOptions {
     calibrated(&[("a", inputs[0].clone()), ("b", inputs[1].clone())])
 }
 
+/// `Softmax(a·b)·v`, its inputs and its calibration.
+fn attention_values() -> (intone::ir::Model, Vec<Array>, CompileOptions) {
+    let model = ModelBuilder::new(18)
+        .input("a", F32, &[D::S("n"), D::N(4), D::N(8)])
+        .input("b", F32, &[D::S("n"), D::N(8), D::N(4)])
+        .input("v", F32, &[D::S("n"), D::N(4), D::N(8)])
+        .node("MatMul", &["a", "b"], &["s"])
+        .node_with("Softmax", &["s"], &["p"], vec![attr::int("axis", -1)])
+        .node("MatMul", &["p", "v"], &["y"])
+        .output("y", F32, &[D::S("n"), D::N(4), D::N(8)])
+        .model();
+    let mut inputs = scores_inputs();
+    inputs.push(data(&[3, 4, 8], 2, 1.0));
+    let options = calibrated(&[
+        ("a", inputs[0].clone()),
+        ("b", inputs[1].clone()),
+        ("v", inputs[2].clone()),
+    ]);
+    (model, inputs, options)
+}
+
 /// Softmax over a MatMul with a constant weight: the input has per-channel scales.
 fn per_channel_softmax() -> (intone::ir::Model, CompileOptions) {
     let model = ModelBuilder::new(18)
@@ -91,22 +112,7 @@ fn shiftmax_indexes_the_table_by_the_rounded_distance_below_the_row_maximum() {
 fn shiftmax_writes_probabilities_straight_into_the_next_matmul_operand() {
     // p·v: the only reader of the probabilities quantizes them; the division lands on its
     // scale with no requantization after.
-    let model = ModelBuilder::new(18)
-        .input("a", F32, &[D::S("n"), D::N(4), D::N(8)])
-        .input("b", F32, &[D::S("n"), D::N(8), D::N(4)])
-        .input("v", F32, &[D::S("n"), D::N(4), D::N(8)])
-        .node("MatMul", &["a", "b"], &["s"])
-        .node_with("Softmax", &["s"], &["p"], vec![attr::int("axis", -1)])
-        .node("MatMul", &["p", "v"], &["y"])
-        .output("y", F32, &[D::S("n"), D::N(4), D::N(8)])
-        .model();
-    let mut inputs = scores_inputs();
-    inputs.push(data(&[3, 4, 8], 2, 1.0));
-    let options = calibrated(&[
-        ("a", inputs[0].clone()),
-        ("b", inputs[1].clone()),
-        ("v", inputs[2].clone()),
-    ]);
+    let (model, inputs, options) = attention_values();
     let case = lower(model, LINEAR, "lower-softmax-to-shiftmax", &options);
     insta::assert_snapshot!(case.snapshot());
     assert_eq!(case.counts(), (1, 1, 0));
@@ -128,22 +134,7 @@ fn shiftmax_writes_probabilities_straight_into_the_next_matmul_operand() {
 fn wide_probabilities_enter_the_attention_matmul_as_two_8_bit_terms() {
     // p·v with p planned at 16 bits (`--wide-operands measured`, objective the output): the
     // high and the low byte of p, each times v, summed as 256·hi·v + lo·v in int32.
-    let model = ModelBuilder::new(18)
-        .input("a", F32, &[D::S("n"), D::N(4), D::N(8)])
-        .input("b", F32, &[D::S("n"), D::N(8), D::N(4)])
-        .input("v", F32, &[D::S("n"), D::N(4), D::N(8)])
-        .node("MatMul", &["a", "b"], &["s"])
-        .node_with("Softmax", &["s"], &["p"], vec![attr::int("axis", -1)])
-        .node("MatMul", &["p", "v"], &["y"])
-        .output("y", F32, &[D::S("n"), D::N(4), D::N(8)])
-        .model();
-    let mut inputs = scores_inputs();
-    inputs.push(data(&[3, 4, 8], 2, 1.0));
-    let narrow = calibrated(&[
-        ("a", inputs[0].clone()),
-        ("b", inputs[1].clone()),
-        ("v", inputs[2].clone()),
-    ]);
+    let (model, inputs, narrow) = attention_values();
     // The whole budget: a (of the scores' matmul) and p are both wide.
     let wide = CompileOptions {
         wide_operands: "measured=1".parse().unwrap(),
