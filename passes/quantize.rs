@@ -38,6 +38,15 @@ pub struct Quantize {
 /// Bits of an activation that enters its matmul as two 8-bit terms.
 const WIDE_OPERAND_BITS: u32 = 16;
 
+/// The widest activation, 9 to 16 bits, that can enter an activation × activation matmul of
+/// inner size `k` as two 8-bit terms: the lowering's bound `k·(2^b − 1)·128` (a b-bit operand
+/// stored from 0, times an 8-bit one) must stay in int32. None when not even 9 bits fit.
+fn two_term_bits(k: i64) -> Option<u32> {
+    (9..=WIDE_OPERAND_BITS)
+        .rev()
+        .find(|&b| (k.max(1) as i128) * ((1i128 << b) - 1) * 128 < i32::MAX as i128)
+}
+
 impl Quantize {
     pub fn new(options: &PassOptions) -> Result<Quantize> {
         let bits = options.get::<u32>("bits")?;
@@ -133,11 +142,14 @@ impl Pass for Quantize {
             found: weights,
             measured_db,
             extra_wide,
+            probabilities,
         } = weight_operands(
             model,
             &facts,
             &order,
             cx.options.wide_operands,
+            cx.options.probability_bits,
+            cx.options.symbolic_dim_bound,
             method,
             self.bits,
             Measuring {
@@ -145,12 +157,16 @@ impl Pass for Quantize {
                 residual: &residual,
             },
         )?;
-        let wide: std::collections::HashSet<ValueId> = weights
+        // Bits of each activation planned wider than `bits`.
+        let mut wide: std::collections::HashMap<ValueId, u32> = weights
             .iter()
             .filter(|w| w.activation_terms == 2 || w.depthwise)
-            .map(|w| w.activation)
-            .chain(extra_wide)
+            .map(|w| (w.activation, WIDE_OPERAND_BITS))
             .collect();
+        for (v, b) in extra_wide.into_iter().chain(probabilities.iter().map(|(&v, &b)| (v, b))) {
+            let bits = wide.entry(v).or_insert(b);
+            *bits = (*bits).max(b);
+        }
         // Per activation, the lowest output SQNR its rounding at `bits` would leave a matmul at.
         let mut sqnr_db = std::collections::HashMap::<ValueId, f64>::new();
         for w in &weights {
@@ -179,13 +195,12 @@ impl Pass for Quantize {
                 continue;
             }
             let is_residual = residual.contains(&v);
-            let is_wide = wide.contains(&v);
-            let bits = match (is_residual, is_wide) {
-                (true, _) => self
-                    .residual_bits
-                    .max(if is_wide { WIDE_OPERAND_BITS } else { 0 }),
-                (false, true) => WIDE_OPERAND_BITS,
-                (false, false) => self.bits,
+            let wide_bits = wide.get(&v).copied();
+            let is_wide = wide_bits.is_some();
+            let bits = match (is_residual, wide_bits) {
+                (true, _) => self.residual_bits.max(wide_bits.unwrap_or(0)),
+                (false, Some(b)) => b.max(self.bits),
+                (false, None) => self.bits,
             };
             let signed = is_residual || stats.min < 0.0;
             let levels = crate::quant::levels(bits, signed) as f64;
@@ -212,8 +227,12 @@ impl Pass for Quantize {
                 why: {
                     let mut why = if is_residual {
                         "residual stream".into()
+                    } else if probabilities.contains_key(&v) {
+                        format!(
+                            "{method} clip, attention probabilities: {bits} bits, as two 8-bit terms (the widest int32 holds at the matmul's inner size)"
+                        )
                     } else if is_wide {
-                        format!("{method} clip, 16 bits into a depthwise Conv or a two-term matmul")
+                        format!("{method} clip, {bits} bits into a depthwise Conv or a two-term matmul")
                     } else if signed {
                         format!("{method} clip")
                     } else {
@@ -294,9 +313,13 @@ struct WeightOperands {
     /// `measured=F`: the output SQNR (dB) each candidate activation's rounding at `bits` alone
     /// measured.
     measured_db: std::collections::HashMap<ValueId, f64>,
-    /// `measured=F`: activations that get 16 bits for the activation × activation matmuls
-    /// reading them (the weight matmuls' are in `found`).
-    extra_wide: std::collections::HashSet<ValueId>,
+    /// `measured=F`: activations that get wider (their bits) for the activation × activation
+    /// matmuls reading them (the weight matmuls' are in `found`).
+    extra_wide: std::collections::HashMap<ValueId, u32>,
+    /// Softmax outputs entering an activation × activation matmul as its left operand
+    /// (attention probabilities), with the bits they get (`--probability-bits`, at most what
+    /// int32 holds at the matmul's inner size).
+    probabilities: std::collections::HashMap<ValueId, u32>,
 }
 
 /// What `measured=F` measures with: the calibration probe (none without data) and the
@@ -312,6 +335,8 @@ fn weight_operands(
     facts: &crate::ops::GraphFacts,
     order: &[NodeId],
     wide: WideOperands,
+    probability_bits: u32,
+    dim_bound: i64,
     method: CalibrationMethod,
     bits: u32,
     measuring: Measuring,
@@ -319,8 +344,10 @@ fn weight_operands(
     let Measuring { probe, residual } = measuring;
     let g = &model.graph;
     let mut found = Vec::new();
-    // Left operands of activation × activation MatMuls, with their MACs.
-    let mut attention: Vec<(ValueId, i64)> = Vec::new();
+    // Left operands of activation × activation MatMuls, with their MACs and the widest bits
+    // their two-term lowering allows.
+    let mut attention: Vec<(ValueId, i64, u32)> = Vec::new();
+    let mut probabilities = std::collections::HashMap::new();
     let known = |v: ValueId| -> Option<Vec<i64>> {
         let shape = facts.get(v)?.shape.as_ref()?;
         Some(shape.iter().map(|d| d.known().unwrap_or(1)).collect())
@@ -338,13 +365,17 @@ fn weight_operands(
                     .and_then(|f| f.shape.as_ref())
                     .and_then(|s| s.last())
                     .and_then(|d| d.known());
-                // The two-term lowering needs k·(2^16 − 1)·128 (bytes of a 16-bit operand
-                // times an 8-bit one) to stay in int32: k < 256. An unknown k is left to the
-                // lowering's own bound (it falls back to 8 bits when that fails).
-                let fits = inner.is_none_or(|k| (k as i128) * 65535 * 128 < i32::MAX as i128);
-                if fits {
-                    let k = inner.unwrap_or(1).max(1);
-                    attention.push((*a, outputs.max(1) * k));
+                // A symbolic k is bounded by --max-dim, as in the lowering's own bound.
+                let k = inner.unwrap_or(dim_bound).max(1);
+                if let Some(wide_bits) = two_term_bits(k) {
+                    attention.push((*a, outputs.max(1) * k, wide_bits));
+                    let softmax = g
+                        .producer(*a)
+                        .is_some_and(|p| p.op_type() == "Softmax" && p.domain().is_empty());
+                    let bits = wide_bits.min(probability_bits);
+                    if softmax && bits > 8 {
+                        probabilities.insert(*a, bits);
+                    }
                 }
                 continue;
             }
@@ -401,7 +432,7 @@ fn weight_operands(
     }
     let mut measured_db = std::collections::HashMap::new();
     // Activations widened for activation × activation matmuls (`measured` only).
-    let mut extra_wide = std::collections::HashSet::new();
+    let mut extra_wide = std::collections::HashMap::new();
     let chosen: Vec<bool> = match wide {
         WideOperands::None => vec![false; found.len()],
         WideOperands::All => vec![true; found.len()],
@@ -436,11 +467,20 @@ fn weight_operands(
                 }
             }
             let total = found.iter().map(|w| w.macs).sum::<i64>()
-                + attention.iter().map(|(_, m)| m).sum::<i64>();
-            extra_wide = spend_on_activations(&candidates, &noise, fraction, total);
+                + attention.iter().map(|(_, m, _)| m).sum::<i64>();
+            let chosen = spend_on_activations(&candidates, &noise, fraction, total);
+            for &v in &chosen {
+                let bits = attention
+                    .iter()
+                    .filter(|(a, _, _)| *a == v)
+                    .map(|&(_, _, b)| b)
+                    .min()
+                    .unwrap_or(WIDE_OPERAND_BITS);
+                extra_wide.insert(v, bits);
+            }
             found
                 .iter()
-                .map(|w| !w.depthwise && extra_wide.contains(&w.activation))
+                .map(|w| !w.depthwise && chosen.contains(&w.activation))
                 .collect()
         }
     };
@@ -460,6 +500,7 @@ fn weight_operands(
         found,
         measured_db,
         extra_wide,
+        probabilities,
     })
 }
 
@@ -469,7 +510,7 @@ fn weight_operands(
 fn wide_candidates(
     model: &Model,
     found: &[WeightOperand],
-    attention: &[(ValueId, i64)],
+    attention: &[(ValueId, i64, u32)],
     residual: &std::collections::HashSet<ValueId>,
 ) -> Vec<(ValueId, i64)> {
     let g = &model.graph;
@@ -478,7 +519,7 @@ fn wide_candidates(
         .iter()
         .filter(|w| !w.depthwise)
         .map(|w| (w.activation, w.macs));
-    for (v, macs) in weight_reads.chain(attention.iter().copied()) {
+    for (v, macs) in weight_reads.chain(attention.iter().map(|&(v, m, _)| (v, m))) {
         // Residual-stream values are planned at their own (wider) bits already.
         if g.constant(v).is_some() || residual.contains(&v) {
             continue;

@@ -148,6 +148,12 @@ struct CompileArgs {
     /// int32 tap sums, not integer matmuls).
     #[arg(long = "wide-operands", value_name = "WHICH", default_value = "none")]
     wide_operands: String,
+    /// Bits of attention probabilities (Softmax outputs into an activation × activation
+    /// MatMul), 8..=16: above 8 they enter the matmul as two 8-bit terms, with at most the
+    /// bits int32 holds at its inner size (15 at 257 tokens; a symbolic length counts as
+    /// --max-dim).
+    #[arg(long = "probability-bits", value_name = "B", default_value_t = 16)]
+    probability_bits: u32,
     /// Bits of every weight term, 2..=8 (2 is ternary; terms are stored as int8).
     #[arg(long = "weight-bits", value_name = "B", default_value_t = 8)]
     weight_bits: u32,
@@ -398,6 +404,7 @@ struct CompileReport {
     rounding: String,
     matmul_operands: String,
     wide_operands: String,
+    probability_bits: u32,
     /// `--weight-bits`, `--residual-order`, `--residual-sparsity` (each weight's outcome is in
     /// the `split-residual-groups` pass report).
     weight_bits: u32,
@@ -494,6 +501,13 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
         .wide_operands
         .parse()
         .map_err(|e: String| anyhow!("--wide-operands: {e}"))?;
+    if !(8..=16).contains(&args.probability_bits) {
+        return Err(anyhow!(
+            "--probability-bits {}: expected 8 to 16",
+            args.probability_bits
+        ));
+    }
+    options.probability_bits = args.probability_bits;
     match args.activation_order {
         1 => {}
         2 if options.wide_operands == intone::quant::WideOperands::None => {
@@ -650,6 +664,7 @@ fn compile(args: CompileArgs) -> Result<ExitCode> {
             rounding: options.rounding.name().to_string(),
             matmul_operands: options.matmul_operands.name().to_string(),
             wide_operands: options.wide_operands.to_string(),
+            probability_bits: options.probability_bits,
             weight_bits: options.weight_expansion.bits,
             residual_order: options.weight_expansion.order,
             residual_sparsity: options.weight_expansion.sparsity,

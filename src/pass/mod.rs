@@ -61,6 +61,10 @@ pub struct CompileOptions {
     pub matmul_operands: crate::ops::matmul_kernels::MatmulOperands,
     /// Which weight matmuls take a 16-bit activation as two 8-bit terms (`--wide-operands`).
     pub wide_operands: crate::quant::WideOperands,
+    /// Bits of attention probabilities (Softmax outputs into an activation × activation
+    /// matmul; `--probability-bits`): more than 8 enter as two 8-bit terms, at most what int32
+    /// holds at the matmul's inner size.
+    pub probability_bits: u32,
     /// Residual expansion of the weights (`--weight-bits`, `--residual-order`,
     /// `--residual-sparsity`), read by `split-residual-groups` where its options are not given.
     pub weight_expansion: crate::quant::WeightExpansion,
@@ -84,6 +88,7 @@ impl Default for CompileOptions {
             rounding: crate::quant::Rounding::HalfUp,
             matmul_operands: Default::default(),
             wide_operands: Default::default(),
+            probability_bits: 16,
             weight_expansion: Default::default(),
             data_free: None,
             sensitivity: None,
