@@ -31,6 +31,26 @@ impl Pass for FuseGelu {
     }
 }
 
+/// The outputs of the model's GELUs, fused (`Gelu`, `QuickGelu`, the `com.microsoft` forms)
+/// or in any of the decomposed forms this pass fuses: values that are never below −0.17.
+pub(crate) fn gelu_outputs(model: &Model) -> Result<std::collections::HashSet<ValueId>> {
+    let g = &model.graph;
+    let mut found = std::collections::HashSet::new();
+    for id in g.topological_order()? {
+        let Some(op) = g.op(id) else { continue };
+        let fused = matches!(
+            (op.domain(), op.op_type()),
+            ("", "Gelu") | ("com.microsoft", "QuickGelu")
+        );
+        if fused {
+            found.insert(out(id));
+        } else if let Match::Apply((y, _)) = GeluPattern.match_at(model, id)? {
+            found.insert(y);
+        }
+    }
+    Ok(found)
+}
+
 /// What replaces the matched output.
 enum Fused {
     Gelu {

@@ -35,6 +35,10 @@ pub struct Quantize {
     residual_bits: u32,
 }
 
+/// The least value a GELU output's matmul operand covers: GELU's minimum is −0.16997 (at
+/// x ≈ −0.75), QuickGelu's −0.164; the margin covers ShiftGELU's and i-GELU's kernels.
+const GELU_FLOOR: f64 = -0.2;
+
 /// Bits of an activation that enters its matmul as two 8-bit terms.
 const WIDE_OPERAND_BITS: u32 = 16;
 
@@ -185,6 +189,7 @@ impl Pass for Quantize {
         for &id in &order {
             candidates.extend(model.graph.outputs_of(id));
         }
+        let gelu = super::fuse_gelu::gelu_outputs(model)?;
         let mut uncalibrated = 0;
         for v in candidates {
             let Some(stats) = model.graph.value(v).stats.clone() else {
@@ -211,10 +216,18 @@ impl Pass for Quantize {
             } else {
                 1.0
             };
+            // A GELU output (never below −0.17, the integer kernels' approximations a little
+            // lower) enters its matmuls on [GELU_FLOOR, clip], the finer grid. Only a bound of
+            // the function: a calibrated minimum does not survive new data (DINOv2-S's
+            // LayerNorm outputs on a photo unlike the calibration set's fell far below it).
+            let floor = (signed && !is_residual && !is_wide && bits == 8 && gelu.contains(&v))
+                .then_some(GELU_FLOOR.max(-clip))
+                .filter(|&f| f < 0.0 && (clip - f) / 254.0 < 2.0 * clip / 255.0);
             model.graph.value_mut(v).plan = Some(ActivationPlan {
                 scale: Scale::PerTensor(scale),
                 bits,
                 signed,
+                floor,
             });
             cx.report.rewritten += 1;
             cx.report.values.push(ValueReport {
@@ -238,6 +251,9 @@ impl Pass for Quantize {
                     } else {
                         format!("{method} clip, never negative")
                     };
+                    if let Some(f) = floor {
+                        why += &format!(", into matmuls on [{f:.4}, {clip:.4}]");
+                    }
                     if let Some(db) = sqnr_db.get(&v) {
                         why += &format!(
                             "; at {} bits its matmul output's SQNR would be {db:.1} dB",

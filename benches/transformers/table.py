@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -37,11 +38,13 @@ INTONE = [
     ("ivit", "ivit", []),
     ("ibert", "ibert", []),
     ("ivit-relu", "ivit-relu", []),
-    ("linear, measured=0.25", "linear", ["--wide-operands", "measured=0.25"]),
-    ("ivit, measured=0.25", "ivit", ["--wide-operands", "measured=0.25"]),
+    # The defaults before issue 13's 16-bit probabilities (and with them).
+    ("linear, probability-bits 8", "linear", ["--probability-bits", "8"]),
+    ("ivit, probability-bits 8", "ivit", ["--probability-bits", "8"]),
+    ("linear, auto", "linear", ["--wide-operands", "auto"]),
+    ("ivit, auto", "ivit", ["--wide-operands", "auto"]),
     ("linear, measured=0.5", "linear", ["--wide-operands", "measured=0.5"]),
     ("ivit, measured=0.5", "ivit", ["--wide-operands", "measured=0.5"]),
-    ("ivit, measured=1", "ivit", ["--wide-operands", "measured=1"]),
 ]
 
 
@@ -151,7 +154,7 @@ def intone_checks(args, task, out, report, tmp):
     rep = json.load(open(report))
     if rep["float_between"]:
         # Float ops between the quantizations compute differently in the two engines.
-        return [f"no ({len(rep['float_between'])} float values)", "—"]
+        return [f"no ({len(rep['float_between'])} float values)", "—", matmuls(rep)]
     integer = "yes"
     feeds = {k: v[:1] for k, v in task.feeds.items()}
     cmd = [args.intone, "run", out, "--output", task.output, "--output-dir", tmp]
@@ -162,7 +165,13 @@ def intone_checks(args, task, out, report, tmp):
     run(cmd)
     tract = np.load(os.path.join(tmp, re.sub(r"[^A-Za-z0-9_.-]", "_", task.output) + ".npy"))
     same = np.array_equal(tract, task.outputs(out, feeds))
-    return [integer, "yes" if same else "NO"]
+    return [integer, "yes" if same else "NO", matmuls(rep)]
+
+
+def matmuls(rep):
+    """Integer matmuls in the compiled model (a 16-bit operand's two terms count two)."""
+    ops = rep["ops_after"]
+    return str(ops.get("MatMulInteger", 0) + ops.get("ConvInteger", 0))
 
 
 def main():
@@ -182,7 +191,7 @@ def main():
             reference = task.outputs(task.path)
             base = task.extra_eval(task, task.path) if task.extra_eval else None
             head = ["config", "min cosine", "mean cosine"] + (["Spearman drop"] if task.extra_eval else [])
-            head += ["integer-only", "tract = ORT"]
+            head += ["integer-only", "tract = ORT", "integer matmuls", "compile s"]
             print(f"### {task.name}\n")
             print("| " + " | ".join(head) + " |")
             print("|" + "---|" * len(head))
@@ -196,12 +205,14 @@ def main():
                     continue
                 out, report = os.path.join(tmp, "m.onnx"), os.path.join(tmp, "r.json")
                 try:
+                    start = time.monotonic()
                     run([args.intone, "compile", task.path, "-o", out, "--pipeline", pipeline, "--report", report,
                          "--objective", task.output, *calib, *extra])
+                    seconds = f"{time.monotonic() - start:.1f}"
                 except RuntimeError as e:
                     print(f"| {name} | compile failed: {e} |", flush=True)
                     continue
-                checks = intone_checks(args, task, out, report, tmp)
+                checks = intone_checks(args, task, out, report, tmp) + [seconds]
                 print("| " + " | ".join(row(task, name, out, reference, base, checks)) + " |", flush=True)
             if args.ort != "none":
                 for config in ort_configs(args.ort):
@@ -213,7 +224,7 @@ def main():
                     except Exception as e:  # noqa: BLE001 (a configuration the quantizer refuses)
                         print(f"| {name} | failed: {str(e).splitlines()[0][:80]} |", flush=True)
                         continue
-                    print("| " + " | ".join(row(task, name, out, reference, base, ["no (float LN/Softmax/GELU)", "—"])) + " |", flush=True)
+                    print("| " + " | ".join(row(task, name, out, reference, base, ["no (float LN/Softmax/GELU)", "—", "—", "—"])) + " |", flush=True)
             print()
 
 

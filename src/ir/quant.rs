@@ -19,6 +19,10 @@ pub struct ActivationPlan {
     pub scale: Scale,
     pub bits: u32,
     pub signed: bool,
+    /// For a signed plan whose values stay well above `−clip` (GELU outputs): the least real
+    /// value its uint8 matmul operand must cover, so the operand may take the finer
+    /// asymmetric grid `[floor, clip]` (a zero point other than 128) instead of `[−clip, clip]`.
+    pub floor: Option<f64>,
 }
 
 impl ActivationPlan {

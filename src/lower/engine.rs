@@ -411,7 +411,25 @@ impl<'m> Lowering<'m> {
             Scale::PerTensor(s) => s,
             Scale::PerAxis { .. } => return Err(Error::unsupported("per-axis activation plans")),
         };
+        // An asymmetric operand grid only pays when it is the value's first rounding onto 8
+        // bits; re-rounding an 8-bit representation onto it would round twice.
+        let rounded_to_8 = self
+            .reps
+            .get(&v)
+            .is_some_and(|r| matches!(r.dtype, DataType::Int8 | DataType::Uint8));
         let target = match form {
+            Form::OperandA if plan.signed && plan.bits == 8 && !rounded_to_8 => {
+                match plan.floor {
+                    Some(floor) => asymmetric_operand(floor, scale * plan.levels() as f64),
+                    None => Target {
+                        scale,
+                        zero_point: 128,
+                        lo: 0,
+                        hi: 255,
+                        dtype: DataType::Uint8,
+                    },
+                }
+            }
             Form::OperandA if plan.signed => Target {
                 scale: rescale_signed(scale, plan.bits, 8),
                 zero_point: 128,
@@ -676,6 +694,20 @@ impl<'m> Lowering<'m> {
 }
 
 /// The scale of an unsigned value re-expressed with `to_bits` instead of `bits` bits.
+/// The uint8 grid covering `[floor, clip]` (floor < 0 < clip): 254 steps, so that a zero
+/// point rounded up still leaves `clip` on the grid; real = scale·(q − zero_point).
+fn asymmetric_operand(floor: f64, clip: f64) -> Target {
+    let scale = ((clip - floor) / 254.0) as f32 as f64;
+    let zero_point = ((-floor / scale).ceil() as i64).clamp(1, 254);
+    Target {
+        scale,
+        zero_point,
+        lo: 0,
+        hi: 255,
+        dtype: DataType::Uint8,
+    }
+}
+
 fn rescale_unsigned(scale: f64, bits: u32, to_bits: u32) -> f64 {
     use crate::quant::levels;
     let (from, to) = (levels(bits, false), levels(to_bits, false));

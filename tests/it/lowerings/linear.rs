@@ -293,6 +293,7 @@ fn residual_sums_are_planned_at_a_power_of_two_times_their_stream_operand() {
     let g = &planned.graph;
     let scale = |name: &str| match &g.value(g.find_value(name).unwrap()).plan {
         Some(intone::ir::quant::ActivationPlan {
+            floor: None,
             scale: intone::ir::quant::Scale::PerTensor(s),
             ..
         }) => *s,
