@@ -125,6 +125,26 @@ impl Pass for Calibrate {
         let histogram = !matches!(set.method, CalibrationMethod::MinMax);
         let progress = set.progress && std::io::stderr().is_terminal();
         let done = AtomicUsize::new(0);
+        // LayerNorm outputs keep per-channel statistics, for smooth-layer-norm.
+        let per_channel: Vec<bool> = exposed
+            .iter()
+            .map(|&i| {
+                let producer = model.graph.producer(observed[i]);
+                producer.is_some_and(|op| op.is("LayerNormalization"))
+            })
+            .collect();
+        let fresh = || -> Vec<Observer> {
+            per_channel
+                .iter()
+                .map(|&c| {
+                    if c {
+                        Observer::per_channel(histogram)
+                    } else {
+                        Observer::new(histogram)
+                    }
+                })
+                .collect()
+        };
         let mut results: Vec<Result<Vec<Observer>>> = Vec::new();
         if runs > 0 {
             // Every full batch has the same shapes: one plan serves all workers.
@@ -137,9 +157,9 @@ impl Pass for Calibrate {
                     .map(|w| {
                         let (plan, batch_inputs, done, run_rows) =
                             (&plan, &batch_inputs, &done, &run_rows);
-                        let n = outputs.len();
+                        let fresh = &fresh;
                         scope.spawn(move || -> Result<Vec<Observer>> {
-                            let mut observers = vec![Observer::new(histogram); n];
+                            let mut observers = fresh();
                             for run in w * chunk..((w + 1) * chunk).min(runs) {
                                 observe_batch(
                                     plan,
@@ -164,7 +184,7 @@ impl Pass for Calibrate {
         if !tail.is_empty() {
             let inputs = batch_inputs(&tail)?;
             let plan = runner.plan(&inputs.iter().collect::<Vec<_>>(), Some(&outputs))?;
-            let mut observers = vec![Observer::new(histogram); outputs.len()];
+            let mut observers = fresh();
             observe_batch(&plan, &inputs, &mut observers)?;
             results.push(Ok(observers));
             if progress {
@@ -303,9 +323,12 @@ fn bytes_per_sample(
 
 /// Runs one batch and folds every f32 output into its observer.
 fn observe_batch(plan: &Plan, inputs: &[Array], observers: &mut [Observer]) -> Result<()> {
-    plan.run_visit_f32(inputs, |i, view| match view.as_slice() {
-        Some(values) => observers[i].observe(values),
-        None => observers[i].observe(&view.iter().copied().collect::<Vec<f32>>()),
+    plan.run_visit_f32(inputs, |i, view| {
+        let channels = view.shape().last().copied().unwrap_or(0);
+        match view.as_slice() {
+            Some(values) => observers[i].observe_rows(values, channels),
+            None => observers[i].observe_rows(&view.iter().copied().collect::<Vec<f32>>(), channels),
+        }
     })
 }
 

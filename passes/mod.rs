@@ -16,6 +16,7 @@ mod fold_constants;
 mod fold_dyadic_requant;
 mod fuse_attention_mask;
 mod fuse_gelu;
+mod smooth_layer_norm;
 mod fuse_layer_norm;
 mod fuse_softmax;
 mod legalize;
@@ -153,6 +154,18 @@ pub const PASSES: &[PassInfo] = &[
         phases: Phases::FLOAT,
         options: &[],
         build: |_| Ok(Box::new(calibrate::Calibrate)),
+    },
+    PassInfo {
+        name: "smooth-layer-norm",
+        summary: "move LayerNorm output outlier channels into the weights of the MatMuls reading them (SmoothQuant), exactly in float",
+        exact: true,
+        phases: Phases::FLOAT,
+        options: &[OptionInfo {
+            name: "alpha",
+            default: "0.5",
+            help: "migration strength: s_c = max|y_c|^alpha / max|w_c|^(1-alpha); 0 turns it off",
+        }],
+        build: |options| Ok(Box::new(smooth_layer_norm::SmoothLayerNorm::new(options)?)),
     },
     PassInfo {
         name: "quantize",
@@ -439,14 +452,14 @@ mod stages {
     /// Calibration observes the canonical float model; quantize writes the plans.
     pub const PLAN: Stage = Stage {
         kind: StageKind::Plan,
-        passes: "calibrate,quantize,split-residual-groups,measure-sensitivity",
+        passes: "calibrate,smooth-layer-norm,quantize,split-residual-groups,measure-sensitivity",
     };
     /// The correction needs the GELU inputs' statistics; calibrating again then plans the
     /// ReLU model that is actually compiled.
     pub const PLAN_RELU: Stage = Stage {
         kind: StageKind::Plan,
-        passes: "calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,quantize,\
-                 split-residual-groups,measure-sensitivity",
+        passes: "calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,\
+                 smooth-layer-norm,quantize,split-residual-groups,measure-sensitivity",
     };
     pub const LOWER_LINEAR: Stage = Stage {
         kind: StageKind::Lower,

@@ -60,7 +60,52 @@ pub struct Observer {
     /// calibration method needs only the extremes.
     bins: Vec<u64>,
     width: f64,
+    /// Per index of the last axis (`observe_rows` on an observer made by `per_channel`).
+    pub channels: Option<ChannelStats>,
+    track_channels: bool,
 }
+
+/// Extremes and moments per index of a value's last axis (its channels), which a per-channel
+/// rescaling (`smooth-layer-norm`) turns into the rescaled value's statistics exactly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelStats {
+    pub min: Vec<f64>,
+    pub max: Vec<f64>,
+    pub sum: Vec<f64>,
+    pub sum_squares: Vec<f64>,
+}
+
+impl ChannelStats {
+    fn new(n: usize) -> ChannelStats {
+        ChannelStats {
+            min: vec![f64::INFINITY; n],
+            max: vec![f64::NEG_INFINITY; n],
+            sum: vec![0.0; n],
+            sum_squares: vec![0.0; n],
+        }
+    }
+
+    /// Largest |x| per channel.
+    pub fn abs_max(&self) -> Vec<f64> {
+        self.min
+            .iter()
+            .zip(&self.max)
+            .map(|(lo, hi)| if lo > hi { 0.0 } else { lo.abs().max(hi.abs()) })
+            .collect()
+    }
+
+    fn merge(&mut self, other: &ChannelStats) {
+        for c in 0..self.min.len() {
+            self.min[c] = self.min[c].min(other.min[c]);
+            self.max[c] = self.max[c].max(other.max[c]);
+            self.sum[c] += other.sum[c];
+            self.sum_squares[c] += other.sum_squares[c];
+        }
+    }
+}
+
+/// Channel statistics are kept for values whose last axis is at most this long.
+pub const MAX_CHANNELS: usize = 1 << 16;
 
 impl Observer {
     /// An empty observer; `histogram` adds the |x| histogram percentile and MSE clips need.
@@ -73,6 +118,16 @@ impl Observer {
             sum_squares: 0.0,
             bins: if histogram { vec![0; BINS] } else { Vec::new() },
             width: 0.0,
+            channels: None,
+            track_channels: false,
+        }
+    }
+
+    /// `new`, also keeping statistics per index of the last axis (`observe_rows`).
+    pub fn per_channel(histogram: bool) -> Observer {
+        Observer {
+            track_channels: true,
+            ..Observer::new(histogram)
         }
     }
 
@@ -87,7 +142,71 @@ impl Observer {
             sum_squares: mean_square,
             bins: Vec::new(),
             width: 0.0,
+            channels: None,
+            track_channels: false,
         }
+    }
+
+    /// `observe`, plus statistics per index of the last axis, `channels` long (rows of a
+    /// row-major array). Falls back to `observe` when the values are not whole rows.
+    pub fn observe_rows(&mut self, values: &[f32], channels: usize) {
+        // Channel statistics cover every sample or none.
+        let first = self.count == 0;
+        self.observe(values);
+        let whole_rows = channels > 0 && channels <= MAX_CHANNELS && values.len() % channels == 0;
+        if !self.track_channels || !whole_rows || (first && self.count == 0) {
+            return;
+        }
+        if self.channels.is_none() && !first {
+            return;
+        }
+        let stats = self
+            .channels
+            .get_or_insert_with(|| ChannelStats::new(channels));
+        if stats.min.len() != channels {
+            self.channels = None;
+            return;
+        }
+        for row in values.chunks_exact(channels) {
+            for (c, &v) in row.iter().enumerate() {
+                if v.is_nan() {
+                    continue;
+                }
+                let x = v as f64;
+                stats.min[c] = stats.min[c].min(x);
+                stats.max[c] = stats.max[c].max(x);
+                stats.sum[c] += x;
+                stats.sum_squares[c] += x * x;
+            }
+        }
+    }
+
+    /// The statistics of `x_c / divisor_c` (c on the last axis), from the channel statistics;
+    /// None without them. The histogram does not survive a per-channel rescaling: clips of the
+    /// result are its extremes.
+    pub fn divided_per_channel(&self, divisors: &[f64]) -> Option<Observer> {
+        let ch = self.channels.as_ref()?;
+        if ch.min.len() != divisors.len() || divisors.iter().any(|&d| !(d > 0.0)) {
+            return None;
+        }
+        let mut out = ChannelStats::new(divisors.len());
+        for (c, &d) in divisors.iter().enumerate() {
+            out.min[c] = ch.min[c] / d;
+            out.max[c] = ch.max[c] / d;
+            out.sum[c] = ch.sum[c] / d;
+            out.sum_squares[c] = ch.sum_squares[c] / (d * d);
+        }
+        Some(Observer {
+            min: out.min.iter().copied().fold(f64::INFINITY, f64::min),
+            max: out.max.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            count: self.count,
+            sum: out.sum.iter().sum(),
+            sum_squares: out.sum_squares.iter().sum(),
+            bins: Vec::new(),
+            width: 0.0,
+            channels: Some(out),
+            track_channels: true,
+        })
     }
 
     /// Adds a batch of values in one pass. NaNs are ignored.
@@ -175,6 +294,11 @@ impl Observer {
     pub fn merge(&mut self, other: &Observer) {
         if other.count == 0 {
             return;
+        }
+        match (&mut self.channels, &other.channels) {
+            (Some(a), Some(b)) if a.min.len() == b.min.len() => a.merge(b),
+            (None, Some(b)) if self.count == 0 => self.channels = Some(b.clone()),
+            _ => self.channels = None,
         }
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
