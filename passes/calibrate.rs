@@ -327,7 +327,9 @@ fn observe_batch(plan: &Plan, inputs: &[Array], observers: &mut [Observer]) -> R
         let channels = view.shape().last().copied().unwrap_or(0);
         match view.as_slice() {
             Some(values) => observers[i].observe_rows(values, channels),
-            None => observers[i].observe_rows(&view.iter().copied().collect::<Vec<f32>>(), channels),
+            None => {
+                observers[i].observe_rows(&view.iter().copied().collect::<Vec<f32>>(), channels)
+            }
         }
     })
 }

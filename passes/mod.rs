@@ -16,7 +16,6 @@ mod fold_constants;
 mod fold_dyadic_requant;
 mod fuse_attention_mask;
 mod fuse_gelu;
-mod smooth_layer_norm;
 mod fuse_layer_norm;
 mod fuse_softmax;
 mod legalize;
@@ -30,6 +29,7 @@ mod lower_softmax_to_shiftmax;
 mod measure_sensitivity;
 mod quantize;
 mod replace_gelu_with_relu;
+mod smooth_layer_norm;
 mod split_residual_groups;
 mod upgrade_opset;
 

@@ -167,7 +167,10 @@ impl Pass for Quantize {
             .filter(|w| w.activation_terms == 2 || w.depthwise)
             .map(|w| (w.activation, WIDE_OPERAND_BITS))
             .collect();
-        for (v, b) in extra_wide.into_iter().chain(probabilities.iter().map(|(&v, &b)| (v, b))) {
+        for (v, b) in extra_wide
+            .into_iter()
+            .chain(probabilities.iter().map(|(&v, &b)| (v, b)))
+        {
             let bits = wide.entry(v).or_insert(b);
             *bits = (*bits).max(b);
         }

@@ -60,7 +60,10 @@ fn find(g: &Graph, id: NodeId, channels: usize) -> std::result::Result<Found, St
     let scale = g.input(id, 1).ok_or("no scale input")?;
     let gamma = f32_constant(g, scale).ok_or("the scale is not an f32 constant")?;
     if gamma.len() != channels || gamma.ndim() != 1 {
-        return Err(format!("the scale has {} elements, not one per channel", gamma.len()));
+        return Err(format!(
+            "the scale has {} elements, not one per channel",
+            gamma.len()
+        ));
     }
     if axis != -1 {
         // The channel statistics are over the last axis.
@@ -89,10 +92,17 @@ fn find(g: &Graph, id: NodeId, channels: usize) -> std::result::Result<Found, St
         let weight = g.input(u.node, 1);
         let w = weight.and_then(|w| f32_constant(g, w));
         match (reader.is("MatMul"), u.port, w) {
-            (true, crate::ir::Port::Input(0), Some(w)) if w.ndim() == 2 && w.shape()[0] == channels => {
+            (true, crate::ir::Port::Input(0), Some(w))
+                if w.ndim() == 2 && w.shape()[0] == channels =>
+            {
                 readers.push((u.node, weight.expect("weight")));
             }
-            _ => return Err(format!("read by {}, not only by MatMuls with constant 2-D weights", g.describe(u.node))),
+            _ => {
+                return Err(format!(
+                    "read by {}, not only by MatMuls with constant 2-D weights",
+                    g.describe(u.node)
+                ));
+            }
         }
     }
     if readers.is_empty() {
@@ -150,7 +160,9 @@ impl Pass for SmoothLayerNorm {
             let after = smoothed.abs_max();
             model.graph.value_mut(y).stats = Some(Arc::new(smoothed));
             let spread = |d: &[f64]| {
-                let (lo, hi) = d.iter().fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+                let (lo, hi) = d
+                    .iter()
+                    .fold((f64::INFINITY, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
                 hi / lo
             };
             cx.remark(
@@ -203,7 +215,9 @@ impl SmoothLayerNorm {
 fn rewrite(model: &mut Model, found: &Found, divisors: &[f64]) -> Result<()> {
     let g = &model.graph;
     let gamma = f32_constant(g, found.scale).expect("checked in find");
-    let beta = found.bias.map(|b| f32_constant(g, b).expect("checked in find"));
+    let beta = found
+        .bias
+        .map(|b| f32_constant(g, b).expect("checked in find"));
     let weights: Vec<_> = found
         .readers
         .iter()

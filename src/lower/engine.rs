@@ -418,18 +418,16 @@ impl<'m> Lowering<'m> {
             .get(&v)
             .is_some_and(|r| matches!(r.dtype, DataType::Int8 | DataType::Uint8));
         let target = match form {
-            Form::OperandA if plan.signed && plan.bits == 8 && !rounded_to_8 => {
-                match plan.floor {
-                    Some(floor) => asymmetric_operand(floor, scale * plan.levels() as f64),
-                    None => Target {
-                        scale,
-                        zero_point: 128,
-                        lo: 0,
-                        hi: 255,
-                        dtype: DataType::Uint8,
-                    },
-                }
-            }
+            Form::OperandA if plan.signed && plan.bits == 8 && !rounded_to_8 => match plan.floor {
+                Some(floor) => asymmetric_operand(floor, scale * plan.levels() as f64),
+                None => Target {
+                    scale,
+                    zero_point: 128,
+                    lo: 0,
+                    hi: 255,
+                    dtype: DataType::Uint8,
+                },
+            },
             Form::OperandA if plan.signed => Target {
                 scale: rescale_signed(scale, plan.bits, 8),
                 zero_point: 128,

@@ -186,8 +186,8 @@ fn digits_vits_compile_to_integer_matmuls_that_agree_with_float() {
             .count();
         assert_eq!(
             ints,
-            24 + 1,
-            "{name}: 4 blocks × (qkv, q·k, p·v, proj, fc1, fc2) + head"
+            28 + 1,
+            "{name}: 4 blocks × (qkv, q·k, p·v as two terms of 16-bit probabilities, proj, fc1, fc2) + head"
         );
 
         let expected = Runner::new(&float)

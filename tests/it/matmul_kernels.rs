@@ -413,8 +413,8 @@ fn digits_linear_integer_matmuls_are_bit_identical_on_avx2_and_vnni_cpus() {
         }
         assert_eq!(
             matmuls.len(),
-            26,
-            "{stem}: patch conv, 4 × 6 block matmuls, head"
+            30,
+            "{stem}: patch conv, 4 × 7 block matmuls (p·v as two terms), head"
         );
         let mut names: Vec<String> = Vec::new();
         for (_, a, b, y) in &matmuls {

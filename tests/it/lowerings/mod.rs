@@ -14,6 +14,7 @@ mod legalize;
 mod linear;
 mod requant;
 mod residual;
+mod smoothing;
 mod softmax;
 mod tables;
 

@@ -135,6 +135,10 @@ fn wide_probabilities_enter_the_attention_matmul_as_two_8_bit_terms() {
     // p·v with p planned at 16 bits (`--wide-operands measured`, objective the output): the
     // high and the low byte of p, each times v, summed as 256·hi·v + lo·v in int32.
     let (model, inputs, narrow) = attention_values();
+    let narrow = CompileOptions {
+        probability_bits: 8,
+        ..narrow
+    };
     // The whole budget: a (of the scores' matmul) and p are both wide.
     let wide = CompileOptions {
         wide_operands: "measured=1".parse().unwrap(),
@@ -157,6 +161,73 @@ fn wide_probabilities_enter_the_attention_matmul_as_two_8_bit_terms() {
     let e16 = case.assert_close(&inputs, 0.05);
     let e8 = lower(model, LINEAR, "lower-softmax-to-shiftmax", &narrow).assert_close(&inputs, 0.05);
     assert!(e16 < e8, "16-bit probabilities {e16} vs 8-bit {e8}");
+}
+
+/// `Softmax(a·b)·v` over rows of `k` tokens (`None`: a symbolic length).
+fn attention_of_length(k: Option<usize>) -> (intone::ir::Model, CompileOptions) {
+    let len = || match k {
+        Some(k) => D::N(k as i64),
+        None => D::S("k"),
+    };
+    let model = ModelBuilder::new(18)
+        .input("a", F32, &[D::N(1), D::N(2), D::N(8)])
+        .input("b", F32, &[D::N(1), D::N(8), len()])
+        .input("v", F32, &[D::N(1), len(), D::N(4)])
+        .node("MatMul", &["a", "b"], &["s"])
+        .node_with("Softmax", &["s"], &["p"], vec![attr::int("axis", -1)])
+        .node("MatMul", &["p", "v"], &["y"])
+        .output("y", F32, &[D::N(1), D::N(2), D::N(4)])
+        .model();
+    let n = k.unwrap_or(40);
+    let options = calibrated(&[
+        ("a", data(&[1, 2, 8], 0, 1.0)),
+        ("b", data(&[1, 8, n], 1, 1.0)),
+        ("v", data(&[1, n, 4], 2, 1.0)),
+    ]);
+    (model, options)
+}
+
+#[test]
+fn attention_probabilities_get_the_widest_bits_int32_holds_at_the_inner_size() {
+    // k·(2^b − 1)·128 < 2^31: 16 bits up to k = 255, 15 at DINOv2's 257 tokens, 12 for a
+    // symbolic length bounded by 4096 (--max-dim); --probability-bits caps them.
+    let bits_of_p = |k: Option<usize>, cap: u32| {
+        let (model, options) = attention_of_length(k);
+        let options = CompileOptions {
+            probability_bits: cap,
+            ..options
+        };
+        let case = lower(model, "calibrate", "quantize", &options);
+        let g = &case.after.graph;
+        let plan = g.value(g.find_value("p").unwrap()).plan.clone().unwrap();
+        assert!(!plan.signed);
+        plan.bits
+    };
+    assert_eq!(bits_of_p(Some(255), 16), 16);
+    assert_eq!(bits_of_p(Some(257), 16), 15);
+    assert_eq!(bits_of_p(None, 16), 12);
+    assert_eq!(bits_of_p(Some(257), 12), 12);
+    assert_eq!(bits_of_p(Some(257), 8), 8, "8 keeps one byte");
+}
+
+#[test]
+fn wide_probabilities_at_257_tokens_lower_to_two_terms_within_int32() {
+    let (model, options) = attention_of_length(Some(257));
+    let case = lower(model, LINEAR, "lower-softmax-to-shiftmax", &options);
+    let text = model_to_text(&case.after).unwrap();
+    assert_eq!(
+        case.after_count("MatMulInteger"),
+        3,
+        "a·b, then hi·v and lo·v: {text}"
+    );
+    // The 257-term averages of v are small, so the peak is too: judged on the calibration data
+    // (the accuracy this buys is measured on DINOv2-S in benches/transformers).
+    let inputs = vec![
+        data(&[1, 2, 8], 0, 1.0),
+        data(&[1, 8, 257], 1, 1.0),
+        data(&[1, 257, 4], 2, 1.0),
+    ];
+    case.assert_close(&inputs, 0.05);
 }
 
 #[test]
