@@ -47,6 +47,29 @@ pub fn shift_gelu() -> LowerByTable {
     }
 }
 
+/// The GELU the op computes (erf or tanh form, or QuickGelu) by table, exactly rounded.
+pub fn exact_gelu() -> LowerByTable {
+    use crate::quant::kernels::{gelu, gelu_tanh, quick_gelu};
+    LowerByTable {
+        table_for: |op| {
+            if op.domain() == "com.microsoft" && op.op_type() == "QuickGelu" {
+                // alpha other than 1.702 is a different function: left to the other lowerings.
+                let alpha = op.attr_float("alpha", 1.702).ok()?;
+                return ((alpha as f64 - 1.702).abs() < 1e-6).then_some(Table::Kernel(|s| {
+                    gelu_table(GeluKernel::Exact(quick_gelu), s)
+                }));
+            }
+            if !op.is("Gelu") {
+                return None;
+            }
+            Some(match op.attr_string("approximate").ok().flatten().as_deref() {
+                Some("tanh") => Table::Kernel(|s| gelu_table(GeluKernel::Exact(gelu_tanh), s)),
+                _ => Table::Kernel(|s| gelu_table(GeluKernel::Exact(gelu), s)),
+            })
+        },
+    }
+}
+
 /// i-GELU (I-BERT) by table.
 pub fn ibert_gelu() -> LowerByTable {
     LowerByTable {

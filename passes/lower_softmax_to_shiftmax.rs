@@ -52,6 +52,11 @@ impl LowerSoftmax {
         Self::with(ExpKernel::Polynomial, options)
     }
 
+    /// The exponential itself in the table (`lower-softmax-to-exp-table`).
+    pub fn exact(options: &PassOptions) -> Result<LowerSoftmax> {
+        Self::with(ExpKernel::Exact, options)
+    }
+
     fn with(kernel: ExpKernel, options: &PassOptions) -> Result<LowerSoftmax> {
         let out_bits = options.get::<u32>("out-bits")?;
         if out_bits != 8 && out_bits != 16 {
@@ -130,7 +135,7 @@ impl LowerSoftmax {
         let range = match self.kernel {
             // ShiftExp reaches its clamp 2^−n at x = −n / log2(e).
             ExpKernel::Shift { n } => n as f64 / std::f64::consts::LOG2_E,
-            ExpKernel::Polynomial => 30.0 * std::f64::consts::LN_2,
+            ExpKernel::Polynomial | ExpKernel::Exact => 30.0 * std::f64::consts::LN_2,
         };
         let finest = range / TABLE_ENTRIES;
         // A zero scale (a constant input) still ends: at the smallest normal f64.

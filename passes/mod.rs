@@ -314,6 +314,18 @@ pub const PASSES: &[PassInfo] = &[
         },
     },
     PassInfo {
+        name: "lower-softmax-to-exp-table",
+        summary: "Softmax in integers: the exponential itself tabulated, then Shiftmax's integer normalisation",
+        exact: false,
+        phases: LOWERS,
+        options: &[OUT_BITS],
+        build: |options| {
+            Ok(Box::new(lower_softmax_to_shiftmax::LowerSoftmax::exact(
+                options,
+            )?))
+        },
+    },
+    PassInfo {
         name: "lower-softmax-to-ibert-exp",
         summary: "Softmax in integers with I-BERT's polynomial i-exp",
         exact: false,
@@ -328,6 +340,14 @@ pub const PASSES: &[PassInfo] = &[
         phases: LOWERS,
         options: &[],
         build: |_| Ok(Box::new(lower_gelu_to_shiftgelu::shift_gelu())),
+    },
+    PassInfo {
+        name: "lower-gelu-to-table",
+        summary: "GELU in integers: the function itself (erf, tanh form or QuickGelu) tabulated over int8 inputs",
+        exact: false,
+        phases: LOWERS,
+        options: &[],
+        build: |_| Ok(Box::new(lower_gelu_to_shiftgelu::exact_gelu())),
     },
     PassInfo {
         name: "lower-gelu-to-ibert-erf",
@@ -476,6 +496,12 @@ mod stages {
         passes: "lower-linear-to-integer,lower-softmax-to-shiftmax,lower-activations-to-table,\
                  lower-layer-norm-to-int",
     };
+    /// I-ViT's structure with the functions themselves in the tables.
+    pub const LOWER_EXACT_TABLES: Stage = Stage {
+        kind: StageKind::Lower,
+        passes: "lower-linear-to-integer,lower-softmax-to-exp-table,lower-gelu-to-table,\
+                 lower-activations-to-table,lower-layer-norm-to-int",
+    };
     pub const LOWER_IBERT: Stage = Stage {
         kind: StageKind::Lower,
         passes: "lower-linear-to-integer,lower-softmax-to-ibert-exp,lower-gelu-to-ibert-erf,\
@@ -527,6 +553,18 @@ pub const PRESETS: &[Preset] = &[
             FUSE,
             PLAN,
             LOWER_IVIT,
+            LEGALIZE_INTEGER,
+            FINALIZE,
+        ],
+    },
+    Preset {
+        name: "ivit-exact",
+        summary: "integer-only as ivit, with the exponential and GELU themselves in the tables (same ops, same cost, no kernel approximation)",
+        stages: &[
+            CANONICALIZE_20,
+            FUSE,
+            PLAN,
+            LOWER_EXACT_TABLES,
             LEGALIZE_INTEGER,
             FINALIZE,
         ],

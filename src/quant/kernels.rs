@@ -30,6 +30,9 @@ pub enum ExpKernel {
     Shift { n: u32 },
     /// I-BERT i-exp: second-order polynomial on (−ln 2, 0], then `>> q` (n = 30).
     Polynomial,
+    /// The exponential itself, rounded to 30 fractional bits: a table holds any function at
+    /// the same cost, so the approximations above buy nothing once the input is an index.
+    Exact,
 }
 
 /// I-ViT ShiftExp of `x ≤ 0` at scale `s`: returns `e` with `e^(s·x) ≈ e · s / 2^n`.
@@ -68,6 +71,7 @@ pub fn exp_table(kernel: ExpKernel, s: f64, max_row: i64) -> Vec<i32> {
     let exp = |i: i64| match kernel {
         ExpKernel::Shift { n } => shift_exp(-i, s, n),
         ExpKernel::Polynomial => polynomial_exp(-i, s),
+        ExpKernel::Exact => ((-(i as f64) * s).exp() * (1u64 << 30) as f64).round() as i128,
     };
     // Where the kernel clamps: every later entry would repeat the clamped value.
     let clamp_at = match kernel {
@@ -76,7 +80,7 @@ pub fn exp_table(kernel: ExpKernel, s: f64, max_row: i64) -> Vec<i32> {
             // I_p = 1.4375·x (within rounding) reaches n·x0 at x = n·x0/1.4375.
             ((n as f64 * x0 / 1.4375).abs().ceil() as i64) + 2
         }
-        ExpKernel::Polynomial => ((30.0 * IBERT_LN2 / s).ceil() as i64) + 1,
+        ExpKernel::Polynomial | ExpKernel::Exact => ((30.0 * IBERT_LN2 / s).ceil() as i64) + 1,
     };
     let first = exp(0).max(1);
     let budget = ((1i128 << 31) - 1) / max_row.max(1) as i128;
@@ -138,12 +142,31 @@ pub fn softmax_row_shifted(
 }
 
 /// The GELU approximation an integer lowering uses.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug)]
 pub enum GeluKernel {
     /// I-ViT ShiftGELU: `x·σ(1.6875·x)` with ShiftExp and an 8-bit sigmoid.
     Shift,
     /// I-BERT i-GELU: `x·(erf(x/√2) + 1)/2` with the second-order erf polynomial.
     Polynomial,
+    /// The function itself (erf or tanh GELU, or QuickGelu), rounded at scale `s/128` (as
+    /// ShiftGELU's result): over int8 inputs a table costs the same whatever it holds.
+    Exact(fn(f64) -> f64),
+}
+
+/// GELU, `x·Φ(x)`.
+pub fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+}
+
+/// GELU's tanh form (`approximate="tanh"`, GPT-2's `gelu_new`).
+pub fn gelu_tanh(x: f64) -> f64 {
+    let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+    0.5 * x * (1.0 + inner.tanh())
+}
+
+/// QuickGelu, `x·σ(1.702x)`.
+pub fn quick_gelu(x: f64) -> f64 {
+    x * sigmoid(1.702 * x)
 }
 
 /// The ShiftExp exponent ShiftGELU uses at input scale `s`: ShiftExp's values reach
@@ -220,6 +243,10 @@ pub fn gelu_table(kernel: GeluKernel, s: f64) -> (Vec<i64>, f64) {
         GeluKernel::Polynomial => (
             Box::new(move |x| polynomial_gelu(x, s)),
             polynomial_gelu_scale(s),
+        ),
+        GeluKernel::Exact(f) => (
+            Box::new(move |x| (f(x as f64 * s) * 128.0 / s).round() as i64),
+            s / 128.0,
         ),
     };
     let sign = if scale < 0.0 { -1 } else { 1 };
