@@ -62,10 +62,12 @@ pub fn exact_gelu() -> LowerByTable {
             if !op.is("Gelu") {
                 return None;
             }
-            Some(match op.attr_string("approximate").ok().flatten().as_deref() {
-                Some("tanh") => Table::Kernel(|s| gelu_table(GeluKernel::Exact(gelu_tanh), s)),
-                _ => Table::Kernel(|s| gelu_table(GeluKernel::Exact(gelu), s)),
-            })
+            Some(
+                match op.attr_string("approximate").ok().flatten().as_deref() {
+                    Some("tanh") => Table::Kernel(|s| gelu_table(GeluKernel::Exact(gelu_tanh), s)),
+                    _ => Table::Kernel(|s| gelu_table(GeluKernel::Exact(gelu), s)),
+                },
+            )
         },
     }
 }

@@ -158,6 +158,12 @@ impl Pass for SmoothLayerNorm {
             let before = stats.abs_max();
             rewrite(model, &found, &divisors)?;
             let after = smoothed.abs_max();
+            // y now holds y/s: a new name, so that nothing (`check --per-layer`,
+            // `--sensitivity`) takes it for the input model's value.
+            let name = model
+                .graph
+                .fresh_name(&format!("{}/smoothed", model.graph.value_name(y)));
+            model.graph.rename_value(y, &name)?;
             model.graph.value_mut(y).stats = Some(Arc::new(smoothed));
             let spread = |d: &[f64]| {
                 let (lo, hi) = d

@@ -38,6 +38,7 @@ INTONE = [
     ("ivit", "ivit", []),
     ("ibert", "ibert", []),
     ("ivit-relu", "ivit-relu", []),
+    ("ivit-exact", "ivit-exact", []),
     # The defaults before issue 13's 16-bit probabilities (and with them).
     ("linear, probability-bits 8", "linear", ["--probability-bits", "8"]),
     ("ivit, probability-bits 8", "ivit", ["--probability-bits", "8"]),

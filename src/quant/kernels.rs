@@ -63,6 +63,14 @@ pub fn polynomial_exp(x: i64, s: f64) -> i128 {
     (z << (N - q)).max(0)
 }
 
+/// The exact exponential table's entry for 0: `2^k` with k half of the 31 bits a row of
+/// `max_row` entries leaves, so that the entries and the normalising factor `(2^31−1)/Σ` get
+/// about as many bits each even for a uniform row (a full-width table leaves the factor 1–2).
+fn exact_exp_one(max_row: i64) -> f64 {
+    let row_bits = (max_row.max(1) as f64).log2().ceil();
+    2f64.powf(((31.0 - row_bits) / 2.0).floor())
+}
+
 /// The table an integer softmax gathers from: entry `i` is the exponential of `−i` (input
 /// scale `s`, after the row maximum is subtracted), right-shifted so that a row of up to
 /// `max_row` entries sums below 2^31. The last entry is 0: inputs at or beyond it (masked
@@ -71,7 +79,7 @@ pub fn exp_table(kernel: ExpKernel, s: f64, max_row: i64) -> Vec<i32> {
     let exp = |i: i64| match kernel {
         ExpKernel::Shift { n } => shift_exp(-i, s, n),
         ExpKernel::Polynomial => polynomial_exp(-i, s),
-        ExpKernel::Exact => ((-(i as f64) * s).exp() * (1u64 << 30) as f64).round() as i128,
+        ExpKernel::Exact => ((-(i as f64) * s).exp() * exact_exp_one(max_row)).round() as i128,
     };
     // Where the kernel clamps: every later entry would repeat the clamped value.
     let clamp_at = match kernel {
@@ -83,7 +91,12 @@ pub fn exp_table(kernel: ExpKernel, s: f64, max_row: i64) -> Vec<i32> {
         ExpKernel::Polynomial | ExpKernel::Exact => ((30.0 * IBERT_LN2 / s).ceil() as i64) + 1,
     };
     let first = exp(0).max(1);
-    let budget = ((1i128 << 31) - 1) / max_row.max(1) as i128;
+    let mut budget = ((1i128 << 31) - 1) / max_row.max(1) as i128;
+    // i-exp's values reach 2^30: shifted as far as the exact table's, so that the normalising
+    // factor keeps bits (at full width it was 2–5 and rows summed to 0.73–0.95).
+    if kernel == ExpKernel::Polynomial {
+        budget = budget.min(2 * exact_exp_one(max_row) as i128);
+    }
     let mut shift = 0;
     while (first >> shift) > budget {
         shift += 1;

@@ -109,3 +109,42 @@ fn ibert_erf_leaves_a_gelu_behind_a_float_op() {
     );
     assert_eq!(case.after_count("Gelu"), 1);
 }
+
+#[test]
+fn exact_gelu_tables_hold_the_function_itself_and_beat_shiftgelu() {
+    // erf GELU, its tanh form: the table holds round(f(i·S)·128/S), no kernel approximation.
+    for attrs in [vec![], vec![attr::string("approximate", "tanh")]] {
+        let options = calibrated(&[("x", x())]);
+        let case = lower(
+            fc_gelu(attrs.clone()),
+            LINEAR,
+            "lower-gelu-to-table",
+            &options,
+        );
+        if attrs.is_empty() {
+            insta::assert_snapshot!(case.snapshot());
+        }
+        assert_eq!(case.counts(), (1, 1, 0));
+        assert_eq!(case.after_count("Gelu"), 0);
+        assert_eq!(case.after_count("Gather"), 1);
+        let exact = case.assert_close(&[x()], 0.05);
+        let shift = lower(fc_gelu(attrs), LINEAR, "lower-gelu-to-shiftgelu", &options)
+            .assert_close(&[x()], 0.05);
+        assert!(exact <= shift, "exact table {exact} vs ShiftGELU {shift}");
+    }
+}
+
+#[test]
+fn exact_gelu_table_entries_are_the_rounded_function() {
+    use intone::quant::kernels::{GeluKernel, gelu, gelu_table};
+    let s = 0.05;
+    let (table, scale) = gelu_table(GeluKernel::Exact(gelu), s);
+    assert_eq!(scale, s / 128.0);
+    assert_eq!(table.len(), 256);
+    for (i, &t) in table.iter().enumerate() {
+        let want = gelu((i as f64 - 128.0) * s) / scale;
+        assert!((t as f64 - want).abs() <= 0.5, "entry {i}: {t} vs {want}");
+    }
+    // The minimum, −0.17, at x ≈ −0.75: entry 128 − 15.
+    assert_eq!(table[113], (gelu(-0.75) / scale).round() as i64);
+}

@@ -76,6 +76,44 @@ fn shiftmax_lowers_softmax_of_attention_scores() {
 }
 
 #[test]
+fn exp_table_softmax_holds_the_exponential_itself() {
+    // The same integer normalisation as Shiftmax; the table is round(2^30·e^(−i·S)), shifted
+    // to fit the row, so the probabilities err only by the scores' and the output's rounding.
+    let spec = "lower-softmax-to-exp-table";
+    let case = lower(scores_softmax(), LINEAR, spec, &scores_options());
+    insta::assert_snapshot!(case.snapshot());
+    assert_eq!(case.counts(), (1, 1, 0));
+    assert_eq!(case.after_count("Softmax"), 0);
+    assert_eq!(case.after_count("Gather"), 1, "the exponential table");
+    let exact = case.assert_close(&scores_inputs(), 0.04);
+    let shift = lower(
+        scores_softmax(),
+        LINEAR,
+        "lower-softmax-to-shiftmax",
+        &scores_options(),
+    )
+    .assert_close(&scores_inputs(), 0.04);
+    assert!(
+        exact < shift,
+        "exact exponential {exact} vs ShiftExp {shift}"
+    );
+}
+
+#[test]
+fn exact_exp_table_entries_are_the_rounded_exponential() {
+    use intone::quant::kernels::{ExpKernel, exp_table};
+    let s = 0.01;
+    let table = exp_table(ExpKernel::Exact, s, 257);
+    assert_eq!(*table.last().unwrap(), 0, "masked positions give 0");
+    let first = table[0] as f64;
+    assert!(first * 257.0 < 2f64.powi(31), "a row of 257 sums in int32");
+    for (i, &t) in table.iter().enumerate().take(table.len() - 1) {
+        let want = first * (-(i as f64) * s).exp();
+        assert!((t as f64 - want).abs() <= 1.0, "entry {i}: {t} vs {want}");
+    }
+}
+
+#[test]
 fn shiftmax_indexes_the_table_by_the_rounded_distance_below_the_row_maximum() {
     let case = lower(
         scores_softmax(),
@@ -118,9 +156,10 @@ fn shiftmax_writes_probabilities_straight_into_the_next_matmul_operand() {
     assert_eq!(case.counts(), (1, 1, 0));
     let text = model_to_text(&case.after).unwrap();
     assert!(text.contains("Softmax_1/rounded = Add("), "{text}");
+    // 16-bit probabilities (the default): their two bytes are split off the division's result.
     assert!(
-        text.contains("= MatMulInteger(Softmax_1/quantized"),
-        "the probabilities feed the MatMul directly: {text}"
+        text.contains("MatMul_2/high = Div(Softmax_1/quantized_1"),
+        "the probabilities feed the matmul's two terms directly: {text}"
     );
     assert_eq!(
         case.after_count("intone.Requant"),
