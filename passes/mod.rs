@@ -22,8 +22,10 @@ mod legalize;
 pub(crate) mod lower_activations_to_table;
 mod lower_gelu_to_ibert_erf;
 mod lower_gelu_to_shiftgelu;
+mod lower_gelu_to_table;
 mod lower_layer_norm_to_int;
 mod lower_linear_to_integer;
+mod lower_softmax_to_exp_table;
 mod lower_softmax_to_ibert_exp;
 mod lower_softmax_to_shiftmax;
 mod measure_sensitivity;
@@ -319,11 +321,7 @@ pub const PASSES: &[PassInfo] = &[
         exact: false,
         phases: LOWERS,
         options: &[OUT_BITS],
-        build: |options| {
-            Ok(Box::new(lower_softmax_to_shiftmax::LowerSoftmax::exact(
-                options,
-            )?))
-        },
+        build: lower_softmax_to_exp_table::build,
     },
     PassInfo {
         name: "lower-softmax-to-ibert-exp",
@@ -347,7 +345,7 @@ pub const PASSES: &[PassInfo] = &[
         exact: false,
         phases: LOWERS,
         options: &[],
-        build: |_| Ok(Box::new(lower_gelu_to_shiftgelu::exact_gelu())),
+        build: |_| lower_gelu_to_table::build(),
     },
     PassInfo {
         name: "lower-gelu-to-ibert-erf",
