@@ -151,9 +151,11 @@ impl Pass for Quantize {
             model,
             &facts,
             &order,
-            cx.options.wide_operands,
-            cx.options.probability_bits,
-            cx.options.symbolic_dim_bound,
+            Widening {
+                wide: cx.options.wide_operands,
+                probability_bits: cx.options.probability_bits,
+                dim_bound: cx.options.symbolic_dim_bound,
+            },
             method,
             self.bits,
             Measuring {
@@ -341,6 +343,14 @@ struct WeightOperands {
     probabilities: std::collections::HashMap<ValueId, u32>,
 }
 
+/// Which activations may be planned wider than `bits`: `--wide-operands`, `--probability-bits`,
+/// and the bound (`--max-dim`) an attention matmul's unknown inner size takes.
+struct Widening {
+    wide: WideOperands,
+    probability_bits: u32,
+    dim_bound: i64,
+}
+
 /// What `measured=F` measures with: the calibration probe (none without data) and the
 /// residual-stream values it leaves alone.
 struct Measuring<'a> {
@@ -353,9 +363,7 @@ fn weight_operands(
     model: &Model,
     facts: &crate::ops::GraphFacts,
     order: &[NodeId],
-    wide: WideOperands,
-    probability_bits: u32,
-    dim_bound: i64,
+    widening: Widening,
     method: CalibrationMethod,
     bits: u32,
     measuring: Measuring,
@@ -385,13 +393,13 @@ fn weight_operands(
                     .and_then(|s| s.last())
                     .and_then(|d| d.known());
                 // A symbolic k is bounded by --max-dim, as in the lowering's own bound.
-                let k = inner.unwrap_or(dim_bound).max(1);
+                let k = inner.unwrap_or(widening.dim_bound).max(1);
                 if let Some(wide_bits) = two_term_bits(k) {
                     attention.push((*a, outputs.max(1) * k, wide_bits));
                     let softmax = g
                         .producer(*a)
                         .is_some_and(|p| p.op_type() == "Softmax" && p.domain().is_empty());
-                    let bits = wide_bits.min(probability_bits);
+                    let bits = wide_bits.min(widening.probability_bits);
                     if softmax && bits > 8 {
                         probabilities.insert(*a, bits);
                     }
@@ -452,7 +460,7 @@ fn weight_operands(
     let mut measured_db = std::collections::HashMap::new();
     // Activations widened for activation × activation matmuls (`measured` only).
     let mut extra_wide = std::collections::HashMap::new();
-    let chosen: Vec<bool> = match wide {
+    let chosen: Vec<bool> = match widening.wide {
         WideOperands::None => vec![false; found.len()],
         WideOperands::All => vec![true; found.len()],
         WideOperands::Auto { sqnr_db } => {

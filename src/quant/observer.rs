@@ -186,7 +186,7 @@ impl Observer {
     /// result are its extremes.
     pub fn divided_per_channel(&self, divisors: &[f64]) -> Option<Observer> {
         let ch = self.channels.as_ref()?;
-        if ch.min.len() != divisors.len() || divisors.iter().any(|&d| !(d > 0.0)) {
+        if ch.min.len() != divisors.len() || divisors.iter().any(|&d| !d.is_finite() || d <= 0.0) {
             return None;
         }
         let mut out = ChannelStats::new(divisors.len());
