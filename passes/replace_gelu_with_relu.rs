@@ -13,6 +13,7 @@ use super::prelude::*;
 use crate::Error;
 use crate::ir::{Array, Graph};
 use crate::pass::matcher::{out, sole_reader};
+use crate::quant::kernels::{gelu, quick_gelu};
 
 pub struct ReplaceGeluWithRelu {
     correct_bias: bool,
@@ -45,14 +46,6 @@ pub fn mean_shift(f: impl Fn(f64) -> f64, mu: f64, sigma: f64) -> f64 {
         total += w * g(a + i as f64 * h);
     }
     total * h / 3.0
-}
-
-pub fn gelu(x: f64) -> f64 {
-    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
-}
-
-pub fn quick_gelu(x: f64) -> f64 {
-    x / (1.0 + (-1.702 * x).exp())
 }
 
 impl Pass for ReplaceGeluWithRelu {

@@ -179,7 +179,7 @@ pub fn gelu_tanh(x: f64) -> f64 {
 
 /// QuickGelu, `x·σ(1.702x)`.
 pub fn quick_gelu(x: f64) -> f64 {
-    x * sigmoid(1.702 * x)
+    x / (1.0 + (-1.702 * x).exp())
 }
 
 /// The ShiftExp exponent ShiftGELU uses at input scale `s`: ShiftExp's values reach
