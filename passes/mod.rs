@@ -285,11 +285,23 @@ pub const PASSES: &[PassInfo] = &[
         summary: "every GELU becomes ReLU; correct-relu-bias compensates the next bias for the mean shift",
         exact: false,
         phases: Phases::FLOAT,
-        options: &[OptionInfo {
-            name: "correct-relu-bias",
-            default: "false",
-            help: "add E[GELU(x)] − E[ReLU(x)] (from calibration statistics) through the next layer's bias",
-        }],
+        options: &[
+            OptionInfo {
+                name: "correct-relu-bias",
+                default: "false",
+                help: "add E[GELU(x)] − E[ReLU(x)] (from calibration statistics) through the next layer's bias",
+            },
+            OptionInfo {
+                name: "refit",
+                default: "false",
+                help: "refit the next layer's weight and bias by ridge least squares on calibration samples, so that FC2(ReLU(x)) matches FC2(GELU(x)); replaces the bias correction where it applies",
+            },
+            OptionInfo {
+                name: "ridge",
+                default: "0.3",
+                help: "the refit's pull toward the old weight, relative to the mean ReLU output energy",
+            },
+        ],
         build: |options| {
             Ok(Box::new(replace_gelu_with_relu::ReplaceGeluWithRelu::new(
                 options,
@@ -472,11 +484,12 @@ mod stages {
         kind: StageKind::Plan,
         passes: "calibrate,smooth-layer-norm,quantize,split-residual-groups,measure-sensitivity",
     };
-    /// The correction needs the GELU inputs' statistics; calibrating again then plans the
-    /// ReLU model that is actually compiled.
+    /// The correction needs the GELU inputs' statistics (the refit replaces it where a
+    /// constant-weight layer follows); calibrating again then plans the ReLU model that is
+    /// actually compiled.
     pub const PLAN_RELU: Stage = Stage {
         kind: StageKind::Plan,
-        passes: "calibrate,replace-gelu-with-relu(correct-relu-bias=true),calibrate,\
+        passes: "calibrate,replace-gelu-with-relu(correct-relu-bias=true,refit=true),calibrate,\
                  smooth-layer-norm,quantize,split-residual-groups,measure-sensitivity",
     };
     pub const LOWER_LINEAR: Stage = Stage {
@@ -569,7 +582,7 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "ivit-relu",
-        summary: "ivit with every GELU replaced by ReLU, the next biases corrected for the mean shift",
+        summary: "ivit with every GELU replaced by ReLU, the next layers refitted by least squares on the calibration samples",
         stages: &[
             CANONICALIZE_20,
             FUSE,

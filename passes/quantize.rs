@@ -1,8 +1,10 @@
 //! `quantize(bits=8,residual-bits=16)`: decides how every calibrated float value will be
 //! represented as integers, `real ≈ scale · q`, symmetric (zero point 0).
 //!
-//! Rule: a value that enters or leaves a residual Add (two activations summed) keeps
-//! `residual-bits` (I-ViT keeps the residual stream at 16 bits, carried in int32); every other
+//! Rule: a value that enters or leaves a residual Add (two activations summed), or reaches one
+//! through data movement and constant operands only (a patch embedding and its position
+//! embedding), keeps `residual-bits` (I-ViT keeps the residual stream at 16 bits, carried in
+//! int32); every other
 //! value gets `bits`, unsigned when calibration never saw it negative (Softmax and ReLU outputs)
 //! and signed otherwise. The clip comes from the observer (`--calibration-method`):
 //! `scale = clip / levels`, levels = 2^(b−1) − 1 signed, 2^b − 1 unsigned. Scales are f32
@@ -78,6 +80,49 @@ fn is_residual_add(model: &Model, id: NodeId) -> bool {
             .all(|v| v.is_some_and(|v| g.constant(v).is_none()))
 }
 
+/// The values that reach a residual-stream value only through data movement and a constant
+/// operand (a bias or position-embedding Add, a LayerScale Mul, the class token's Concat): the
+/// stream starts where the last matmul's accumulator is requantized, so these keep the
+/// stream's bits too (a ViT's patch embedding, else rounded to 8 bits before the first block).
+fn stream_feeders(
+    model: &Model,
+    residual: &std::collections::HashSet<ValueId>,
+) -> Vec<ValueId> {
+    let g = &model.graph;
+    let mut found: Vec<ValueId> = Vec::new();
+    let mut work: Vec<ValueId> = residual.iter().copied().collect();
+    work.sort_by_key(|v| (g.order(v.node), v.slot));
+    while let Some(v) = work.pop() {
+        let Some(op) = g.producer(v) else { continue };
+        if !op.domain().is_empty() {
+            continue;
+        }
+        let inputs: Vec<ValueId> = g.inputs_of(v.node).into_iter().flatten().collect();
+        let variable: Vec<ValueId> = inputs
+            .iter()
+            .copied()
+            .filter(|&u| g.constant(u).is_none())
+            .collect();
+        let joining: Vec<ValueId> = match op.op_type() {
+            // The data input (shapes and axes are not stream values).
+            "Reshape" | "Transpose" | "Flatten" | "Squeeze" | "Unsqueeze" | "Identity"
+            | "Expand" => inputs.first().copied().into_iter().collect(),
+            // One variable operand and constants: a bias, position embedding or LayerScale.
+            "Add" | "Sub" | "Mul" if variable.len() == 1 => variable,
+            // Every piece (patch embeddings and the class token).
+            "Concat" => variable,
+            _ => Vec::new(),
+        };
+        for u in joining.into_iter().filter(|&u| g.constant(u).is_none()) {
+            if !residual.contains(&u) && !found.contains(&u) {
+                found.push(u);
+                work.push(u);
+            }
+        }
+    }
+    found
+}
+
 /// Along the residual stream, each sum's scale becomes its stream operand's scale times the
 /// least power of two that still covers the sum's clip (at most one bit of the 16 given up), so
 /// the stream operand aligns by a shift alone (int32, where a general ratio needs an int64
@@ -135,6 +180,7 @@ impl Pass for Quantize {
                 }
             }
         }
+        residual.extend(stream_feeders(model, &residual));
         let facts = cx.facts(model)?;
         let probe = cx.options.calibration.as_ref().map(|set| Probe {
             set,

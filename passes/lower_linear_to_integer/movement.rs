@@ -5,13 +5,17 @@ use super::*;
 use crate::ops::table::Movement;
 
 /// The integer tensor a data-movement op can work on: the representation itself when it is
-/// per-tensor, else its 8-bit form at the planned scale.
+/// per-tensor, else its form at the planned scale: 8-bit, or int32 for a plan of more bits
+/// (the residual stream's start, a patch embedding).
 pub(super) fn movable(lw: &mut Lowering, v: ValueId) -> Result<Option<IntRep>> {
     match lw.rep(v).cloned() {
         None => Ok(None),
         Some(rep) if rep.is_per_tensor() => Ok(Some(rep)),
-        Some(_) if lw.model().graph.value(v).plan.is_none() => Ok(None),
-        Some(_) => lw.operand(v, Form::Stored8).map(Some),
+        Some(_) => match lw.model().graph.value(v).plan.as_ref().map(|p| p.bits) {
+            None => Ok(None),
+            Some(bits) if bits > 8 => lw.operand(v, Form::Wide).map(Some),
+            Some(_) => lw.operand(v, Form::Stored8).map(Some),
+        },
     }
 }
 
@@ -32,10 +36,11 @@ pub(super) fn constant_operand(
         return Ok(None);
     };
     let levels = plan.levels() as f64;
-    let (s, lo, hi, dtype) = if plan.signed {
-        (scale * levels / 127.0, -127, 127, DataType::Int8)
-    } else {
-        (scale * levels / 255.0, 0, 255, DataType::Uint8)
+    let (s, lo, hi, dtype) = match (plan.bits > 8, plan.signed) {
+        (true, true) => (scale, -plan.levels(), plan.levels(), DataType::Int32),
+        (true, false) => (scale, 0, plan.levels(), DataType::Int32),
+        (false, true) => (scale * levels / 127.0, -127, 127, DataType::Int8),
+        (false, false) => (scale * levels / 255.0, 0, 255, DataType::Uint8),
     };
     let target = Target {
         scale: s as f32 as f64,
@@ -290,15 +295,22 @@ pub(super) fn lower_concat(
             return Ok(Outcome::Lowered);
         }
     }
-    // Every part at the result's scale, 8 bits (a constant part is quantized at compile time).
-    let (lo, hi, dtype) = if plan.signed {
-        (-128, 127, DataType::Int8)
-    } else {
-        (0, 255, DataType::Uint8)
+    // Every part at the result's scale, 8 bits, or int32 at the plan's own bits when it has
+    // more (a constant part is quantized at compile time).
+    let wide = plan.bits > 8;
+    let (lo, hi, dtype) = match (wide, plan.signed) {
+        (true, true) => (-plan.levels(), plan.levels(), DataType::Int32),
+        (true, false) => (0, plan.levels(), DataType::Int32),
+        (false, true) => (-128, 127, DataType::Int8),
+        (false, false) => (0, 255, DataType::Uint8),
     };
     let levels = if plan.signed { 127.0 } else { 255.0 };
-    let scale = (scale * ((1u64 << (plan.bits - u32::from(plan.signed))) - 1) as f64 / levels)
-        as f32 as f64;
+    let scale = if wide {
+        scale
+    } else {
+        (scale * ((1u64 << (plan.bits - u32::from(plan.signed))) - 1) as f64 / levels) as f32
+            as f64
+    };
     let target = Target {
         scale,
         zero_point: 0,
@@ -320,6 +332,6 @@ pub(super) fn lower_concat(
         dtype,
         range: (lo, hi),
     };
-    lw.set_rep(y, rep, 8, plan.signed);
+    lw.set_rep(y, rep, if wide { plan.bits } else { 8 }, plan.signed);
     Ok(Outcome::Lowered)
 }

@@ -4,6 +4,7 @@
 
 pub mod dyadic;
 pub mod kernels;
+pub mod least_squares;
 pub mod observer;
 pub mod requant;
 pub mod rounding;

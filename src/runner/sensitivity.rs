@@ -387,6 +387,50 @@ fn input_type(model: &Model, v: ValueId) -> Option<DataType> {
     }
 }
 
+/// The first `limit` calibration samples as input batches for `runner` (in its input order, cast
+/// to the declared types), `set.batch` samples each. A model that fixes its batch gets batches
+/// of that size, the last one filled up with the first samples again.
+pub fn sample_batches(
+    model: &Model,
+    runner: &Runner,
+    set: &CalibrationSet,
+    limit: usize,
+) -> Result<Vec<Vec<Array>>> {
+    let samples = set.samples()?.min(limit.max(1));
+    let declared = model
+        .graph
+        .inputs()
+        .iter()
+        .find_map(|&id| declared_batch(model, ValueId { node: id, slot: 0 }));
+    let batch = declared.unwrap_or(set.batch.clamp(1, samples));
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < samples {
+        let end = match declared {
+            Some(_) => start + batch,
+            None => (start + batch).min(samples),
+        };
+        let rows: Vec<usize> = (start..end).map(|i| i % samples).collect();
+        start = end;
+        let mut inputs = Vec::new();
+        for name in runner.input_names() {
+            if !set.inputs.contains_key(name) {
+                return Err(Error::Usage(format!(
+                    "no calibration data for model input '{name}' (add --calibrate {name}=FILE.npy)"
+                )));
+            }
+            let v = model.graph.find_value(name).expect("graph input");
+            let rows = set.rows_at(name, &rows);
+            inputs.push(match input_type(model, v) {
+                Some(t) if t != rows.dtype() => rows.cast(t)?,
+                _ => rows,
+            });
+        }
+        batches.push(inputs);
+    }
+    Ok(batches)
+}
+
 /// The f32 graph outputs of one run, flattened.
 fn float_outputs(plan: &super::Plan, inputs: &[Array]) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::new();

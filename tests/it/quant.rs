@@ -534,3 +534,71 @@ fn range_check_refuses_overflow_and_names_the_node() {
         "{e}"
     );
 }
+
+/// Deterministic values in (−1, 1).
+fn pseudo_random(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn blocked_cholesky_factors_and_solves_across_block_edges() {
+    use intone::quant::least_squares::{cholesky_in_place, solve_cholesky};
+    use ndarray::Array2;
+    // 150 rows cross two 64-column blocks and a partial one.
+    let n = 150;
+    let a = Array2::from_shape_vec((n + 20, n), pseudo_random((n + 20) * n, 1)).unwrap();
+    let m = a.t().dot(&a) + Array2::<f64>::eye(n);
+    let mut l = m.clone();
+    cholesky_in_place(&mut l).unwrap();
+    let lower = Array2::from_shape_fn((n, n), |(i, j)| if j <= i { l[[i, j]] } else { 0.0 });
+    let err = (&lower.dot(&lower.t()) - &m).iter().fold(0f64, |e, v| e.max(v.abs()));
+    assert!(err < 1e-9, "LLᵀ − M: {err:e}");
+    let x = Array2::from_shape_vec((n, 3), pseudo_random(n * 3, 2)).unwrap();
+    let mut b = m.dot(&x);
+    solve_cholesky(&l, &mut b);
+    let err = (&b - &x).iter().fold(0f64, |e, v| e.max(v.abs()));
+    assert!(err < 1e-9, "solution: {err:e}");
+    // Not positive definite: an error, not a NaN.
+    let mut bad = -Array2::<f64>::eye(4);
+    assert!(cholesky_in_place(&mut bad).is_err());
+}
+
+#[test]
+fn normal_equations_recover_a_layer_that_fits_exactly() {
+    use intone::quant::least_squares::NormalEquations;
+    use ndarray::Array2;
+    // New inputs equal to the old: the old layer itself is the exact fit, whatever the ridge.
+    let (n, d, m) = (300, 12, 5);
+    let x = Array2::from_shape_vec((n, d), pseudo_random(n * d, 3))
+        .unwrap()
+        .mapv(|v| v as f32);
+    let w = Array2::from_shape_vec((d, m), pseudo_random(d * m, 4)).unwrap();
+    let b = pseudo_random(m, 5);
+    let mut eq = NormalEquations::new(d, d);
+    // In two parts (streaming) of uneven size.
+    eq.add(x.slice(ndarray::s![..100, ..]), x.slice(ndarray::s![..100, ..]));
+    eq.add(x.slice(ndarray::s![100.., ..]), x.slice(ndarray::s![100.., ..]));
+    assert_eq!(eq.rows, n);
+    for ridge in [1e-6, 1.0] {
+        let (w2, b2) = eq.solve(w.view(), &b, ridge).unwrap();
+        let err = (&w2 - &w).iter().fold(0f64, |e, v| e.max(v.abs()));
+        assert!(err < 1e-4, "ridge {ridge}: weight off by {err:e}");
+        for (p, q) in b.iter().zip(&b2) {
+            assert!((p - q).abs() < 1e-4, "ridge {ridge}: bias {p} vs {q}");
+        }
+    }
+    // Old inputs twice the new: the fit doubles the weight (a small ridge barely pulls back).
+    let mut eq = NormalEquations::new(d, d);
+    eq.add(x.view(), x.mapv(|v| 2.0 * v).view());
+    let (w2, _) = eq.solve(w.view(), &b, 1e-9).unwrap();
+    let err = (&w2 - &(2.0 * &w)).iter().fold(0f64, |e, v| e.max(v.abs()));
+    assert!(err < 1e-4, "doubled weight off by {err:e}");
+}

@@ -8,6 +8,7 @@
 
 mod convnets;
 mod gelu;
+mod gelu_to_relu;
 mod integer_io;
 mod layer_norm;
 mod legalize;
