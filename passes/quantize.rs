@@ -84,10 +84,7 @@ fn is_residual_add(model: &Model, id: NodeId) -> bool {
 /// operand (a bias or position-embedding Add, a LayerScale Mul, the class token's Concat): the
 /// stream starts where the last matmul's accumulator is requantized, so these keep the
 /// stream's bits too (a ViT's patch embedding, else rounded to 8 bits before the first block).
-fn stream_feeders(
-    model: &Model,
-    residual: &std::collections::HashSet<ValueId>,
-) -> Vec<ValueId> {
+fn stream_feeders(model: &Model, residual: &std::collections::HashSet<ValueId>) -> Vec<ValueId> {
     let g = &model.graph;
     let mut found: Vec<ValueId> = Vec::new();
     let mut work: Vec<ValueId> = residual.iter().copied().collect();

@@ -134,7 +134,11 @@ impl Pass for ReplaceGeluWithRelu {
                         .into_iter()
                         .map(|c| (delta * c.iter().map(|&v| v as f64).sum::<f64>()) as f32)
                         .collect();
-                    let bias = layer.bias_values().into_iter().zip(&shift).map(|(b, s)| b + s);
+                    let bias = layer
+                        .bias_values()
+                        .into_iter()
+                        .zip(&shift)
+                        .map(|(b, s)| b + s);
                     rewrite_next_layer(model, &layer, None, bias.collect())?;
                     Ok(shift.len())
                 })
@@ -269,14 +273,23 @@ impl ReplaceGeluWithRelu {
         let mut sites = Vec::new();
         for &id in gelus {
             let Some(x) = g.input(id, 0) else { continue };
-            let names = [g.value_name(x).to_string(), g.value_name(out(id)).to_string()];
+            let names = [
+                g.value_name(x).to_string(),
+                g.value_name(out(id)).to_string(),
+            ];
             let who = g.describe(id);
             let Some(layer) = next_layer(g, out(id)) else {
-                cx.remark(who, "no MatMul with a constant weight follows: not refitted");
+                cx.remark(
+                    who,
+                    "no MatMul with a constant weight follows: not refitted",
+                );
                 continue;
             };
             if !names.iter().all(|n| runner.has_value(n)) {
-                cx.remark(who, "its input or output is not visible to tract: not refitted");
+                cx.remark(
+                    who,
+                    "its input or output is not visible to tract: not refitted",
+                );
                 continue;
             }
             let d = layer.weight.nrows();

@@ -308,8 +308,7 @@ pub(super) fn lower_concat(
     let scale = if wide {
         scale
     } else {
-        (scale * ((1u64 << (plan.bits - u32::from(plan.signed))) - 1) as f64 / levels) as f32
-            as f64
+        (scale * ((1u64 << (plan.bits - u32::from(plan.signed))) - 1) as f64 / levels) as f32 as f64
     };
     let target = Target {
         scale,

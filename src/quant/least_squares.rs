@@ -193,7 +193,9 @@ pub fn solve_cholesky(l: &Array2<f64>, b: &mut Array2<f64>) {
             let f = l[[i, p]];
             if f != 0.0 {
                 let dst = &mut before[p * cols..(p + 1) * cols];
-                dst.iter_mut().zip(row.iter()).for_each(|(r, &s)| *r -= f * s);
+                dst.iter_mut()
+                    .zip(row.iter())
+                    .for_each(|(r, &s)| *r -= f * s);
             }
         }
     }

@@ -559,7 +559,9 @@ fn blocked_cholesky_factors_and_solves_across_block_edges() {
     let mut l = m.clone();
     cholesky_in_place(&mut l).unwrap();
     let lower = Array2::from_shape_fn((n, n), |(i, j)| if j <= i { l[[i, j]] } else { 0.0 });
-    let err = (&lower.dot(&lower.t()) - &m).iter().fold(0f64, |e, v| e.max(v.abs()));
+    let err = (&lower.dot(&lower.t()) - &m)
+        .iter()
+        .fold(0f64, |e, v| e.max(v.abs()));
     assert!(err < 1e-9, "LLᵀ − M: {err:e}");
     let x = Array2::from_shape_vec((n, 3), pseudo_random(n * 3, 2)).unwrap();
     let mut b = m.dot(&x);
@@ -584,8 +586,14 @@ fn normal_equations_recover_a_layer_that_fits_exactly() {
     let b = pseudo_random(m, 5);
     let mut eq = NormalEquations::new(d, d);
     // In two parts (streaming) of uneven size.
-    eq.add(x.slice(ndarray::s![..100, ..]), x.slice(ndarray::s![..100, ..]));
-    eq.add(x.slice(ndarray::s![100.., ..]), x.slice(ndarray::s![100.., ..]));
+    eq.add(
+        x.slice(ndarray::s![..100, ..]),
+        x.slice(ndarray::s![..100, ..]),
+    );
+    eq.add(
+        x.slice(ndarray::s![100.., ..]),
+        x.slice(ndarray::s![100.., ..]),
+    );
     assert_eq!(eq.rows, n);
     for ridge in [1e-6, 1.0] {
         let (w2, b2) = eq.solve(w.view(), &b, ridge).unwrap();

@@ -77,7 +77,8 @@ fn relu_refit_fits_the_next_layer_to_the_gelu_model() {
     // closer than the plain replacement.
     for x in [calibration(), data(&[64, 8], 11, 2.0)] {
         let want = outputs(&mlp(), &x);
-        let [r, c, p] = [&refit, &corrected, &plain].map(|m| relative_error(&want, &outputs(&m.after, &x)));
+        let [r, c, p] =
+            [&refit, &corrected, &plain].map(|m| relative_error(&want, &outputs(&m.after, &x)));
         assert!(r < 0.5 * c && c < p, "refit {r:e}, bias {c:e}, plain {p:e}");
     }
 }
