@@ -36,7 +36,7 @@ pub struct LowerByTable {
     pub table_for: fn(&crate::ir::Op) -> Option<Table>,
 }
 
-fn is_gelu(op: &crate::ir::Op) -> bool {
+pub(crate) fn is_gelu(op: &crate::ir::Op) -> bool {
     op.is("Gelu") || (op.domain() == "com.microsoft" && op.op_type() == "QuickGelu")
 }
 

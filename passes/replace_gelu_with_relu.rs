@@ -20,6 +20,7 @@ use std::collections::HashMap;
 
 use ndarray::{Array2, Ix2};
 
+use super::lower_gelu_to_shiftgelu::is_gelu;
 use crate::Error;
 use crate::ir::{Array, Graph};
 use crate::pass::matcher::{out, sole_reader};
@@ -69,10 +70,6 @@ pub fn mean_shift(f: impl Fn(f64) -> f64, mu: f64, sigma: f64) -> f64 {
         total += w * g(a + i as f64 * h);
     }
     total * h / 3.0
-}
-
-fn is_gelu(op: &crate::ir::Op) -> bool {
-    op.is("Gelu") || (op.domain() == "com.microsoft" && op.op_type() == "QuickGelu")
 }
 
 impl Pass for ReplaceGeluWithRelu {
